@@ -1,0 +1,139 @@
+//! The `Backend` trait: raw object I/O, the one thing a store must provide.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+
+use crate::{
+    Capabilities, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload,
+    PutResult, Result,
+};
+
+/// Raw object I/O on `/`-separated relative keys.
+///
+/// Implementations promise:
+/// - a successful `put` is visible whole to every later `head`/`get`/`list`; no reader
+///   ever sees part of a write;
+/// - `PutMode::Create` and `PutMode::IfMatch` are decided by the store atomically
+///   (see [`Capabilities`] for what a store cannot do);
+/// - errors carry the backend URL ([`Backend::describe`]) and the key;
+/// - transient failures are retried with backoff before [`Error::Unavailable`](crate::Error::Unavailable)
+///   is returned.
+///
+/// The conveniences (`get`, `put`, `exists`, ...) live in [`BackendExt`].
+#[async_trait]
+pub trait Backend: Debug + Send + Sync + 'static {
+    /// A URL naming this backend's root, such as `s3://bucket/prefix` or `file:///data`.
+    fn describe(&self) -> String;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The metadata of one object.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) when it does not exist.
+    async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// Reads an object, whole or a byte range of it, as a stream.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) when it does not exist.
+    async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult>;
+
+    /// Writes an object atomically.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) for `Create` on an existing key,
+    /// [`Error::PreconditionFailed`](crate::Error::PreconditionFailed) for a stale `IfMatch`.
+    async fn put_opts(&self, key: &Key, payload: PutPayload, opts: PutOptions)
+        -> Result<PutResult>;
+
+    /// Deletes an object. Idempotent: deleting a missing object succeeds.
+    async fn delete(&self, key: &Key) -> Result<()>;
+
+    /// Lists the objects whose keys start with `prefix` (a plain string prefix, `""`
+    /// for all), paging through the store's listing as the stream is polled. The order
+    /// is unspecified.
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>>;
+}
+
+/// Conveniences over [`Backend`], implemented for every backend.
+#[async_trait]
+pub trait BackendExt: Backend {
+    /// Reads a whole object into memory.
+    async fn get(&self, key: &Key) -> Result<Bytes> {
+        self.get_opts(key, None).await?.bytes().await
+    }
+
+    /// Reads a byte range of an object into memory.
+    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.get_opts(key, Some(GetRange::Bounded(range)))
+            .await?
+            .bytes()
+            .await
+    }
+
+    /// Writes an object, replacing any existing one.
+    async fn put(&self, key: &Key, payload: PutPayload) -> Result<PutResult> {
+        self.put_opts(key, payload, PutOptions::default()).await
+    }
+
+    /// Writes an object with a mode.
+    async fn put_mode(&self, key: &Key, payload: PutPayload, mode: PutMode) -> Result<PutResult> {
+        self.put_opts(key, payload, mode.into()).await
+    }
+
+    /// Whether an object exists.
+    async fn exists(&self, key: &Key) -> Result<bool> {
+        match self.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Collects a whole listing.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.list(prefix).try_collect().await
+    }
+}
+
+impl<B: Backend + ?Sized> BackendExt for B {}
+
+/// A shared, type-erased backend.
+pub type DynBackend = Arc<dyn Backend>;
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        (**self).head(key).await
+    }
+    async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
+        (**self).get_opts(key, range).await
+    }
+    async fn put_opts(
+        &self,
+        key: &Key,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        (**self).put_opts(key, payload, opts).await
+    }
+    async fn delete(&self, key: &Key) -> Result<()> {
+        (**self).delete(key).await
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        (**self).list(prefix)
+    }
+}

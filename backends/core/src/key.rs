@@ -1,0 +1,172 @@
+//! Object keys: `/`-separated paths relative to a backend's root.
+
+use std::fmt;
+
+use crate::{Error, Result};
+
+/// The longest key cairn accepts, in bytes (S3's and GCS's limit is 1024).
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// A validated object key: relative, `/`-separated, no empty, `.` or `..` segments,
+/// no control characters, at most [`MAX_KEY_LEN`] bytes.
+///
+/// Every backend accepts exactly these keys, so a key that works on the local disk
+/// works on S3 and GCS too, and no key can reach outside the backend's root.
+///
+/// ```
+/// use cairn_backend::Key;
+/// assert!(Key::parse("reports/2024-01-01/summary.json").is_ok());
+/// assert!(Key::parse("../etc/passwd").is_err());
+/// assert!(Key::parse("/absolute").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(String);
+
+impl Key {
+    /// Validates `key`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] naming the rule the key breaks.
+    pub fn parse(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        if let Some(reason) = invalid_reason(&key) {
+            return Err(Error::InvalidKey { key, reason });
+        }
+        Ok(Key(key))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last segment (the "file name").
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// Joins a further relative path below this key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] when the result is not a valid key.
+    pub fn join(&self, rest: &str) -> Result<Key> {
+        Key::parse(format!("{}/{}", self.0, rest))
+    }
+}
+
+fn invalid_reason(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("a key cannot be empty".into());
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Some(format!(
+            "a key is at most {MAX_KEY_LEN} bytes, this one has {}",
+            key.len()
+        ));
+    }
+    if key.starts_with('/') {
+        return Some("a key is relative to the store and cannot start with '/'".into());
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control()) {
+        return Some(format!("control character {c:?} is not allowed"));
+    }
+    if key.contains('\\') {
+        return Some("'\\' is not allowed (use '/' to separate segments)".into());
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Some("empty path segment ('//' or a trailing '/')".into()),
+            "." | ".." => {
+                return Some(format!(
+                    "segment '{segment}' is not allowed: keys cannot leave the store"
+                ))
+            }
+            s if crate::is_staged_name(s) => {
+                return Some(format!(
+                    "segment '{segment}' is reserved for files being written"
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for Key {
+    type Error = Error;
+    fn try_from(value: &str) -> Result<Self> {
+        Key::parse(value)
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self> {
+        Key::parse(value)
+    }
+}
+
+/// Validates a listing prefix: empty (everything), or a key-like string that may end
+/// in `/`.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    Key::parse(trimmed).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_keys() {
+        for k in ["a", "a/b/c.json", "Monday/fetch.txt", "x y/z-1_2.csv"] {
+            assert_eq!(Key::parse(k).unwrap().as_str(), k);
+        }
+    }
+
+    #[test]
+    fn rejects_keys_that_leave_the_store() {
+        for k in [
+            "", "/a", "a//b", "a/", "..", "a/../b", "./a", "a\\b", "a\nb", "a\0b", "d/.cairn-staged.x.1",
+        ] {
+            let err = Key::parse(k).unwrap_err();
+            assert!(matches!(err, Error::InvalidKey { .. }), "{k:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_overlong_keys() {
+        let err = Key::parse("a".repeat(MAX_KEY_LEN + 1)).unwrap_err();
+        assert!(err.to_string().contains("at most 1024 bytes"), "{err}");
+        assert!(Key::parse("a".repeat(MAX_KEY_LEN)).is_ok());
+    }
+
+    #[test]
+    fn prefixes_may_end_in_a_slash() {
+        assert!(validate_prefix("").is_ok());
+        assert!(validate_prefix("runs/").is_ok());
+        assert!(validate_prefix("runs/v1/ab").is_ok());
+        assert!(validate_prefix("../").is_err());
+    }
+}
