@@ -45,6 +45,16 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// [`Error::NotFound`](crate::Error::NotFound) when it does not exist.
     async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult>;
 
+    /// Reads an object, whole or a range of it, into one buffer.
+    ///
+    /// The provided implementation collects [`Backend::get_opts`]; backends that can
+    /// read straight into a buffer of the final size override it.
+    async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
+        let result = self.get_opts(key, range).await?;
+        let meta = result.meta.clone();
+        Ok((meta, result.bytes().await?))
+    }
+
     /// Writes an object atomically.
     ///
     /// # Errors
@@ -67,15 +77,12 @@ pub trait Backend: Debug + Send + Sync + 'static {
 pub trait BackendExt: Backend {
     /// Reads a whole object into memory.
     async fn get(&self, key: &Key) -> Result<Bytes> {
-        self.get_opts(key, None).await?.bytes().await
+        Ok(self.get_bytes(key, None).await?.1)
     }
 
     /// Reads a byte range of an object into memory.
     async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
-        self.get_opts(key, Some(GetRange::Bounded(range)))
-            .await?
-            .bytes()
-            .await
+        Ok(self.get_bytes(key, Some(GetRange::Bounded(range))).await?.1)
     }
 
     /// Writes an object, replacing any existing one.
@@ -121,6 +128,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
         (**self).get_opts(key, range).await
+    }
+    async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
+        (**self).get_bytes(key, range).await
     }
     async fn put_opts(
         &self,
