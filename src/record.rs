@@ -1,0 +1,261 @@
+//! The self-describing record format of cache entries and checkpoints.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "CAIRNREC"
+//! 8       2     format version, little-endian (1)
+//! 10      4     header length H, little-endian
+//! 14      H     header, JSON (RecordHeader)
+//! 14+H    16    BLAKE3 of the header bytes, first 16 bytes
+//! 30+H    ...   payload (exactly header.payload_len bytes)
+//! ```
+//!
+//! The header carries the payload's length and BLAKE3 digest; [`decode`] checks the
+//! magic, the version, the header digest, the payload length and the payload digest,
+//! so a flipped byte or a truncated object anywhere is reported as corrupt and never
+//! returned as data.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::PutPayload;
+
+/// The first bytes of every record.
+pub const MAGIC: &[u8; 8] = b"CAIRNREC";
+
+/// The record format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+const PREFIX_LEN: usize = 8 + 2 + 4;
+const HEADER_DIGEST_LEN: usize = 16;
+
+/// Payloads larger than this are hashed on all cores.
+const PARALLEL_HASH_THRESHOLD: usize = 1 << 20;
+
+/// What a record says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordHeader {
+    /// When the record was written.
+    pub created: DateTime<Utc>,
+    /// When it stops being valid, if ever.
+    pub expires: Option<DateTime<Utc>>,
+    /// The serializer of the payload ([`crate::Serializer::name`]).
+    pub serializer: String,
+    /// The payload length in bytes.
+    pub payload_len: u64,
+    /// BLAKE3 of the payload, hex.
+    pub payload_blake3: String,
+    /// The components of the cache key, in short (`inputs`, `task_source`, ...).
+    #[serde(default)]
+    pub key_components: BTreeMap<String, String>,
+    /// The task that produced the value.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// The Rust type of the value.
+    #[serde(default)]
+    pub output_type: Option<String>,
+    /// The cairn version that wrote the record.
+    pub cairn_version: String,
+}
+
+/// The descriptive part of a header, supplied by the writer; the rest (digest, length,
+/// serializer, version) is filled in when the record is encoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// When the record stops being valid.
+    pub expires: Option<DateTime<Utc>>,
+    /// The components of the cache key, in short.
+    pub key_components: BTreeMap<String, String>,
+    /// The task that produced the value.
+    pub task: Option<String>,
+    /// The Rust type of the value.
+    pub output_type: Option<String>,
+}
+
+impl RecordHeader {
+    /// Whether the record has expired at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
+/// BLAKE3 of `data`, on all cores for large inputs.
+pub fn digest(data: &[u8]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    if data.len() >= PARALLEL_HASH_THRESHOLD {
+        hasher.update_rayon(data);
+    } else {
+        hasher.update(data);
+    }
+    hasher.finalize()
+}
+
+/// Frames `payload` as a record. The payload itself is not copied: the result is the
+/// encoded header followed by the payload's own buffer.
+pub fn encode(info: RecordInfo, serializer: &str, payload: Bytes) -> PutPayload {
+    let header = RecordHeader {
+        created: Utc::now(),
+        expires: info.expires,
+        serializer: serializer.to_string(),
+        payload_len: payload.len() as u64,
+        payload_blake3: digest(&payload).to_hex().to_string(),
+        key_components: info.key_components,
+        task: info.task,
+        output_type: info.output_type,
+        cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    encode_header(&header, payload)
+}
+
+/// Frames `payload` under an already built header (its digest and length must match).
+pub fn encode_header(header: &RecordHeader, payload: Bytes) -> PutPayload {
+    let json = serde_json::to_vec(header).expect("a record header always serializes");
+    let mut head = BytesMut::with_capacity(PREFIX_LEN + json.len() + HEADER_DIGEST_LEN);
+    head.put_slice(MAGIC);
+    head.put_u16_le(FORMAT_VERSION);
+    head.put_u32_le(json.len() as u32);
+    head.put_slice(&json);
+    head.put_slice(&blake3::hash(&json).as_bytes()[..HEADER_DIGEST_LEN]);
+    PutPayload::from_chunks([head.freeze(), payload])
+}
+
+/// Why a record failed its checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption(pub String);
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses and checks only the header of a record (enough to list or inspect it).
+pub fn decode_header(bytes: &[u8]) -> Result<(RecordHeader, usize), Corruption> {
+    let bad = |m: String| Err(Corruption(m));
+    if bytes.len() < PREFIX_LEN {
+        return bad(format!(
+            "{} bytes is too short for a record (truncated?)",
+            bytes.len()
+        ));
+    }
+    if &bytes[..8] != MAGIC {
+        return bad("not a cairn record (bad magic bytes)".into());
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != FORMAT_VERSION {
+        return bad(format!(
+            "record format version {version}, this cairn reads version {FORMAT_VERSION}"
+        ));
+    }
+    let header_len = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
+    let payload_start = PREFIX_LEN + header_len + HEADER_DIGEST_LEN;
+    if bytes.len() < payload_start {
+        return bad("truncated inside the header".into());
+    }
+    let json = &bytes[PREFIX_LEN..PREFIX_LEN + header_len];
+    let stored = &bytes[PREFIX_LEN + header_len..payload_start];
+    if blake3::hash(json).as_bytes()[..HEADER_DIGEST_LEN] != *stored {
+        return bad("header checksum mismatch".into());
+    }
+    let header: RecordHeader = serde_json::from_slice(json)
+        .map_err(|e| Corruption(format!("unreadable header: {e}")))?;
+    Ok((header, payload_start))
+}
+
+/// Checks a whole record and returns its header and payload (a slice of `bytes`, not
+/// a copy).
+pub fn decode(bytes: Bytes) -> Result<(RecordHeader, Bytes), Corruption> {
+    let (header, payload_start) = decode_header(&bytes)?;
+    let actual = (bytes.len() - payload_start) as u64;
+    if actual != header.payload_len {
+        return Err(Corruption(format!(
+            "payload is {actual} bytes, the header says {} (truncated or appended to)",
+            header.payload_len
+        )));
+    }
+    let payload = bytes.slice(payload_start..);
+    if digest(&payload).to_hex().as_str() != header.payload_blake3 {
+        return Err(Corruption("payload checksum (BLAKE3) mismatch".into()));
+    }
+    Ok((header, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bytes {
+        encode(
+            RecordInfo {
+                task: Some("add_one".into()),
+                ..Default::default()
+            },
+            "json",
+            Bytes::from_static(b"[1,2,3]"),
+        )
+        .into_contiguous()
+    }
+
+    #[test]
+    fn round_trips() {
+        let (header, payload) = decode(sample()).unwrap();
+        assert_eq!(&payload[..], b"[1,2,3]");
+        assert_eq!(header.task.as_deref(), Some("add_one"));
+        assert_eq!(header.serializer, "json");
+        assert_eq!(header.payload_len, 7);
+        assert_eq!(header.cairn_version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let good = sample();
+        for i in 0..good.len() {
+            let mut bad = good.to_vec();
+            bad[i] ^= 0x01;
+            assert!(decode(Bytes::from(bad)).is_err(), "flip at {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let good = sample();
+        for len in 0..good.len() {
+            let err = decode(good.slice(..len)).unwrap_err();
+            assert!(!err.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn appended_bytes_are_detected() {
+        let mut longer = sample().to_vec();
+        longer.push(b'x');
+        let err = decode(Bytes::from(longer)).unwrap_err();
+        assert!(err.0.contains("header says"), "{err}");
+    }
+
+    #[test]
+    fn other_files_are_not_records() {
+        let err = decode(Bytes::from_static(b"just some csv,data\n1,2\n")).unwrap_err();
+        assert!(err.0.contains("magic"), "{err}");
+    }
+
+    #[test]
+    fn payload_is_not_copied() {
+        let payload = Bytes::from(vec![5u8; 10_000]);
+        let framed = encode(RecordInfo::default(), "bytes", payload.clone());
+        assert_eq!(framed.chunks()[1].as_ptr(), payload.as_ptr());
+    }
+
+    #[test]
+    fn expiry_is_checked_against_the_given_time() {
+        let (mut header, _) = decode(sample()).unwrap();
+        let now = Utc::now();
+        assert!(!header.is_expired(now));
+        header.expires = Some(now);
+        assert!(header.is_expired(now));
+        assert!(!header.is_expired(now - chrono::Duration::seconds(1)));
+    }
+}

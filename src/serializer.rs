@@ -1,0 +1,449 @@
+//! Serializers: how a value becomes bytes in a store, and back.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::Source;
+
+/// The encoding of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// JSON (`serde_json`): readable by every tool.
+    Json,
+    /// MessagePack (`rmp-serde`, with field names): compact binary.
+    MessagePack,
+    /// Raw bytes: `Bytes`, `Vec<u8>` or `String` stored as they are.
+    Bytes,
+    /// UTF-8 text: a `String` as it is; numbers and booleans as their text.
+    Text,
+}
+
+/// Compression applied after encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// Stored as encoded.
+    #[default]
+    None,
+    /// Zstandard at the given level (1–22; 3 is a good default).
+    Zstd(i32),
+}
+
+/// A [`Format`] plus optional [`Compression`]: how a value is stored.
+///
+/// The serializer of a target is picked from its extension ([`Serializer::for_location`]):
+///
+/// | extension | serializer |
+/// |---|---|
+/// | `.json` | JSON |
+/// | `.msgpack`, `.mpk` | MessagePack |
+/// | `.txt`, `.csv`, `.tsv`, `.md`, `.html`, `.log` | text |
+/// | `.bin` | raw bytes |
+/// | any of these + `.zst` | the same, zstd-compressed |
+/// | anything else | the store's or task's default |
+///
+/// ```
+/// use cairn::{Serializer, Format};
+/// let s = Serializer::for_location("daily/report.json.zst", Serializer::MSGPACK);
+/// assert_eq!(s.format, Format::Json);
+/// assert_eq!(s.name(), "json+zstd");
+/// let bytes = s.serialize(&vec![1, 2, 3]).unwrap();
+/// let back: Vec<i32> = s.deserialize(bytes).unwrap();
+/// assert_eq!(back, vec![1, 2, 3]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Serializer {
+    /// The encoding.
+    pub format: Format,
+    /// The compression.
+    pub compression: Compression,
+}
+
+impl Default for Serializer {
+    fn default() -> Self {
+        Serializer::JSON
+    }
+}
+
+impl fmt::Display for Serializer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serializer {
+    /// JSON, uncompressed.
+    pub const JSON: Serializer = Serializer::of(Format::Json);
+    /// MessagePack, uncompressed.
+    pub const MSGPACK: Serializer = Serializer::of(Format::MessagePack);
+    /// Raw bytes, uncompressed.
+    pub const BYTES: Serializer = Serializer::of(Format::Bytes);
+    /// UTF-8 text, uncompressed.
+    pub const TEXT: Serializer = Serializer::of(Format::Text);
+
+    const fn of(format: Format) -> Self {
+        Serializer {
+            format,
+            compression: Compression::None,
+        }
+    }
+
+    /// The same encoding, zstd-compressed at `level`.
+    pub const fn zstd(self, level: i32) -> Self {
+        Serializer {
+            format: self.format,
+            compression: Compression::Zstd(level),
+        }
+    }
+
+    /// The serializer a location's extension asks for, or `default`.
+    pub fn for_location(location: &str, default: Serializer) -> Serializer {
+        let name = location.rsplit('/').next().unwrap_or(location);
+        let (name, zstd) = match name.strip_suffix(".zst") {
+            Some(inner) => (inner, true),
+            None => (name, false),
+        };
+        let ext = name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        let format = match ext.as_str() {
+            "json" => Format::Json,
+            "msgpack" | "mpk" => Format::MessagePack,
+            "txt" | "csv" | "tsv" | "md" | "html" | "log" => Format::Text,
+            "bin" => Format::Bytes,
+            _ if zstd => default.format,
+            _ => return default,
+        };
+        Serializer {
+            format,
+            compression: if zstd {
+                Compression::Zstd(3)
+            } else {
+                Compression::None
+            },
+        }
+    }
+
+    /// A short name, stored in record headers: `json`, `msgpack+zstd`, ...
+    pub fn name(&self) -> String {
+        let base = match self.format {
+            Format::Json => "json",
+            Format::MessagePack => "msgpack",
+            Format::Bytes => "bytes",
+            Format::Text => "text",
+        };
+        match self.compression {
+            Compression::None => base.to_string(),
+            Compression::Zstd(_) => format!("{base}+zstd"),
+        }
+    }
+
+    /// The serializer a [`Serializer::name`] stands for.
+    pub fn from_name(name: &str) -> Option<Serializer> {
+        let (base, zstd) = match name.strip_suffix("+zstd") {
+            Some(b) => (b, true),
+            None => (name, false),
+        };
+        let s = match base {
+            "json" => Serializer::JSON,
+            "msgpack" => Serializer::MSGPACK,
+            "bytes" => Serializer::BYTES,
+            "text" => Serializer::TEXT,
+            _ => return None,
+        };
+        Some(if zstd { s.zstd(3) } else { s })
+    }
+
+    /// Encodes (and compresses) a value. `Bytes` values are stored without a copy.
+    ///
+    /// # Errors
+    /// When the value has no representation in this format (a map as text, a struct as
+    /// raw bytes) or serde fails.
+    pub fn serialize<T: Serialize + 'static>(&self, value: &T) -> Result<Bytes, Source> {
+        let encoded = match self.format {
+            Format::Json => Bytes::from(serde_json::to_vec(value)?),
+            Format::MessagePack => Bytes::from(rmp_serde::to_vec_named(value)?),
+            Format::Bytes => raw_bytes(value).ok_or_else(|| {
+                format!(
+                    "the bytes serializer stores Bytes, Vec<u8> or String, not {}",
+                    std::any::type_name::<T>()
+                )
+            })?,
+            Format::Text => text(value)?,
+        };
+        Ok(match self.compression {
+            Compression::None => encoded,
+            Compression::Zstd(level) => Bytes::from(zstd::bulk::compress(&encoded, level)?),
+        })
+    }
+
+    /// Decompresses and decodes a value. `Bytes` and `Vec<u8>` are returned without a copy.
+    ///
+    /// # Errors
+    /// When the bytes are not valid in this format or do not fit `T`.
+    pub fn deserialize<T: DeserializeOwned + 'static>(&self, bytes: Bytes) -> Result<T, Source> {
+        let bytes = match self.compression {
+            Compression::None => bytes,
+            Compression::Zstd(_) => Bytes::from(zstd::stream::decode_all(&bytes[..])?),
+        };
+        match self.format {
+            Format::Json => Ok(serde_json::from_slice(&bytes)?),
+            Format::MessagePack => Ok(rmp_serde::from_slice(&bytes)?),
+            Format::Bytes => from_raw_bytes(bytes).ok_or_else(|| {
+                format!(
+                    "the bytes serializer reads into Bytes, Vec<u8> or String, not {}",
+                    std::any::type_name::<T>()
+                )
+                .into()
+            }),
+            Format::Text => from_text(bytes),
+        }
+    }
+}
+
+/// `Bytes` (shared), `Vec<u8>`, `String`, `str` slices as stored bytes.
+fn raw_bytes<T: 'static>(value: &T) -> Option<Bytes> {
+    let any = value as &dyn Any;
+    if let Some(b) = any.downcast_ref::<Bytes>() {
+        return Some(b.clone());
+    }
+    if let Some(v) = any.downcast_ref::<Vec<u8>>() {
+        return Some(Bytes::copy_from_slice(v));
+    }
+    if let Some(s) = any.downcast_ref::<String>() {
+        return Some(Bytes::copy_from_slice(s.as_bytes()));
+    }
+    if let Some(s) = any.downcast_ref::<&'static str>() {
+        return Some(Bytes::from_static(s.as_bytes()));
+    }
+    None
+}
+
+fn from_raw_bytes<T: 'static>(bytes: Bytes) -> Option<T> {
+    let id = TypeId::of::<T>();
+    let boxed: Box<dyn Any> = if id == TypeId::of::<Bytes>() {
+        Box::new(bytes)
+    } else if id == TypeId::of::<Vec<u8>>() {
+        // Takes over the buffer when it is not shared.
+        Box::new(Vec::<u8>::from(bytes))
+    } else if id == TypeId::of::<String>() {
+        Box::new(String::from_utf8(Vec::<u8>::from(bytes)).ok()?)
+    } else {
+        return None;
+    };
+    boxed.downcast::<T>().ok().map(|b| *b)
+}
+
+fn text<T: Serialize + 'static>(value: &T) -> Result<Bytes, Source> {
+    if let Some(b) = raw_bytes(value) {
+        if (value as &dyn Any).downcast_ref::<Bytes>().is_some()
+            || (value as &dyn Any).downcast_ref::<Vec<u8>>().is_some()
+        {
+            std::str::from_utf8(&b).map_err(|e| format!("bytes are not UTF-8 text: {e}"))?;
+        }
+        return Ok(b);
+    }
+    match serde_json::to_value(value)? {
+        serde_json::Value::String(s) => Ok(Bytes::from(s)),
+        v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+            Ok(Bytes::from(v.to_string()))
+        }
+        other => Err(format!(
+            "the text serializer stores strings, numbers and booleans, not {} ({}); use a .json target",
+            kind_of(&other),
+            std::any::type_name::<T>()
+        )
+        .into()),
+    }
+}
+
+fn from_text<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, Source> {
+    if TypeId::of::<T>() == TypeId::of::<String>() || TypeId::of::<T>() == TypeId::of::<Bytes>()
+    {
+        if TypeId::of::<T>() == TypeId::of::<String>() {
+            std::str::from_utf8(&bytes).map_err(|e| format!("stored text is not UTF-8: {e}"))?;
+        }
+        return from_raw_bytes(bytes).ok_or_else(|| "stored text is not UTF-8".into());
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("stored text is not UTF-8: {e}"))?;
+    // A string-like type (an enum of names, a newtype) first, then a number or boolean.
+    if let Ok(v) = serde_json::from_value::<T>(serde_json::Value::String(text.to_string())) {
+        return Ok(v);
+    }
+    serde_json::from_str::<T>(text.trim()).map_err(|e| {
+        format!(
+            "text '{}' does not parse as {}: {e}",
+            preview(text),
+            std::any::type_name::<T>()
+        )
+        .into()
+    })
+}
+
+fn preview(text: &str) -> String {
+    let mut p: String = text.chars().take(40).collect();
+    if p.len() < text.len() {
+        p.push('…');
+    }
+    p
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a sequence",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        name: String,
+        score: f64,
+        tags: Vec<String>,
+    }
+
+    fn row() -> Row {
+        Row {
+            name: "ada".into(),
+            score: 9.5,
+            tags: vec!["x".into()],
+        }
+    }
+
+    #[test]
+    fn structured_formats_round_trip_with_and_without_zstd() {
+        for s in [Serializer::JSON, Serializer::MSGPACK] {
+            for s in [s, s.zstd(3)] {
+                let bytes = s.serialize(&row()).unwrap();
+                assert_eq!(s.deserialize::<Row>(bytes).unwrap(), row(), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_is_plain_json() {
+        let bytes = Serializer::JSON.serialize(&row()).unwrap();
+        assert_eq!(
+            &bytes[..],
+            br#"{"name":"ada","score":9.5,"tags":["x"]}"#.as_slice()
+        );
+    }
+
+    #[test]
+    fn zstd_really_compresses() {
+        let big = "a".repeat(100_000);
+        let plain = Serializer::TEXT.serialize(&big).unwrap();
+        let packed = Serializer::TEXT.zstd(3).serialize(&big).unwrap();
+        assert!(packed.len() < plain.len() / 50, "{}", packed.len());
+        assert_eq!(
+            Serializer::TEXT.zstd(3).deserialize::<String>(packed).unwrap(),
+            big
+        );
+    }
+
+    #[test]
+    fn raw_bytes_are_not_copied() {
+        let value = Bytes::from(vec![1u8; 4096]);
+        let stored = Serializer::BYTES.serialize(&value).unwrap();
+        assert_eq!(stored.as_ptr(), value.as_ptr());
+        let back: Bytes = Serializer::BYTES.deserialize(stored.clone()).unwrap();
+        assert_eq!(back.as_ptr(), stored.as_ptr());
+    }
+
+    #[test]
+    fn raw_bytes_read_into_vec_takes_the_buffer() {
+        let stored = Bytes::from(vec![9u8; 1024]);
+        let ptr = stored.as_ptr();
+        let v: Vec<u8> = Serializer::BYTES.deserialize(stored).unwrap();
+        assert_eq!(v.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn raw_bytes_refuse_structured_values() {
+        let err = Serializer::BYTES.serialize(&row()).unwrap_err();
+        assert!(err.to_string().contains("Row"), "{err}");
+        let err = Serializer::BYTES
+            .deserialize::<Row>(Bytes::from_static(b"x"))
+            .unwrap_err();
+        assert!(err.to_string().contains("Row"), "{err}");
+    }
+
+    #[test]
+    fn text_stores_strings_and_numbers_as_text() {
+        assert_eq!(
+            &Serializer::TEXT.serialize(&"hello".to_string()).unwrap()[..],
+            b"hello"
+        );
+        assert_eq!(&Serializer::TEXT.serialize(&42u32).unwrap()[..], b"42");
+        assert_eq!(
+            Serializer::TEXT
+                .deserialize::<u32>(Bytes::from_static(b"42\n"))
+                .unwrap(),
+            42
+        );
+        assert_eq!(
+            Serializer::TEXT
+                .deserialize::<String>(Bytes::from_static(b"a,b\n"))
+                .unwrap(),
+            "a,b\n"
+        );
+        let err = Serializer::TEXT
+            .serialize(&BTreeMap::from([(1, 2)]))
+            .unwrap_err();
+        assert!(err.to_string().contains("a map"), "{err}");
+        let err = Serializer::TEXT
+            .deserialize::<u32>(Bytes::from_static(b"forty"))
+            .unwrap_err();
+        assert!(err.to_string().contains("forty"), "{err}");
+        let err = Serializer::TEXT
+            .deserialize::<String>(Bytes::from_static(b"\xff\xfe"))
+            .unwrap_err();
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn extension_picks_the_serializer() {
+        let d = Serializer::MSGPACK;
+        assert_eq!(Serializer::for_location("a/b.json", d), Serializer::JSON);
+        assert_eq!(Serializer::for_location("a/b.TXT", d), Serializer::TEXT);
+        assert_eq!(Serializer::for_location("a/b.csv", d), Serializer::TEXT);
+        assert_eq!(Serializer::for_location("b.msgpack", Serializer::JSON), d);
+        assert_eq!(Serializer::for_location("b.bin", d), Serializer::BYTES);
+        assert_eq!(Serializer::for_location("b.parquet", d), d);
+        assert_eq!(Serializer::for_location("noext", d), d);
+        assert_eq!(
+            Serializer::for_location("x.json.zst", d),
+            Serializer::JSON.zstd(3)
+        );
+        assert_eq!(Serializer::for_location("x.zst", d), d.zstd(3));
+        // A dot in a directory name is not an extension.
+        assert_eq!(Serializer::for_location("v1.json/out", d), d);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            Serializer::JSON,
+            Serializer::MSGPACK.zstd(3),
+            Serializer::BYTES,
+            Serializer::TEXT.zstd(3),
+        ] {
+            assert_eq!(Serializer::from_name(&s.name()), Some(s));
+        }
+        assert_eq!(Serializer::from_name("pickle"), None);
+    }
+}

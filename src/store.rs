@@ -1,0 +1,318 @@
+//! `ResultStore`: typed values in a backend, as plain targets or verified records.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{
+    self, Backend, BackendExt, DynBackend, Error, Key, MemoryBackend, ObjectMeta, PutMode,
+    PutOptions, PutPayload, PutResult, Result,
+};
+use crate::context::Context;
+use crate::record::{self, RecordHeader, RecordInfo};
+use crate::serializer::Serializer;
+use crate::template::Template;
+
+/// Where task results live: a backend, a default serializer and an optional location
+/// template. Cheap to clone; clones share the backend.
+///
+/// Two ways to store a value:
+///
+/// - **targets** ([`ResultStore::write_at`], [`ResultStore::read`]): the serialized
+///   bytes alone, at exactly the given location, so other tools read them (a `.csv`
+///   target is a CSV file). The serializer follows the extension.
+/// - **records** ([`ResultStore::write_record`], [`ResultStore::read_record`]): a
+///   self-describing frame (see [`crate::record`]) whose length and BLAKE3 digest are
+///   checked on every read; a damaged record is [`Error::Corrupt`], never data.
+///
+/// Every write is atomic: readers see the old object or the new one, never a part.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use cairn::{Context, ResultStore};
+///
+/// let store = ResultStore::memory().with_location("{flow_name}/{task_name}.json")?;
+/// let ctx = Context::new().with("flow_name", "etl").with("task_name", "count");
+/// let location = store.write(&vec![1, 2, 3], &ctx).await?;
+/// assert_eq!(location, "etl/count.json");
+/// assert!(store.exists(&location).await?);
+/// let back: Vec<i32> = store.read(&location).await?;
+/// assert_eq!(back, vec![1, 2, 3]);
+/// # Ok::<(), cairn::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct ResultStore {
+    backend: DynBackend,
+    serializer: Serializer,
+    location: Option<Template>,
+}
+
+/// A value read back from a record, with the record's header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<T> {
+    /// What the record says about itself.
+    pub header: RecordHeader,
+    /// The value.
+    pub value: T,
+}
+
+impl ResultStore {
+    /// A store on `backend`, JSON by default, without a location template.
+    pub fn new(backend: impl Backend) -> Self {
+        Self::from_backend(Arc::new(backend))
+    }
+
+    /// A store on a shared backend.
+    pub fn from_backend(backend: DynBackend) -> Self {
+        ResultStore {
+            backend,
+            serializer: Serializer::default(),
+            location: None,
+        }
+    }
+
+    /// A store in memory: nothing is persisted (the default of tasks and flows).
+    pub fn memory() -> Self {
+        Self::new(MemoryBackend::new())
+    }
+
+    /// A store in a directory on the local disk (created if missing).
+    #[cfg(feature = "local")]
+    pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        Ok(Self::new(backend::LocalBackend::new(dir)?))
+    }
+
+    /// A store from a URL: `memory://`, `file:///path` (or a plain path),
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`.
+    ///
+    /// # Errors
+    /// See [`backend::open`].
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Ok(Self::from_backend(backend::open(url).await?))
+    }
+
+    /// Uses `serializer` for locations whose extension does not name one.
+    pub fn with_serializer(mut self, serializer: Serializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// Sets the location template used by [`ResultStore::write`] and [`ResultStore::format`].
+    ///
+    /// # Errors
+    /// When the template does not parse.
+    pub fn with_location(mut self, template: &str) -> Result<Self> {
+        self.location = Some(Template::parse(template)?);
+        Ok(self)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// The default serializer.
+    pub fn serializer(&self) -> Serializer {
+        self.serializer
+    }
+
+    /// The location template, if any.
+    pub fn location(&self) -> Option<&Template> {
+        self.location.as_ref()
+    }
+
+    /// The serializer used for a target at `location`: its extension's, or the default.
+    pub fn serializer_for(&self, location: &str) -> Serializer {
+        Serializer::for_location(location, self.serializer)
+    }
+
+    /// Renders the location template for `context`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the store has no template or the context lacks a key;
+    /// [`Error::InvalidKey`] when the rendered location would leave the store.
+    pub fn format(&self, context: &Context) -> Result<String> {
+        match &self.location {
+            Some(t) => t.render(context),
+            None => Err(Error::Config {
+                message: format!(
+                    "the store at {} has no location template to format",
+                    self.backend.describe()
+                ),
+            }),
+        }
+    }
+
+    /// Whether something is stored at `location` (written by cairn or by any other tool).
+    pub async fn exists(&self, location: &str) -> Result<bool> {
+        self.backend.exists(&Key::parse(location)?).await
+    }
+
+    /// Reads the target at `location` as a `T`, with the serializer its extension names.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent; [`Error::Serialization`] naming the location
+    /// when the bytes do not decode into `T`.
+    pub async fn read<T: DeserializeOwned + 'static>(&self, location: &str) -> Result<T> {
+        let key = Key::parse(location)?;
+        let bytes = self.backend.get(&key).await?;
+        let serializer = self.serializer_for(location);
+        self.decode(&key, serializer, bytes)
+    }
+
+    /// Reads the raw bytes at `location`.
+    pub async fn read_bytes(&self, location: &str) -> Result<Bytes> {
+        self.backend.get(&Key::parse(location)?).await
+    }
+
+    /// Writes `value` at the location the template renders for `context`, replacing
+    /// what is there, and returns the location.
+    pub async fn write<T: Serialize + 'static>(
+        &self,
+        value: &T,
+        context: &Context,
+    ) -> Result<String> {
+        let location = self.format(context)?;
+        self.write_at(&location, value).await?;
+        Ok(location)
+    }
+
+    /// Writes `value` as a target at `location`, replacing what is there.
+    pub async fn write_at<T: Serialize + 'static>(
+        &self,
+        location: &str,
+        value: &T,
+    ) -> Result<PutResult> {
+        self.write_at_mode(location, value, PutMode::Overwrite)
+            .await
+    }
+
+    /// Writes `value` as a target at `location` with a [`PutMode`] (`Create` to publish
+    /// only if absent).
+    pub async fn write_at_mode<T: Serialize + 'static>(
+        &self,
+        location: &str,
+        value: &T,
+        mode: PutMode,
+    ) -> Result<PutResult> {
+        let key = Key::parse(location)?;
+        let bytes = self.encode(&key, self.serializer_for(location), value)?;
+        self.backend
+            .put_opts(&key, PutPayload::from(bytes), mode.into())
+            .await
+    }
+
+    /// Writes raw bytes at `location` (no serializer, no copy).
+    pub async fn write_bytes(
+        &self,
+        location: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<PutResult> {
+        self.backend
+            .put_opts(&Key::parse(location)?, bytes.into(), mode.into())
+            .await
+    }
+
+    /// Writes `value` as a verified record at `location`, with the store's default
+    /// serializer (records do not follow extensions: their header names the serializer).
+    pub async fn write_record<T: Serialize + 'static>(
+        &self,
+        location: &str,
+        value: &T,
+        info: RecordInfo,
+        mode: PutMode,
+    ) -> Result<PutResult> {
+        let key = Key::parse(location)?;
+        let payload = self.encode(&key, self.serializer, value)?;
+        let framed = record::encode(info, &self.serializer.name(), payload);
+        self.backend
+            .put_opts(
+                &key,
+                framed,
+                PutOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
+            .await
+    }
+
+    /// Reads and verifies the record at `location`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when absent; [`Error::Corrupt`] when it fails any check
+    /// (magic, version, header checksum, length, BLAKE3); [`Error::Serialization`]
+    /// when the intact payload does not decode into `T`.
+    pub async fn read_record<T: DeserializeOwned + 'static>(
+        &self,
+        location: &str,
+    ) -> Result<Record<T>> {
+        let key = Key::parse(location)?;
+        let bytes = self.backend.get(&key).await?;
+        let (header, payload) = record::decode(bytes).map_err(|c| self.corrupt(&key, c))?;
+        let serializer = Serializer::from_name(&header.serializer).ok_or_else(|| {
+            self.corrupt(
+                &key,
+                record::Corruption(format!("unknown serializer '{}'", header.serializer)),
+            )
+        })?;
+        let value = self.decode(&key, serializer, payload)?;
+        Ok(Record { header, value })
+    }
+
+    /// Deletes what is at `location`. Idempotent.
+    pub async fn delete(&self, location: &str) -> Result<()> {
+        self.backend.delete(&Key::parse(location)?).await
+    }
+
+    /// Lists the objects under `prefix`.
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.backend.list(prefix)
+    }
+
+    fn corrupt(&self, key: &Key, c: record::Corruption) -> Error {
+        Error::Corrupt {
+            backend: self.backend.describe(),
+            key: key.to_string(),
+            reason: c.0,
+        }
+    }
+
+    fn encode<T: Serialize + 'static>(
+        &self,
+        key: &Key,
+        serializer: Serializer,
+        value: &T,
+    ) -> Result<Bytes> {
+        serializer
+            .serialize(value)
+            .map_err(|source| Error::Serialization {
+                backend: self.backend.describe(),
+                key: key.to_string(),
+                action: "serialize",
+                format: serializer.name(),
+                source,
+            })
+    }
+
+    fn decode<T: DeserializeOwned + 'static>(
+        &self,
+        key: &Key,
+        serializer: Serializer,
+        bytes: Bytes,
+    ) -> Result<T> {
+        serializer
+            .deserialize(bytes)
+            .map_err(|source| Error::Serialization {
+                backend: self.backend.describe(),
+                key: key.to_string(),
+                action: "deserialize",
+                format: serializer.name(),
+                source,
+            })
+    }
+}
