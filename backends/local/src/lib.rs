@@ -265,6 +265,17 @@ impl Drop for Staged {
 }
 
 impl Inner {
+    /// A missing object below a missing root is a missing bucket, not a miss.
+    fn check_root(&self, e: Error) -> Error {
+        if e.is_not_found() && !self.root.is_dir() {
+            return Error::BucketNotFound {
+                backend: self.url.clone(),
+                bucket: self.root.display().to_string(),
+            };
+        }
+        e
+    }
+
     fn put_blocking(&self, key: &Key, payload: PutPayload, mode: PutMode) -> Result<PutResult> {
         let k = key.as_str();
         let dest = self.root.join(k);
@@ -341,6 +352,12 @@ impl Inner {
     }
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        if !self.root.is_dir() {
+            return Err(self.check_root(Error::NotFound {
+                backend: self.url.clone(),
+                key: prefix.into(),
+            }));
+        }
         // Start the walk at the deepest directory the prefix names.
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let start = if dir_part.is_empty() {
@@ -411,7 +428,8 @@ fn open_range(
     range: Option<GetRange>,
 ) -> Result<(File, ObjectMeta, std::ops::Range<u64>)> {
     let k = key.as_str();
-    let file = File::open(inner.root.join(k)).map_err(|e| io_error(&inner.url, k, e))?;
+    let file = File::open(inner.root.join(k))
+        .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
     let m = file.metadata().map_err(|e| io_error(&inner.url, k, e))?;
     if !m.is_file() {
         return Err(Error::NotFound {
@@ -458,7 +476,7 @@ impl Backend for LocalBackend {
                     backend: inner.url.clone(),
                     key: key.to_string(),
                 }),
-                Err(e) => Err(io_error(&inner.url, key.as_str(), e)),
+                Err(e) => Err(inner.check_root(io_error(&inner.url, key.as_str(), e))),
             }
         })
         .await

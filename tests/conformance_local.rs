@@ -1,0 +1,23 @@
+//! The conformance suite on the local-disk backend.
+
+mod conformance;
+
+use std::sync::{Arc, OnceLock};
+
+use cairn::backend::{DynBackend, LocalBackend};
+
+fn root() -> &'static tempfile::TempDir {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ROOT.get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
+}
+
+conformance_tests!(async { Some(Arc::new(LocalBackend::new(root().path()).unwrap()) as DynBackend) });
+
+#[tokio::test]
+async fn missing_root_directory_is_a_missing_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("store");
+    let backend: DynBackend = Arc::new(LocalBackend::new(&gone).unwrap());
+    std::fs::remove_dir(&gone).unwrap();
+    conformance::missing_bucket_is_a_clear_error(&backend, "store").await;
+}
