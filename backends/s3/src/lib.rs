@@ -1,1 +1,775 @@
-//! placeholder
+//! The Amazon S3 backend of cairn, on `aws-sdk-s3`.
+//!
+//! [`S3Backend`] stores each object at `prefix/key` in one bucket. It loads the standard
+//! AWS configuration (credential chain, `AWS_REGION`, `AWS_ENDPOINT_URL` with path-style
+//! addressing for emulators), makes `PutMode::Create` an `If-None-Match: *` and
+//! `PutMode::IfMatch` an `If-Match: <etag>` write (on single requests and on the
+//! completion of multipart uploads alike), and splits large writes into parts that are
+//! uploaded concurrently.
+//!
+//! ```no_run
+//! use cairn_backend::{BackendExt, Key, PutMode};
+//! use cairn_s3::S3Backend;
+//!
+//! # async fn demo() -> cairn_backend::Result<()> {
+//! let s3 = S3Backend::from_url("s3://my-bucket/pipelines").await?;
+//! let key = Key::parse("reports/2024-01-01.json")?;
+//! s3.put_mode(&key, "{}".into(), PutMode::Create).await?;
+//! assert_eq!(s3.get(&key).await?, "{}");
+//!
+//! // Or with explicit settings:
+//! let s3 = S3Backend::builder("my-bucket")
+//!     .prefix("pipelines")
+//!     .region("eu-west-1")
+//!     .multipart_threshold(64 * 1024 * 1024)
+//!     .build()
+//!     .await?;
+//! # let _ = s3;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+
+use cairn_backend::{
+    is_staged_name, validate_prefix, Backend, Capabilities, Error, GetRange, GetResult, Key,
+    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
+};
+
+pub use config::{
+    parse_s3_url, plan_parts, S3BackendBuilder, S3Config, DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_REGION,
+    MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE,
+};
+
+use error::{Class, Failure, Op};
+
+/// The most keys one listing request asks for (S3's own maximum).
+pub const LIST_PAGE_SIZE: i32 = 1000;
+
+/// A cairn [`Backend`] on an S3 bucket (AWS or any S3-compatible store).
+///
+/// Cheap to clone: clones share the client and settings.
+#[derive(Clone)]
+pub struct S3Backend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: aws_sdk_s3::Client,
+    config: S3Config,
+    url: String,
+    /// Set once the bucket is known to exist, so that a 404 from HEAD (which has no
+    /// body to tell a missing key from a missing bucket) needs no further check.
+    bucket_seen: AtomicBool,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("url", &self.inner.url)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Backend {
+    /// A builder for `bucket`, for settings beyond the defaults.
+    pub fn builder(bucket: impl Into<String>) -> S3BackendBuilder {
+        S3BackendBuilder::new(bucket)
+    }
+
+    /// A backend on `bucket` under `prefix` (`""` for none), with the AWS configuration
+    /// of the environment: the standard credential chain, `AWS_REGION` (default
+    /// `us-east-1`) and `AWS_ENDPOINT_URL` (then with path-style addressing).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty bucket name or an invalid prefix.
+    pub async fn from_env(bucket: impl Into<String>, prefix: impl Into<String>) -> Result<Self> {
+        S3Backend::builder(bucket).prefix(prefix).build().await
+    }
+
+    /// A backend from an `s3://bucket/prefix` URL, configured as [`S3Backend::from_env`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a URL that is not `s3://bucket[/prefix]`.
+    pub async fn from_url(url: &str) -> Result<Self> {
+        let (bucket, prefix) = parse_s3_url(url)?;
+        S3Backend::from_env(bucket, prefix).await
+    }
+
+    /// A backend using an existing client as it is configured, with default settings
+    /// otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty bucket name or an invalid prefix.
+    pub fn from_client(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Result<Self> {
+        let mut config = S3Config::new(bucket);
+        config.prefix = prefix.into();
+        config.validate()?;
+        Ok(S3Backend::with_client(client, config))
+    }
+
+    /// `config` must be validated.
+    pub(crate) fn with_client(client: aws_sdk_s3::Client, config: S3Config) -> Self {
+        let url = if config.prefix.is_empty() {
+            format!("s3://{}", config.bucket)
+        } else {
+            format!("s3://{}/{}", config.bucket, config.prefix)
+        };
+        S3Backend {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                url,
+                bucket_seen: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The S3 client in use.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.inner.client
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &S3Config {
+        &self.inner.config
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.inner.config.bucket
+    }
+
+    /// The key prefix (without trailing `/`; empty for none).
+    pub fn prefix(&self) -> &str {
+        &self.inner.config.prefix
+    }
+
+    /// The S3 object key of a cairn key: `prefix/key`.
+    pub fn object_key(&self, key: &Key) -> String {
+        self.inner.object_key(key.as_str())
+    }
+}
+
+impl Inner {
+    fn object_key(&self, key: &str) -> String {
+        if self.config.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{}", self.config.prefix, key)
+        }
+    }
+
+    fn error(&self, failure: Failure, key: &str, op: Op<'_>) -> Error {
+        if failure.class != Class::NoSuchBucket && failure.class != Class::Transient {
+            // Anything but a missing bucket or a failure to reach it shows it exists.
+            self.note_bucket(&failure);
+        }
+        failure.into_error(&self.url, &self.config.bucket, key, op)
+    }
+
+    fn note_bucket(&self, failure: &Failure) {
+        if matches!(
+            failure.class,
+            Class::NotFound | Class::Precondition | Class::InvalidRange
+        ) {
+            self.bucket_seen.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// After a bare 404 from HEAD: whether the bucket itself is missing (checked with
+    /// HeadBucket, once per backend while the bucket exists).
+    async fn bucket_missing(&self) -> bool {
+        if self.bucket_seen.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self
+            .client
+            .head_bucket()
+            .bucket(&self.config.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                self.bucket_seen.store(true, Ordering::Relaxed);
+                false
+            }
+            Err(e) => {
+                let f = Failure::from_sdk(e);
+                // HeadBucket has no body either: its 404 is the missing bucket.
+                matches!(f.class, Class::NotFound | Class::NoSuchBucket)
+            }
+        }
+    }
+
+    fn bucket_not_found(&self) -> Error {
+        Error::BucketNotFound {
+            backend: self.url.clone(),
+            bucket: self.config.bucket.clone(),
+        }
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.config.bucket)
+            .key(self.object_key(key.as_str()))
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                self.bucket_seen.store(true, Ordering::Relaxed);
+                Ok(ObjectMeta {
+                    key: key.clone(),
+                    size: non_negative(out.content_length()),
+                    last_modified: to_chrono(out.last_modified()),
+                    version: out.e_tag().map(str::to_owned),
+                    metadata: to_btree(out.metadata()),
+                })
+            }
+            Err(e) => {
+                let f = Failure::from_sdk(e);
+                if f.class == Class::NotFound && self.bucket_missing().await {
+                    return Err(self.bucket_not_found());
+                }
+                Err(self.error(f, key.as_str(), Op::Read))
+            }
+        }
+    }
+
+    async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
+        let header = match &range {
+            None => None,
+            Some(GetRange::Bounded(r)) if r.start >= r.end => {
+                // An empty range cannot be asked for (S3 would send the whole object).
+                return self.empty_read(key, range.as_ref()).await;
+            }
+            Some(GetRange::Bounded(r)) => Some(format!("bytes={}-{}", r.start, r.end - 1)),
+            Some(GetRange::From(start)) => Some(format!("bytes={start}-")),
+        };
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(self.object_key(key.as_str()))
+            .set_range(header)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let f = Failure::from_sdk(e);
+                if f.class == Class::InvalidRange {
+                    self.bucket_seen.store(true, Ordering::Relaxed);
+                    return self.empty_read(key, range.as_ref()).await;
+                }
+                return Err(self.error(f, key.as_str(), Op::Read));
+            }
+        };
+        self.bucket_seen.store(true, Ordering::Relaxed);
+        let length = non_negative(out.content_length());
+        let (returned, size) = match out.content_range().and_then(parse_content_range) {
+            Some((r, size)) => (r, size),
+            None => (0..length, length),
+        };
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size,
+            last_modified: to_chrono(out.last_modified()),
+            version: out.e_tag().map(str::to_owned),
+            metadata: to_btree(out.metadata()),
+        };
+        let backend = self.url.clone();
+        let k = key.as_str().to_owned();
+        let body = stream::try_unfold(out.body, move |mut body| {
+            let backend = backend.clone();
+            let k = k.clone();
+            async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(Error::Unavailable {
+                        backend,
+                        key: k,
+                        source: format!("reading the object's body failed: {e}").into(),
+                    }),
+                }
+            }
+        })
+        .boxed();
+        Ok(GetResult {
+            meta,
+            range: returned,
+            body,
+        })
+    }
+
+    /// A read whose range selects no bytes: the object's metadata and an empty body, or
+    /// an error when the range starts past the end.
+    async fn empty_read(&self, key: &Key, range: Option<&GetRange>) -> Result<GetResult> {
+        let meta = self.head(key).await?;
+        let resolved = match range {
+            None => Some(0..meta.size),
+            Some(r) => r.resolve(meta.size),
+        };
+        match resolved {
+            Some(r) if r.is_empty() => Ok(GetResult {
+                meta,
+                range: r,
+                body: stream::empty().boxed(),
+            }),
+            _ => Err(Error::other(
+                &self.url,
+                key.as_str(),
+                format!(
+                    "range {:?} starts past the end ({} bytes)",
+                    range.cloned().unwrap_or(GetRange::From(0)),
+                    meta.size
+                ),
+            )),
+        }
+    }
+
+    async fn put_single(
+        &self,
+        key: &Key,
+        object_key: String,
+        payload: PutPayload,
+        opts: &PutOptions,
+    ) -> Result<PutResult> {
+        let len = payload.len();
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(object_key)
+            .content_length(len as i64)
+            .body(ByteStream::from(payload.into_contiguous()))
+            .set_content_type(opts.content_type.clone())
+            .set_metadata(metadata(&opts.metadata));
+        match &opts.mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => req = req.if_none_match("*"),
+            PutMode::IfMatch(v) => req = req.if_match(v),
+        }
+        match req.send().await {
+            Ok(out) => {
+                self.bucket_seen.store(true, Ordering::Relaxed);
+                Ok(PutResult {
+                    version: out.e_tag().map(str::to_owned),
+                })
+            }
+            Err(e) => Err(self.error(Failure::from_sdk(e), key.as_str(), Op::Write(&opts.mode))),
+        }
+    }
+
+    async fn put_multipart(
+        self: &Arc<Self>,
+        key: &Key,
+        object_key: String,
+        payload: PutPayload,
+        opts: &PutOptions,
+    ) -> Result<PutResult> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(&object_key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_content_type(opts.content_type.clone())
+            .set_metadata(metadata(&opts.metadata))
+            .send()
+            .await
+            .map_err(|e| self.error(Failure::from_sdk(e), key.as_str(), Op::Other))?;
+        self.bucket_seen.store(true, Ordering::Relaxed);
+        let upload_id = created.upload_id().map(str::to_owned).ok_or_else(|| {
+            Error::other(
+                &self.url,
+                key.as_str(),
+                "CreateMultipartUpload returned no upload id",
+            )
+        })?;
+        let mut guard = AbortGuard {
+            inner: Some(Arc::clone(self)),
+            object_key: object_key.clone(),
+            upload_id: upload_id.clone(),
+        };
+        let result = self
+            .upload_parts_and_complete(key, &object_key, &upload_id, payload, opts)
+            .await;
+        guard.inner = None;
+        if result.is_err() {
+            self.abort(&object_key, &upload_id).await;
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(
+        &self,
+        key: &Key,
+        object_key: &str,
+        upload_id: &str,
+        payload: PutPayload,
+        opts: &PutOptions,
+    ) -> Result<PutResult> {
+        let plan = plan_parts(payload.len(), self.config.part_size);
+        tracing::debug!(
+            backend = %self.url,
+            key = %key,
+            size = payload.len(),
+            parts = plan.len(),
+            "multipart upload"
+        );
+        let payload = &payload;
+        let parts: Vec<CompletedPart> = stream::iter(plan.into_iter().enumerate())
+            .map(|(i, range)| {
+                self.upload_part(key, object_key, upload_id, i as i32 + 1, payload, range)
+            })
+            .buffered(self.config.concurrency)
+            .try_collect()
+            .await?;
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(object_key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        match &opts.mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => req = req.if_none_match("*"),
+            PutMode::IfMatch(v) => req = req.if_match(v),
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.error(Failure::from_sdk(e), key.as_str(), Op::Write(&opts.mode)))?;
+        Ok(PutResult {
+            version: out.e_tag().map(str::to_owned),
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &Key,
+        object_key: &str,
+        upload_id: &str,
+        number: i32,
+        payload: &PutPayload,
+        range: Range<u64>,
+    ) -> Result<CompletedPart> {
+        // A slice of the payload's chunks: copied only when it spans two of them.
+        let body = payload.range(range.clone());
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.config.bucket)
+            .key(object_key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length((range.end - range.start) as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error(Failure::from_sdk(e), key.as_str(), Op::Other))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_owned))
+            .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
+            .build())
+    }
+
+    /// Aborts a multipart upload, best effort: its parts are discarded.
+    async fn abort(&self, object_key: &str, upload_id: &str) {
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(object_key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(
+                backend = %self.url,
+                key = object_key,
+                upload_id,
+                error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                "could not abort a failed multipart upload; a lifecycle rule for \
+                 incomplete multipart uploads will remove its parts"
+            );
+        }
+    }
+}
+
+/// Aborts a multipart upload whose write was dropped (cancelled) before it finished.
+struct AbortGuard {
+    inner: Option<Arc<Inner>>,
+    object_key: String,
+    upload_id: String,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let object_key = std::mem::take(&mut self.object_key);
+            let upload_id = std::mem::take(&mut self.upload_id);
+            handle.spawn(async move { inner.abort(&object_key, &upload_id).await });
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        self.inner.url.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            create: true,
+            if_match: true,
+            conditional_large_writes: true,
+            user_metadata: true,
+            multipart_threshold: Some(self.inner.config.multipart_threshold),
+            list_page_size: LIST_PAGE_SIZE as usize,
+            gaps: Vec::new(),
+        }
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+
+    async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
+        self.inner.get_opts(key, range).await
+    }
+
+    async fn put_opts(
+        &self,
+        key: &Key,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let object_key = self.inner.object_key(key.as_str());
+        if payload.len() > self.inner.config.multipart_threshold {
+            self.inner
+                .put_multipart(key, object_key, payload, &opts)
+                .await
+        } else {
+            self.inner.put_single(key, object_key, payload, &opts).await
+        }
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let out = self
+            .inner
+            .client
+            .delete_object()
+            .bucket(&self.inner.config.bucket)
+            .key(self.inner.object_key(key.as_str()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = Failure::from_sdk(e);
+                if f.class == Class::NotFound {
+                    return Ok(());
+                }
+                Err(self.inner.error(f, key.as_str(), Op::Other))
+            }
+        }
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+        if let Err(e) = validate_prefix(prefix) {
+            return stream::once(async { Err(e) }).boxed();
+        }
+        let inner = Arc::clone(&self.inner);
+        let strip = if inner.config.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", inner.config.prefix)
+        };
+        let full_prefix = format!("{strip}{prefix}");
+        let mut pages = inner
+            .client
+            .list_objects_v2()
+            .bucket(&inner.config.bucket)
+            .prefix(full_prefix)
+            .max_keys(LIST_PAGE_SIZE)
+            .into_paginator()
+            .send();
+        // The paginator sends the next request only when polled: lazy paging.
+        let pages = stream::poll_fn(move |cx| pages.poll_next(cx));
+        let prefix = prefix.to_owned();
+        pages
+            .map(move |page| match page {
+                Ok(page) => {
+                    inner.bucket_seen.store(true, Ordering::Relaxed);
+                    let metas: Vec<Result<ObjectMeta>> = page
+                        .contents()
+                        .iter()
+                        .filter_map(|o| listed(&inner.url, &strip, o))
+                        .map(Ok)
+                        .collect();
+                    stream::iter(metas)
+                }
+                Err(e) => stream::iter(vec![Err(inner.error(
+                    Failure::from_sdk(e),
+                    &prefix,
+                    Op::Other,
+                ))]),
+            })
+            .flatten()
+            .boxed()
+    }
+}
+
+/// The metadata of a listed object, or `None` (with a warning) for an S3 key that is
+/// not a cairn key under the backend's prefix.
+fn listed(url: &str, strip: &str, o: &aws_sdk_s3::types::Object) -> Option<ObjectMeta> {
+    let full = o.key()?;
+    let Some(rel) = full.strip_prefix(strip) else {
+        tracing::warn!(
+            backend = url,
+            key = full,
+            "listing returned a key outside the prefix; skipped"
+        );
+        return None;
+    };
+    if rel.rsplit('/').next().is_some_and(is_staged_name) {
+        return None;
+    }
+    match Key::parse(rel) {
+        Ok(key) => Some(ObjectMeta {
+            key,
+            size: non_negative(o.size()),
+            last_modified: to_chrono(o.last_modified()),
+            version: o.e_tag().map(str::to_owned),
+            metadata: BTreeMap::new(),
+        }),
+        Err(e) => {
+            tracing::warn!(backend = url, key = full, error = %e, "skipping an object whose name is not a valid cairn key");
+            None
+        }
+    }
+}
+
+fn non_negative(n: Option<i64>) -> u64 {
+    n.map_or(0, |n| n.max(0) as u64)
+}
+
+fn to_chrono(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn to_btree(m: Option<&std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
+    m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn metadata(m: &BTreeMap<String, String>) -> Option<std::collections::HashMap<String, String>> {
+    (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// Parses `bytes a-b/size` (or `bytes a-b/*`) into `a..b+1` and the object's size.
+fn parse_content_range(header: &str) -> Option<(Range<u64>, u64)> {
+    let rest = header.trim().strip_prefix("bytes ")?;
+    let (span, size) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end: u64 = b.trim().parse::<u64>().ok()?.checked_add(1)?;
+    let size = match size.trim() {
+        "*" => end,
+        s => s.parse().ok()?,
+    };
+    (start <= end).then_some((start..end, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_are_parsed() {
+        assert_eq!(parse_content_range("bytes 0-99/1234"), Some((0..100, 1234)));
+        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5..6, 6)));
+        assert_eq!(parse_content_range("bytes 2-3/*"), Some((2..4, 4)));
+        assert_eq!(parse_content_range("bytes */1234"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[tokio::test]
+    async fn describe_names_bucket_and_prefix() {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::from_static("us-east-1"))
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        let b = S3Backend::from_client(client.clone(), "bkt", "/runs/v1/").unwrap();
+        assert_eq!(b.describe(), "s3://bkt/runs/v1");
+        assert_eq!(b.object_key(&Key::parse("a/b").unwrap()), "runs/v1/a/b");
+        let b = S3Backend::from_client(client.clone(), "bkt", "").unwrap();
+        assert_eq!(b.describe(), "s3://bkt");
+        assert_eq!(b.object_key(&Key::parse("a/b").unwrap()), "a/b");
+        assert!(S3Backend::from_client(client, "", "").is_err());
+        let caps = b.capabilities();
+        assert!(
+            caps.create && caps.if_match && caps.conditional_large_writes && caps.user_metadata
+        );
+        assert_eq!(caps.multipart_threshold, Some(DEFAULT_MULTIPART_THRESHOLD));
+        assert_eq!(caps.list_page_size, 1000);
+    }
+
+    #[test]
+    fn listed_keys_lose_the_prefix_and_bad_names_are_skipped() {
+        let obj = |k: &str| {
+            aws_sdk_s3::types::Object::builder()
+                .key(k)
+                .size(3)
+                .e_tag("\"e\"")
+                .build()
+        };
+        let m = listed("s3://b/p", "p/", &obj("p/a/b.json")).unwrap();
+        assert_eq!(m.key.as_str(), "a/b.json");
+        assert_eq!(m.size, 3);
+        assert_eq!(m.version.as_deref(), Some("\"e\""));
+        assert!(listed("s3://b/p", "p/", &obj("p/dir/")).is_none());
+        assert!(listed("s3://b/p", "p/", &obj("p/a//b")).is_none());
+        assert!(listed("s3://b/p", "p/", &obj("p/d/.cairn-staged.x.1")).is_none());
+        assert!(listed("s3://b/p", "p/", &obj("other/x")).is_none());
+        assert!(listed("s3://b", "", &obj("x/y")).is_some());
+    }
+}
