@@ -16,7 +16,9 @@ use std::sync::OnceLock;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use cairn_backend::{Backend, BackendExt, ErrorKind, GetRange, Key, PutMode, PutOptions, PutPayload};
+use cairn_backend::{
+    Backend, BackendExt, ErrorKind, GetRange, Key, PutMode, PutOptions, PutPayload,
+};
 use cairn_s3::S3Backend;
 
 const MIB: usize = 1024 * 1024;
@@ -61,7 +63,12 @@ async fn raw_get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Bytes 
         .key(key)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("raw GetObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+        .unwrap_or_else(|e| {
+            panic!(
+                "raw GetObject {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        })
         .body
         .collect()
         .await
@@ -95,13 +102,14 @@ fn chunked(data: &[u8]) -> PutPayload {
 
 /// A backend for `prefix` with a 5 MiB multipart threshold and part size.
 async fn backend(bucket: &str, prefix: &str) -> S3Backend {
+    builder(bucket, prefix).build().await.expect("backend")
+}
+
+fn builder(bucket: &str, prefix: &str) -> cairn_s3::S3BackendBuilder {
     S3Backend::builder(bucket)
         .prefix(prefix)
         .multipart_threshold(5 * MIB as u64)
         .part_size(5 * MIB as u64)
-        .build()
-        .await
-        .expect("backend")
 }
 
 #[tokio::test]
@@ -129,7 +137,10 @@ async fn objects_cairn_writes_are_read_back_by_the_sdk() {
     );
     let got = raw_get(&raw, &bucket, &s3.object_key(&key)).await;
     assert_eq!(got.len(), big.len());
-    assert!(got == big, "the multipart object differs from what was written");
+    assert!(
+        got == big,
+        "the multipart object differs from what was written"
+    );
     let head = raw
         .head_object()
         .bucket(&bucket)
@@ -179,9 +190,13 @@ async fn objects_the_sdk_writes_are_read_by_cairn() {
     assert_eq!(listed[0].key, key);
     assert_eq!(listed[0].version.as_deref(), put.e_tag());
     // A version that came from another client is good for IfMatch.
-    s3.put_mode(&key, "v2".into(), PutMode::IfMatch(put.e_tag().unwrap().to_owned()))
-        .await
-        .unwrap();
+    s3.put_mode(
+        &key,
+        "v2".into(),
+        PutMode::IfMatch(put.e_tag().unwrap().to_owned()),
+    )
+    .await
+    .unwrap();
     assert_eq!(raw_get(&raw, &bucket, &s3.object_key(&key)).await, "v2");
 }
 
@@ -203,7 +218,9 @@ async fn user_metadata_cairn_writes_is_visible_to_head_object() {
             metadata: metadata.clone(),
             content_type: Some("application/json".into()),
         };
-        s3.put_opts(&key, pattern(len, 4).into(), opts).await.unwrap();
+        s3.put_opts(&key, pattern(len, 4).into(), opts)
+            .await
+            .unwrap();
         let head = raw
             .head_object()
             .bucket(&bucket)
@@ -223,7 +240,14 @@ async fn a_multipart_create_on_an_existing_key_fails_and_leaves_the_object() {
     let Some((bucket, prefix)) = setup("multipart_create") else {
         return;
     };
-    let s3 = backend(&bucket, &prefix).await;
+    // Conditions carried by CompleteMultipartUpload (off by default with a custom
+    // endpoint, see the next test; LocalStack honours them one at a time).
+    let s3 = builder(&bucket, &prefix)
+        .conditional_multipart(true)
+        .build()
+        .await
+        .unwrap();
+    assert!(s3.capabilities().conditional_large_writes);
     let raw = raw_client().await;
     let key = Key::parse("records/one").unwrap();
     s3.put_mode(&key, "the first record".into(), PutMode::Create)
@@ -268,6 +292,51 @@ async fn a_multipart_create_on_an_existing_key_fails_and_leaves_the_object() {
     assert_eq!(
         raw_get(&raw, &bucket, &s3.object_key(&key)).await,
         "the first record"
+    );
+}
+
+/// LocalStack 2026.3 checks `If-None-Match` on CompleteMultipartUpload outside its
+/// per-key lock, so of concurrent large `Create`s several can win. With a custom endpoint
+/// cairn therefore sends conditional writes as single PutObject requests, whose
+/// condition LocalStack decides under the lock: exactly one of ten creators wins.
+#[tokio::test]
+async fn large_concurrent_creates_have_one_winner_on_an_emulator() {
+    let Some((bucket, prefix)) = setup("large_create_race") else {
+        return;
+    };
+    let s3 = backend(&bucket, &prefix).await;
+    let caps = s3.capabilities();
+    assert!(!caps.conditional_large_writes, "{caps:?}");
+    assert!(
+        caps.gaps.iter().any(|g| g.contains("LocalStack")),
+        "{caps:?}"
+    );
+    let raw = raw_client().await;
+    let key = Key::parse("race/large").unwrap();
+    let writers: Vec<_> = (0..10u8)
+        .map(|i| {
+            let s3 = s3.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                s3.put_mode(&key, vec![i; 6 * MIB].into(), PutMode::Create)
+                    .await
+                    .map(|_| i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for w in writers {
+        match w.await.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = raw_get(&raw, &bucket, &s3.object_key(&key)).await;
+    assert_eq!(stored.len(), 6 * MIB);
+    assert!(
+        stored.iter().all(|&b| b == winners[0]),
+        "the winner's bytes"
     );
 }
 

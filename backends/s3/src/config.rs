@@ -25,6 +25,8 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// The most parts one multipart upload may have.
 pub const MAX_PARTS: u64 = 10_000;
+/// The largest object one PutObject request may carry: 5 GiB.
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
 /// The region used when neither the configuration nor the environment names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -64,6 +66,17 @@ pub struct S3Config {
     /// Attempts per request, the first included (the SDK's standard retry strategy,
     /// exponential backoff with jitter).
     pub max_attempts: u32,
+    /// Whether `Create` and `IfMatch` writes above the threshold may be multipart uploads
+    /// whose completion carries the condition (`If-None-Match: *`, `If-Match`). AWS S3
+    /// decides such a completion atomically; some S3-compatible stores and emulators
+    /// check it without excluding a concurrent completion (LocalStack 2026.3 does:
+    /// several concurrent large `Create`s can all win). When off, conditional writes of
+    /// any size are single PutObject requests (at most [`MAX_SINGLE_PUT`] bytes), whose
+    /// conditions those stores do decide atomically.
+    ///
+    /// `None`: on for AWS, off when a custom endpoint URL is configured; on with a
+    /// client given to [`S3BackendBuilder::client`].
+    pub conditional_multipart: Option<bool>,
 }
 
 impl S3Config {
@@ -80,6 +93,7 @@ impl S3Config {
             part_size: DEFAULT_PART_SIZE,
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            conditional_multipart: None,
         }
     }
 
@@ -239,6 +253,14 @@ impl S3BackendBuilder {
         self
     }
 
+    /// Whether large conditional writes may be multipart uploads with a conditional
+    /// completion (see [`S3Config::conditional_multipart`]; default: on for AWS, off
+    /// with a custom endpoint).
+    pub fn conditional_multipart(mut self, on: bool) -> Self {
+        self.config.conditional_multipart = Some(on);
+        self
+    }
+
     /// Uses an existing client as it is configured (its region, endpoint, credentials
     /// and retries); the client settings of this builder are then ignored.
     pub fn client(mut self, client: aws_sdk_s3::Client) -> Self {
@@ -260,15 +282,23 @@ impl S3BackendBuilder {
         let mut config = self.config;
         config.validate()?;
         let client = match self.client {
-            Some(client) => client,
-            None => make_client(&config).await,
+            Some(client) => {
+                config.conditional_multipart.get_or_insert(true);
+                client
+            }
+            None => {
+                let (client, custom_endpoint) = make_client(&config).await;
+                config.conditional_multipart.get_or_insert(!custom_endpoint);
+                client
+            }
         };
         Ok(S3Backend::with_client(client, config))
     }
 }
 
-/// Loads the AWS configuration as `aws-config` does and makes an S3 client from it.
-async fn make_client(config: &S3Config) -> aws_sdk_s3::Client {
+/// Loads the AWS configuration as `aws-config` does and makes an S3 client from it;
+/// also tells whether a custom endpoint URL is in use.
+async fn make_client(config: &S3Config) -> (aws_sdk_s3::Client, bool) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
     if let Some(profile) = &config.profile {
@@ -292,7 +322,7 @@ async fn make_client(config: &S3Config) -> aws_sdk_s3::Client {
     if sdk.region().is_none() {
         s3 = s3.region(Region::from_static(DEFAULT_REGION));
     }
-    aws_sdk_s3::Client::from_conf(s3.build())
+    (aws_sdk_s3::Client::from_conf(s3.build()), has_endpoint)
 }
 
 #[cfg(test)]

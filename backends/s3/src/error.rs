@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::endpoint::error::ResolveEndpointError;
 use cairn_backend::{is_transient_status, Error, PutMode, Source};
 
@@ -90,6 +90,22 @@ fn chain_has<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Op
     None
 }
 
+/// An error and its sources, as `a: b: c` (a source already part of its parent's
+/// message is not repeated).
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = e.source();
+    }
+    out
+}
+
 /// A failed S3 call, classified, with a readable message and the SDK error as source.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -118,7 +134,7 @@ impl Failure {
                     (Some(c), Some(m)) => message.push_str(&format!("{c}: {m}")),
                     (Some(c), None) => message.push_str(c),
                     (None, Some(m)) => message.push_str(m),
-                    (None, None) => message.push_str(&DisplayErrorContext(&err).to_string()),
+                    (None, None) => message.push_str(&chain(&err)),
                 }
                 if let Some(s) = status {
                     message.push_str(&format!(" (HTTP {s})"));
@@ -127,7 +143,7 @@ impl Failure {
             }
             SdkError::TimeoutError(_) => (
                 Class::Transient,
-                format!("request timed out: {}", DisplayErrorContext(&err)),
+                format!("request timed out: {}", chain(&err)),
             ),
             SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
                 if let Some(c) = chain_has::<CredentialsError>(&err) {
@@ -137,31 +153,28 @@ impl Failure {
                             "AWS credentials are missing or could not be loaded \
                              (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
                              or an existing profile): {}",
-                            DisplayErrorContext(c)
+                            chain(c)
                         ),
                     )
                 } else if chain_has::<ResolveEndpointError>(&err).is_some() {
                     (
                         Class::Other,
-                        format!(
-                            "cannot resolve the S3 endpoint: {}",
-                            DisplayErrorContext(&err)
-                        ),
+                        format!("cannot resolve the S3 endpoint: {}", chain(&err)),
                     )
                 } else if let SdkError::DispatchFailure(d) = &err {
                     if d.is_user() {
-                        (Class::Other, DisplayErrorContext(&err).to_string())
+                        (Class::Other, chain(&err))
                     } else {
                         (
                             Class::Transient,
-                            format!("cannot reach S3: {}", DisplayErrorContext(&err)),
+                            format!("cannot reach S3: {}", chain(&err)),
                         )
                     }
                 } else {
-                    (Class::Other, DisplayErrorContext(&err).to_string())
+                    (Class::Other, chain(&err))
                 }
             }
-            _ => (Class::Other, DisplayErrorContext(&err).to_string()),
+            _ => (Class::Other, chain(&err)),
         };
         Failure {
             class,
@@ -178,6 +191,12 @@ impl Failure {
             message: message.into(),
             source: None,
         }
+    }
+
+    /// Adds context to the message.
+    pub(crate) fn with_context(mut self, context: &str) -> Failure {
+        self.message.push_str(context);
+        self
     }
 
     fn into_source(self) -> Source {
@@ -262,6 +281,30 @@ impl StdError for Cause {
 mod tests {
     use super::*;
     use cairn_backend::ErrorKind;
+
+    #[test]
+    fn chains_are_displayed_once_each() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl fmt::Display for E {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl StdError for E {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "dispatch failure",
+            Some(Box::new(E(
+                "io error",
+                Some(Box::new(E("io error", Some(Box::new(E("refused", None)))))),
+            ))),
+        );
+        assert_eq!(chain(&e), "dispatch failure: io error: refused");
+    }
 
     #[test]
     fn codes_win_over_statuses() {

@@ -53,7 +53,7 @@ use cairn_backend::{
 pub use config::{
     parse_s3_url, plan_parts, S3BackendBuilder, S3Config, DEFAULT_CONCURRENCY,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, DEFAULT_REGION,
-    MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE,
+    MAX_PARTS, MAX_PART_SIZE, MAX_SINGLE_PUT, MIN_PART_SIZE,
 };
 
 use error::{Class, Failure, Op};
@@ -172,6 +172,10 @@ impl S3Backend {
 }
 
 impl Inner {
+    fn conditional_multipart(&self) -> bool {
+        self.config.conditional_multipart.unwrap_or(true)
+    }
+
     fn object_key(&self, key: &str) -> String {
         if self.config.prefix.is_empty() {
             key.to_owned()
@@ -180,7 +184,10 @@ impl Inner {
         }
     }
 
-    fn error(&self, failure: Failure, key: &str, op: Op<'_>) -> Error {
+    fn error(&self, mut failure: Failure, key: &str, op: Op<'_>) -> Error {
+        if let (Class::NoCredentials, Some(profile)) = (failure.class, &self.config.profile) {
+            failure = failure.with_context(&format!(" (AWS profile '{profile}')"));
+        }
         if failure.class != Class::NoSuchBucket && failure.class != Class::Transient {
             // Anything but a missing bucket or a failure to reach it shows it exists.
             self.note_bucket(&failure);
@@ -520,7 +527,7 @@ impl Inner {
                 backend = %self.url,
                 key = object_key,
                 upload_id,
-                error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                error = %error::chain(&e),
                 "could not abort a failed multipart upload; a lifecycle rule for \
                  incomplete multipart uploads will remove its parts"
             );
@@ -555,14 +562,25 @@ impl Backend for S3Backend {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let conditional_multipart = self.inner.conditional_multipart();
+        let mut gaps = Vec::new();
+        if !conditional_multipart {
+            gaps.push(
+                "conditional multipart completion is off (the default with a custom \
+                 endpoint): Create and IfMatch writes are single PutObject requests, at most 5 GiB; LocalStack \
+                 2026.3 checks If-None-Match/If-Match on CompleteMultipartUpload without a \
+                 lock, so concurrent large Creates could all win there"
+                    .to_owned(),
+            );
+        }
         Capabilities {
             create: true,
             if_match: true,
-            conditional_large_writes: true,
+            conditional_large_writes: conditional_multipart,
             user_metadata: true,
             multipart_threshold: Some(self.inner.config.multipart_threshold),
             list_page_size: LIST_PAGE_SIZE as usize,
-            gaps: Vec::new(),
+            gaps,
         }
     }
 
@@ -581,12 +599,27 @@ impl Backend for S3Backend {
         opts: PutOptions,
     ) -> Result<PutResult> {
         let object_key = self.inner.object_key(key.as_str());
-        if payload.len() > self.inner.config.multipart_threshold {
-            self.inner
-                .put_multipart(key, object_key, payload, &opts)
-                .await
-        } else {
-            self.inner.put_single(key, object_key, payload, &opts).await
+        let len = payload.len();
+        let conditional = opts.mode != PutMode::Overwrite;
+        match choose_upload(
+            len,
+            conditional,
+            self.inner.config.multipart_threshold,
+            self.inner.conditional_multipart(),
+        ) {
+            Upload::Multipart => {
+                self.inner
+                    .put_multipart(key, object_key, payload, &opts)
+                    .await
+            }
+            Upload::Single => self.inner.put_single(key, object_key, payload, &opts).await,
+            Upload::TooLarge => Err(Error::Unsupported {
+                backend: self.inner.url.clone(),
+                operation: format!(
+                    "a conditional write of {len} bytes to '{key}' (conditional multipart \
+                     completion is off, and one PutObject carries at most {MAX_SINGLE_PUT} bytes)"
+                ),
+            }),
         }
     }
 
@@ -653,6 +686,33 @@ impl Backend for S3Backend {
             })
             .flatten()
             .boxed()
+    }
+}
+
+/// How a write is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    /// One PutObject request.
+    Single,
+    /// A multipart upload.
+    Multipart,
+    /// A conditional write too large for one request, where multipart may not carry
+    /// the condition.
+    TooLarge,
+}
+
+fn choose_upload(
+    len: u64,
+    conditional: bool,
+    threshold: u64,
+    conditional_multipart: bool,
+) -> Upload {
+    let single_only = conditional && !conditional_multipart;
+    match (len > threshold, single_only) {
+        (false, _) => Upload::Single,
+        (true, false) => Upload::Multipart,
+        (true, true) if len <= MAX_SINGLE_PUT => Upload::Single,
+        (true, true) => Upload::TooLarge,
     }
 }
 
@@ -723,6 +783,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn conditional_writes_stay_single_where_multipart_cannot_carry_the_condition() {
+        const T: u64 = 16 << 20;
+        assert_eq!(choose_upload(T, true, T, true), Upload::Single);
+        assert_eq!(choose_upload(T + 1, false, T, true), Upload::Multipart);
+        assert_eq!(choose_upload(T + 1, true, T, true), Upload::Multipart);
+        assert_eq!(choose_upload(T + 1, false, T, false), Upload::Multipart);
+        assert_eq!(choose_upload(T + 1, true, T, false), Upload::Single);
+        assert_eq!(
+            choose_upload(MAX_SINGLE_PUT, true, T, false),
+            Upload::Single
+        );
+        assert_eq!(
+            choose_upload(MAX_SINGLE_PUT + 1, true, T, false),
+            Upload::TooLarge
+        );
+        assert_eq!(
+            choose_upload(MAX_SINGLE_PUT + 1, false, T, false),
+            Upload::Multipart
+        );
+    }
+
+    #[test]
     fn content_ranges_are_parsed() {
         assert_eq!(parse_content_range("bytes 0-99/1234"), Some((0..100, 1234)));
         assert_eq!(parse_content_range("bytes 5-5/6"), Some((5..6, 6)));
@@ -744,13 +826,24 @@ mod tests {
         let b = S3Backend::from_client(client.clone(), "bkt", "").unwrap();
         assert_eq!(b.describe(), "s3://bkt");
         assert_eq!(b.object_key(&Key::parse("a/b").unwrap()), "a/b");
-        assert!(S3Backend::from_client(client, "", "").is_err());
+        assert!(S3Backend::from_client(client.clone(), "", "").is_err());
         let caps = b.capabilities();
         assert!(
             caps.create && caps.if_match && caps.conditional_large_writes && caps.user_metadata
         );
         assert_eq!(caps.multipart_threshold, Some(DEFAULT_MULTIPART_THRESHOLD));
         assert_eq!(caps.list_page_size, 1000);
+        assert!(caps.gaps.is_empty());
+
+        let b = S3Backend::builder("bkt")
+            .client(client)
+            .conditional_multipart(false)
+            .build()
+            .await
+            .unwrap();
+        let caps = b.capabilities();
+        assert!(!caps.conditional_large_writes);
+        assert_eq!(caps.gaps.len(), 1);
     }
 
     #[test]
