@@ -227,6 +227,35 @@ pub async fn concurrent_creates_have_one_winner(b: &DynBackend) {
     assert!(stored.iter().all(|&x| x == w as u8));
 }
 
+/// The same race with values above the multipart/resumable threshold: still exactly
+/// one winner, whole.
+pub async fn concurrent_large_creates_have_one_winner(b: &DynBackend) {
+    let size = b
+        .capabilities()
+        .multipart_threshold
+        .map_or(8 << 20, |t| t as usize + (1 << 20));
+    let p = unique_prefix("large-race");
+    let k = key(format!("{p}/contested"));
+    let results = futures::future::join_all((0..5u8).map(|i| {
+        let b = b.clone();
+        let k = k.clone();
+        async move {
+            let body = Bytes::from(vec![i; size]);
+            (i, b.put_mode(&k, body.into(), PutMode::Create).await)
+        }
+    }))
+    .await;
+    let winners: Vec<u8> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = b.get(&k).await.unwrap();
+    assert_eq!(stored.len(), size);
+    assert!(stored.iter().all(|&x| x == winners[0]));
+}
+
 /// `IfMatch` with the current version writes; with a stale one it fails and changes
 /// nothing.
 pub async fn if_match_current_and_stale(b: &DynBackend) {
@@ -493,6 +522,7 @@ macro_rules! conformance_tests {
             foreign_targets_are_read_and_checked,
             create_conflicts,
             concurrent_creates_have_one_winner,
+            concurrent_large_creates_have_one_winner,
             if_match_current_and_stale,
             ranged_reads,
             streamed_reads_are_complete,
