@@ -410,8 +410,17 @@ mod tests {
 
     #[test]
     fn every_standard_key_has_a_table_row_and_a_sample() {
+        let table: Vec<&str> = include_str!("context.rs")
+            .lines()
+            .filter(|l| l.starts_with("/// | `"))
+            .collect();
         for key in STANDARD_KEYS {
             assert!(standard_sample(key).is_some(), "{key}");
+            let cell = format!("`{key}`");
+            assert!(
+                table.iter().any(|row| row.contains(&cell)),
+                "{key} is not in the table"
+            );
         }
         let dated = Context::new().with_date(Utc::now());
         for key in STANDARD_KEYS
