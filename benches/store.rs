@@ -218,7 +218,7 @@ async fn local(iterations: usize, size: usize) {
 #[cfg(feature = "s3")]
 async fn s3(iterations: usize, size: usize) {
     use aws_sdk_s3::primitives::ByteStream;
-    use cairn::backend::S3Backend;
+    use cairn::backend::{Backend, S3Backend};
 
     if std::env::var("AWS_ENDPOINT_URL").is_err() {
         println!("S3: skipped (AWS_ENDPOINT_URL is not set; run ./localstack/bench)");

@@ -79,7 +79,7 @@ fn fetch(stations: &[&str]) -> Vec<Reading> {
     let mut out = Vec::new();
     for (s, station) in stations.iter().enumerate() {
         for hour in 0..24u32 {
-            let base = 8.0 + 3.0 * s as f64 + 6.0 * ((hour as f64 - 14.0) / 24.0 * 6.283).cos();
+            let base = 8.0 + 3.0 * s as f64 + 6.0 * ((hour as f64 - 14.0) / 24.0 * std::f64::consts::TAU).cos();
             let celsius = match (hour * 7 + s as u32) % 23 {
                 0 => None,         // dropout
                 1 => Some(999.0),  // glitch

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, UpdateVersion};
@@ -163,8 +162,7 @@ impl Backend for ObjectStoreBackend {
             object_store::PutMode::Update(u) => u.e_tag.clone().unwrap_or_default(),
             _ => String::new(),
         };
-        let payload: object_store::PutPayload =
-            payload.chunks().iter().cloned().collect::<Vec<Bytes>>().into_iter().collect();
+        let payload: object_store::PutPayload = payload.chunks().iter().cloned().collect();
         let r = self
             .store
             .put_opts(
