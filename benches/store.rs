@@ -32,7 +32,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let big = std::env::var("CAIRN_BENCH_BIG").is_ok_and(|v| v == "1");
-    println!("cairn store benchmark: median of {iterations} runs each; ratio = raw time / cairn time");
+    println!(
+        "cairn store benchmark: median of {iterations} runs each; ratio = raw time / cairn time"
+    );
     println!();
     rt.block_on(async {
         hashing(iterations);
@@ -197,7 +199,10 @@ async fn local(iterations: usize, size: usize) {
     let cairn_r = time_async(iterations, |i| {
         let b = backend.clone();
         async move {
-            let got = b.get(&Key::parse(format!("cairn-{i}")).unwrap()).await.unwrap();
+            let got = b
+                .get(&Key::parse(format!("cairn-{i}")).unwrap())
+                .await
+                .unwrap();
             assert_eq!(got.len(), size);
         }
     })
@@ -283,14 +288,19 @@ async fn s3(iterations: usize, size: usize) {
     let cairn_r = time_async(iterations, |i| {
         let b = backend.clone();
         async move {
-            let got = b.get(&Key::parse(format!("cairn-{i}")).unwrap()).await.unwrap();
+            let got = b
+                .get(&Key::parse(format!("cairn-{i}")).unwrap())
+                .await
+                .unwrap();
             assert_eq!(got.len(), size);
         }
     })
     .await;
     report("get: backend vs GetObject", size, raw_r, cairn_r);
     for i in 0..iterations {
-        let _ = backend.delete(&Key::parse(format!("cairn-{i}")).unwrap()).await;
+        let _ = backend
+            .delete(&Key::parse(format!("cairn-{i}")).unwrap())
+            .await;
         let _ = client
             .delete_object()
             .bucket(&bucket)
@@ -369,12 +379,14 @@ async fn big_values() {
     measure_big("local", local, &value).await;
     #[cfg(feature = "s3")]
     if std::env::var("AWS_ENDPOINT_URL").is_ok() {
-        let bucket =
-            std::env::var("CAIRN_TEST_S3_BUCKET").unwrap_or_else(|_| "cairn-test".into());
+        let bucket = std::env::var("CAIRN_TEST_S3_BUCKET").unwrap_or_else(|_| "cairn-test".into());
         let s3: DynBackend = std::sync::Arc::new(
-            cairn::backend::S3Backend::from_env(bucket, format!("bench-big-{:x}", rand::random::<u32>()))
-                .await
-                .unwrap(),
+            cairn::backend::S3Backend::from_env(
+                bucket,
+                format!("bench-big-{:x}", rand::random::<u32>()),
+            )
+            .await
+            .unwrap(),
         );
         measure_big("s3", s3, &value).await;
     }

@@ -58,7 +58,10 @@ impl Step {
         let ctx = ctx.clone().with("task_name", self.name);
         let target = self.target.render(&ctx)?;
         if store.exists(&target).await? {
-            println!("  {:<10} Cached     {target} exists, body skipped", self.name);
+            println!(
+                "  {:<10} Cached     {target} exists, body skipped",
+                self.name
+            );
             return store.read(&target).await;
         }
         let t = Instant::now();
@@ -79,10 +82,12 @@ fn fetch(stations: &[&str]) -> Vec<Reading> {
     let mut out = Vec::new();
     for (s, station) in stations.iter().enumerate() {
         for hour in 0..24u32 {
-            let base = 8.0 + 3.0 * s as f64 + 6.0 * ((hour as f64 - 14.0) / 24.0 * std::f64::consts::TAU).cos();
+            let base = 8.0
+                + 3.0 * s as f64
+                + 6.0 * ((hour as f64 - 14.0) / 24.0 * std::f64::consts::TAU).cos();
             let celsius = match (hour * 7 + s as u32) % 23 {
-                0 => None,         // dropout
-                1 => Some(999.0),  // glitch
+                0 => None,        // dropout
+                1 => Some(999.0), // glitch
                 _ => Some((base * 10.0).round() / 10.0),
             };
             out.push(Reading {

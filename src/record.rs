@@ -160,8 +160,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<(RecordHeader, usize), Corruption> 
     if blake3::hash(json).as_bytes()[..HEADER_DIGEST_LEN] != *stored {
         return bad("header checksum mismatch".into());
     }
-    let header: RecordHeader = serde_json::from_slice(json)
-        .map_err(|e| Corruption(format!("unreadable header: {e}")))?;
+    let header: RecordHeader =
+        serde_json::from_slice(json).map_err(|e| Corruption(format!("unreadable header: {e}")))?;
     Ok((header, payload_start))
 }
 
@@ -215,7 +215,10 @@ mod tests {
         for i in 0..good.len() {
             let mut bad = good.to_vec();
             bad[i] ^= 0x01;
-            assert!(decode(Bytes::from(bad)).is_err(), "flip at {i} went unnoticed");
+            assert!(
+                decode(Bytes::from(bad)).is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
     }
 

@@ -262,8 +262,7 @@ fn text<T: Serialize + 'static>(value: &T) -> Result<Bytes, Source> {
 }
 
 fn from_text<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, Source> {
-    if TypeId::of::<T>() == TypeId::of::<String>() || TypeId::of::<T>() == TypeId::of::<Bytes>()
-    {
+    if TypeId::of::<T>() == TypeId::of::<String>() || TypeId::of::<T>() == TypeId::of::<Bytes>() {
         if TypeId::of::<T>() == TypeId::of::<String>() {
             std::str::from_utf8(&bytes).map_err(|e| format!("stored text is not UTF-8: {e}"))?;
         }
@@ -350,7 +349,10 @@ mod tests {
         let packed = Serializer::TEXT.zstd(3).serialize(&big).unwrap();
         assert!(packed.len() < plain.len() / 50, "{}", packed.len());
         assert_eq!(
-            Serializer::TEXT.zstd(3).deserialize::<String>(packed).unwrap(),
+            Serializer::TEXT
+                .zstd(3)
+                .deserialize::<String>(packed)
+                .unwrap(),
             big
         );
     }

@@ -30,8 +30,11 @@ async fn missing_bucket_is_a_clear_error() {
     if emulators::gcs_bucket().is_none() {
         return;
     }
-    let backend: DynBackend =
-        Arc::new(GcsBackend::from_env("cairnnosuchbucket", "x").await.unwrap());
+    let backend: DynBackend = Arc::new(
+        GcsBackend::from_env("cairnnosuchbucket", "x")
+            .await
+            .unwrap(),
+    );
     conformance::missing_bucket_is_a_clear_error(&backend, "cairnnosuchbucket").await;
 }
 
@@ -44,5 +47,9 @@ async fn emulator_gaps_are_declared() {
     // fake-gcs-server ignores ifGenerationMatch on resumable uploads; the backend says
     // so and sends conditional writes as single requests instead (see large_values).
     assert!(!caps.conditional_large_writes);
-    assert!(caps.gaps.iter().any(|g| g.contains("ifGenerationMatch")), "{:?}", caps.gaps);
+    assert!(
+        caps.gaps.iter().any(|g| g.contains("ifGenerationMatch")),
+        "{:?}",
+        caps.gaps
+    );
 }

@@ -11,7 +11,9 @@ fn root() -> &'static tempfile::TempDir {
     ROOT.get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
 }
 
-conformance_tests!(async { Some(Arc::new(LocalBackend::new(root().path()).unwrap()) as DynBackend) });
+conformance_tests!(async {
+    Some(Arc::new(LocalBackend::new(root().path()).unwrap()) as DynBackend)
+});
 
 #[tokio::test]
 async fn missing_root_directory_is_a_missing_bucket() {

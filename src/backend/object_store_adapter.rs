@@ -131,10 +131,7 @@ impl Backend for ObjectStoreBackend {
         let meta = self.meta(r.meta.clone())?;
         let this = self.clone();
         let k = key.to_string();
-        let body = r
-            .into_stream()
-            .map_err(move |e| this.error(&k, e))
-            .boxed();
+        let body = r.into_stream().map_err(move |e| this.error(&k, e)).boxed();
         Ok(GetResult { meta, range, body })
     }
 

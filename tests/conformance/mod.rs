@@ -112,7 +112,10 @@ pub async fn every_serializer_round_trips(b: &DynBackend) {
         assert_eq!(store.read::<String>(&loc).await.unwrap(), text, "{ext}");
     }
     let blob = Bytes::from((0..=255u8).cycle().take(70_000).collect::<Vec<u8>>());
-    store.write_at(&format!("{p}/blob.bin"), &blob).await.unwrap();
+    store
+        .write_at(&format!("{p}/blob.bin"), &blob)
+        .await
+        .unwrap();
     assert_eq!(
         store.read::<Bytes>(&format!("{p}/blob.bin")).await.unwrap(),
         blob
@@ -158,12 +161,18 @@ pub async fn targets_are_plain_bytes(b: &DynBackend) {
         .write_at(&format!("{p}/t.json"), &vec![1, 2, 3])
         .await
         .unwrap();
-    assert_eq!(&b.get(&key(format!("{p}/t.json"))).await.unwrap()[..], b"[1,2,3]");
+    assert_eq!(
+        &b.get(&key(format!("{p}/t.json"))).await.unwrap()[..],
+        b"[1,2,3]"
+    );
     store
         .write_at(&format!("{p}/t.txt"), &"plain".to_string())
         .await
         .unwrap();
-    assert_eq!(&b.get(&key(format!("{p}/t.txt"))).await.unwrap()[..], b"plain");
+    assert_eq!(
+        &b.get(&key(format!("{p}/t.txt"))).await.unwrap()[..],
+        b"plain"
+    );
 }
 
 /// A target that another tool wrote is read like one cairn wrote; one that does not
@@ -185,7 +194,9 @@ pub async fn foreign_targets_are_read_and_checked(b: &DynBackend) {
 pub async fn create_conflicts(b: &DynBackend) {
     let p = unique_prefix("create");
     let k = key(format!("{p}/once"));
-    b.put_mode(&k, "first".into(), PutMode::Create).await.unwrap();
+    b.put_mode(&k, "first".into(), PutMode::Create)
+        .await
+        .unwrap();
     let err = b
         .put_mode(&k, "second".into(), PutMode::Create)
         .await
@@ -262,7 +273,11 @@ pub async fn if_match_current_and_stale(b: &DynBackend) {
     if !b.capabilities().if_match {
         let p = unique_prefix("ifmatch");
         let err = b
-            .put_mode(&key(format!("{p}/k")), "x".into(), PutMode::IfMatch("v".into()))
+            .put_mode(
+                &key(format!("{p}/k")),
+                "x".into(),
+                PutMode::IfMatch("v".into()),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
@@ -290,7 +305,10 @@ pub async fn if_match_current_and_stale(b: &DynBackend) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err.kind(), ErrorKind::PreconditionFailed | ErrorKind::NotFound),
+        matches!(
+            err.kind(),
+            ErrorKind::PreconditionFailed | ErrorKind::NotFound
+        ),
         "{err}"
     );
     assert!(!b.exists(&missing).await.unwrap());
@@ -421,7 +439,9 @@ pub async fn large_values(b: &DynBackend) {
     let back = b.get(&k).await.unwrap();
     assert!(back == data, "large value differs after a round trip");
     assert_eq!(
-        b.get_range(&k, (size as u64 - 10)..size as u64).await.unwrap(),
+        b.get_range(&k, (size as u64 - 10)..size as u64)
+            .await
+            .unwrap(),
         data.slice(size - 10..)
     );
     // Whether the store honours the precondition on multipart uploads or the backend

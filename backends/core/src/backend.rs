@@ -9,8 +9,8 @@ use futures::stream::BoxStream;
 use futures::TryStreamExt;
 
 use crate::{
-    Capabilities, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload,
-    PutResult, Result,
+    Capabilities, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
+    Result,
 };
 
 /// Raw object I/O on `/`-separated relative keys.

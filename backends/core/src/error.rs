@@ -35,7 +35,9 @@ pub enum Error {
     },
 
     /// A [`PutMode::IfMatch`](crate::PutMode::IfMatch) write found a different version.
-    #[error("{backend}: object '{key}' is not at version '{expected}' any more (precondition failed)")]
+    #[error(
+        "{backend}: object '{key}' is not at version '{expected}' any more (precondition failed)"
+    )]
     PreconditionFailed {
         /// The backend URL.
         backend: String,

@@ -148,7 +148,17 @@ mod tests {
     #[test]
     fn rejects_keys_that_leave_the_store() {
         for k in [
-            "", "/a", "a//b", "a/", "..", "a/../b", "./a", "a\\b", "a\nb", "a\0b", "d/.cairn-staged.x.1",
+            "",
+            "/a",
+            "a//b",
+            "a/",
+            "..",
+            "a/../b",
+            "./a",
+            "a\\b",
+            "a\nb",
+            "a\0b",
+            "d/.cairn-staged.x.1",
         ] {
             let err = Key::parse(k).unwrap_err();
             assert!(matches!(err, Error::InvalidKey { .. }), "{k:?}: {err}");

@@ -238,7 +238,8 @@ impl GetResult {
         if first.len() >= expected {
             // A single chunk (memory backend, small objects): no copy at all.
             if let Some(next) = self.body.next().await {
-                let mut buf = BytesMut::with_capacity(first.len() + next.as_ref().map_or(0, |b| b.len()));
+                let mut buf =
+                    BytesMut::with_capacity(first.len() + next.as_ref().map_or(0, |b| b.len()));
                 buf.extend_from_slice(&first);
                 buf.extend_from_slice(&next?);
                 while let Some(chunk) = self.body.next().await {

@@ -304,7 +304,8 @@ impl Inner {
             .open(&staged.path)
             .map_err(|e| io_error(&self.url, k, e))?;
         for chunk in payload.chunks() {
-            file.write_all(chunk).map_err(|e| io_error(&self.url, k, e))?;
+            file.write_all(chunk)
+                .map_err(|e| io_error(&self.url, k, e))?;
         }
         if self.fsync {
             file.sync_all().map_err(|e| io_error(&self.url, k, e))?;
@@ -428,8 +429,8 @@ fn open_range(
     range: Option<GetRange>,
 ) -> Result<(File, ObjectMeta, std::ops::Range<u64>)> {
     let k = key.as_str();
-    let file = File::open(inner.root.join(k))
-        .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
+    let file =
+        File::open(inner.root.join(k)).map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
     let m = file.metadata().map_err(|e| io_error(&inner.url, k, e))?;
     if !m.is_file() {
         return Err(Error::NotFound {
@@ -558,11 +559,13 @@ impl Backend for LocalBackend {
     async fn delete(&self, key: &Key) -> Result<()> {
         let inner = self.inner.clone();
         let key = key.clone();
-        blocking(move || match fs::remove_file(inner.root.join(key.as_str())) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_error(&inner.url, key.as_str(), e)),
-        })
+        blocking(
+            move || match fs::remove_file(inner.root.join(key.as_str())) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error(&inner.url, key.as_str(), e)),
+            },
+        )
         .await
     }
 
@@ -614,7 +617,10 @@ mod tests {
         fs::write(dir.path().join("t/.cairn-staged.out.txt.999.0"), b"partial").unwrap();
         assert!(!store.exists(&key("t/out.txt")).await.unwrap());
         assert!(store.list_all("").await.unwrap().is_empty());
-        assert_eq!(store.clean_staged(Duration::from_secs(3600)).await.unwrap(), 0);
+        assert_eq!(
+            store.clean_staged(Duration::from_secs(3600)).await.unwrap(),
+            0
+        );
         assert_eq!(store.clean_staged(Duration::ZERO).await.unwrap(), 1);
         assert!(fs::read_dir(dir.path().join("t")).unwrap().next().is_none());
     }
@@ -637,7 +643,10 @@ mod tests {
         let store = LocalBackend::new(dir.path()).unwrap();
         let mut opts = PutOptions::default();
         opts.metadata.insert("k".into(), "v".into());
-        let err = store.put_opts(&key("m"), "x".into(), opts).await.unwrap_err();
+        let err = store
+            .put_opts(&key("m"), "x".into(), opts)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }), "{err}");
         assert!(!store.exists(&key("m")).await.unwrap());
     }
