@@ -44,6 +44,7 @@
 
 pub mod backend;
 mod context;
+pub mod hashing;
 pub mod record;
 mod serializer;
 mod store;
