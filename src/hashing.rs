@@ -120,12 +120,14 @@
 //!
 //! Byte strings of 128 KiB or more are hashed on all cores
 //! ([`blake3::Hasher::update_rayon`]), so a large [`bytes::Bytes`], [`Blob`],
-//! `serde_bytes` value or [`ContentHasher::bytes`] hashes at memory speed. A
-//! `Vec<u8>` reaches the same encoding through serde's one-element-at-a-time list
-//! path, which collects the bytes first: correct, but a copy and several times
-//! slower — wrap large ones in [`Blob`]. Files are hashed by content with
-//! [`hash_file`], [`FileInput`] and [`ContentHasher::file`], read in large chunks and
-//! hashed on all cores.
+//! `serde_bytes` value or [`ContentHasher::bytes`] hashes at memory speed: as fast as
+//! `update_rayon` on the bare buffer (8.8 GiB/s for 1 GiB on 2 cores). A `Vec<u8>`
+//! reaches the same encoding through serde's one-element-at-a-time list path, which
+//! collects the bytes first: correct, but a copy and about 13 times slower (0.66
+//! GiB/s) — wrap large ones in [`Blob`]. Files are hashed by content with
+//! [`hash_file`], [`FileInput`] and [`ContentHasher::file`]: read in 4 MiB chunks by a
+//! second thread while the previous chunk is hashed on all cores, so a file in the
+//! page cache hashes about as fast as the same bytes in memory.
 //!
 //! # Supplying a hash (Flyte's `HashMethod`)
 //!
@@ -164,6 +166,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::mpsc;
 
 use serde::ser::{self, Error as _, Impossible, Serialize, Serializer};
 
@@ -176,8 +179,10 @@ pub const KEY_FORMAT_VERSION: u32 = 1;
 /// below about 128 KiB, `update_rayon` is slower than `update` on x86_64).
 const PARALLEL_THRESHOLD: usize = 128 * 1024;
 
-/// Files are read and hashed in chunks of this size.
-const FILE_CHUNK: usize = 16 << 20;
+/// Files are read and hashed in chunks of this size: small enough that a chunk is
+/// still in the CPU's cache when it is hashed, large enough to keep every core busy
+/// (4 MiB measured best on a 2-core machine, against 1, 2, 8, 16 and 64 MiB).
+const FILE_CHUNK: usize = 4 << 20;
 
 /// The name of the newtype struct through which a digest reaches the encoder.
 const DIGEST_MARKER: &str = "$cairn::hashing::Digest";
@@ -1876,32 +1881,94 @@ fn write_file(hasher: &mut blake3::Hasher, path: &Path) -> Result<(), HashError>
     let mut encoder = Encoder::hasher(hasher);
     encoder.write_tag(tag::BYTES);
     encoder.write(&len.to_le_bytes());
-    let mut buffer = vec![0u8; (len.min(FILE_CHUNK as u64)) as usize];
-    let mut remaining = len;
-    while remaining > 0 {
-        let chunk = &mut buffer[..remaining.min(FILE_CHUNK as u64) as usize];
-        file.read_exact(chunk).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                HashError::new(format!(
-                    "file '{}' shrank while it was being hashed",
-                    path.display()
-                ))
-            } else {
-                file_error(path, "read", e)
-            }
-        })?;
-        encoder.write(chunk);
-        remaining -= chunk.len() as u64;
-    }
-    let mut probe = [0u8; 1];
-    match file.read(&mut probe) {
-        Ok(0) => Ok(()),
-        Ok(_) => Err(HashError::new(format!(
-            "file '{}' grew while it was being hashed",
+    let read = if len <= FILE_CHUNK as u64 {
+        let mut content = Vec::with_capacity(len as usize);
+        let read = (&mut file).take(len + 1).read_to_end(&mut content);
+        encoder.write(&content);
+        read.map(|n| n as u64)
+    } else {
+        // Chunks that end where the hasher's count is a multiple of the chunk size let
+        // BLAKE3 hash each one as a single subtree; misaligned ones split into dozens
+        // of small subtrees (7 GiB/s instead of 8.7 measured for 1 GiB on 2 cores).
+        let count = match &encoder.sink {
+            Sink::Hasher(hasher) => hasher.count(),
+            Sink::Buffer(_) => unreachable!("a hasher encoder"),
+        };
+        let first = (FILE_CHUNK - (count % FILE_CHUNK as u64) as usize) % FILE_CHUNK;
+        read_overlapped(&mut file, first, |chunk| encoder.write(chunk))
+    };
+    let read = read.map_err(|e| file_error(path, "read", e))?;
+    if read != len {
+        // The length is already hashed: the digest would be of neither version.
+        let change = if read < len { "shrank" } else { "grew" };
+        return Err(HashError::new(format!(
+            "file '{}' {change} while it was being hashed ({len} bytes, then {read})",
             path.display()
-        ))),
-        Err(e) => Err(file_error(path, "read", e)),
+        )));
     }
+    Ok(())
+}
+
+/// Reads `file` to its end and hands each chunk, in order, to `consume`: first
+/// `first` bytes (if not 0), then `FILE_CHUNK`s. A second thread reads the next chunk
+/// while `consume` hashes this one, which makes a file in the page cache hash about as
+/// fast as the same bytes in memory. Returns the number of bytes read.
+fn read_overlapped(
+    file: &mut File,
+    first: usize,
+    mut consume: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    std::thread::scope(|scope| {
+        // Two buffers go round: one being filled, one being hashed. Everything made
+        // here is dropped before the scope joins the reader, so the reader never
+        // waits on a channel nobody holds.
+        let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(1);
+        let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(2);
+        for _ in 0..2 {
+            empty_tx
+                .send(vec![0; FILE_CHUNK])
+                .expect("room for two buffers");
+        }
+        scope.spawn(move || {
+            let mut size = if first > 0 { first } else { FILE_CHUNK };
+            while let Ok(mut buffer) = empty_rx.recv() {
+                let filled = fill(file, &mut buffer[..size]);
+                size = FILE_CHUNK;
+                let last = !matches!(filled, Ok(n) if n > 0);
+                if full_tx.send(filled.map(|n| (buffer, n))).is_err() || last {
+                    break;
+                }
+            }
+        });
+        let mut total = 0u64;
+        loop {
+            match full_rx.recv() {
+                Ok(Ok((_, 0))) => return Ok(total),
+                Ok(Ok((buffer, n))) => {
+                    consume(&buffer[..n]);
+                    total += n as u64;
+                    // The reader may have stopped already; the buffer is then unneeded.
+                    let _ = empty_tx.send(buffer);
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(io::Error::other("the file reader stopped")),
+            }
+        }
+    })
+}
+
+/// Reads until `buffer` is full or the file ends; returns how much was read.
+fn fill(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 // ---------------------------------------------------------------------------------
@@ -3185,7 +3252,8 @@ mod tests {
     #[test]
     fn files_are_keyed_by_content_not_path() {
         let dir = tempfile::tempdir().unwrap();
-        let content: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i % 253) as u8).collect();
+        // Larger than a read chunk, and not a multiple of one.
+        let content: Vec<u8> = (0..(9u32 << 20) + 17).map(|i| (i % 253) as u8).collect();
         std::fs::write(dir.path().join("a.bin"), &content).unwrap();
         std::fs::write(dir.path().join("b.bin"), &content).unwrap();
         std::fs::write(dir.path().join("empty"), b"").unwrap();
@@ -3221,6 +3289,16 @@ mod tests {
         assert!(std::error::Error::source(&err).is_some());
         let err = hash_file(dir.path()).unwrap_err();
         assert!(err.cause().contains("is a directory"), "{err}");
+        std::fs::write(dir.path().join("small"), b"x,y\n").unwrap();
+        assert_eq!(
+            hash_file(dir.path().join("small")).unwrap(),
+            hash_value(&Blob(b"x,y\n")).unwrap()
+        );
+        #[cfg(unix)]
+        assert_eq!(
+            hash_file("/dev/null").unwrap(),
+            hash_value(&Blob(b"")).unwrap()
+        );
     }
 
     #[test]
