@@ -981,14 +981,12 @@ impl<'a, 'h> SeqEncoder<'a, 'h> {
         declared: Option<usize>,
         variant: Option<&'static str>,
     ) -> Self {
-        // A declared length is a hint from the value; cap what it can make us allocate.
-        let capacity = declared.unwrap_or(0).min(1 << 20);
         SeqEncoder {
             parent,
             declared,
             count: 0,
             variant,
-            state: SeqState::Bytes(Vec::with_capacity(capacity)),
+            state: SeqState::Bytes(Vec::new()),
         }
     }
 
@@ -1033,6 +1031,11 @@ impl<'a, 'h> SeqEncoder<'a, 'h> {
             PROBING.with(|p| p.set(was_probing));
             match probed {
                 Ok(byte) => {
+                    if bytes.capacity() == 0 {
+                        // The declared length is the value's hint: cap what it can
+                        // make us allocate up front.
+                        bytes.reserve(self.declared.unwrap_or(0).min(1 << 20));
+                    }
                     bytes.push(byte);
                     return Ok(());
                 }
@@ -2407,6 +2410,20 @@ impl KeyHasher {
         Ok(self)
     }
 
+    /// Adds the component `name` with the canonical digest of `value` (the same as
+    /// `component(name, |h| h.value(value).map(|_| ()))`).
+    ///
+    /// # Errors
+    /// [`HashError`] naming the component when `value` cannot be hashed, or when a
+    /// component of that name was already added.
+    pub fn component_value<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<&mut Self, HashError> {
+        self.component(name, |h| h.value(value).map(|_| ()))
+    }
+
     /// The digest of each input added, by name.
     pub fn inputs(&self) -> &BTreeMap<String, Digest> {
         &self.inputs
@@ -3187,8 +3204,12 @@ mod tests {
         assert_ne!(a.finish(), c.finish(), "input names are part of the key");
         let mut d = KeyHasher::new();
         d.add_input("x", &1u8).unwrap();
-        d.component("y", |h| h.value("y").map(|_| ())).unwrap();
+        d.component_value("y", "y").unwrap();
         assert_ne!(a.finish(), d.finish(), "an input is not a component");
+        let mut e = KeyHasher::new();
+        e.add_input("x", &1u8).unwrap();
+        e.component("y", |h| h.str("y").done()).unwrap();
+        assert_eq!(d.finish(), e.finish());
     }
 
     #[test]
