@@ -68,7 +68,10 @@ async fn a_killed_writer_leaves_no_object() {
             child.try_wait().unwrap().is_none(),
             "the writer finished before it could be killed"
         );
-        assert!(Instant::now() < deadline, "the writer never started writing");
+        assert!(
+            Instant::now() < deadline,
+            "the writer never started writing"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // SIGKILL: no destructor, no cleanup runs in the writer.
