@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{
-    Backend, Capabilities, Error, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions,
-    PutPayload, PutResult, Result,
+    resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Key, ObjectMeta, PutMode,
+    PutOptions, PutPayload, PutResult, Result,
 };
 
 /// Objects in a map in memory. Clones share the same objects; nothing survives the
@@ -77,22 +77,17 @@ impl MemoryBackend {
         self.objects.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lookup(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
+    fn lookup(
+        &self,
+        key: &Key,
+        range: Option<GetRange>,
+    ) -> Result<(ObjectMeta, std::ops::Range<u64>, Bytes)> {
         let objects = self.read();
         let entry = objects.get(key).ok_or_else(|| Self::not_found(key))?;
         let meta = entry.meta(key);
-        let range = match range {
-            None => 0..meta.size,
-            Some(r) => r.resolve(meta.size).ok_or_else(|| {
-                Error::other(
-                    URL,
-                    key.as_str(),
-                    format!("range {r:?} starts past the end ({} bytes)", meta.size),
-                )
-            })?,
-        };
+        let range = resolve_range(range.as_ref(), meta.size, URL, key.as_str())?;
         let data = entry.data.slice(range.start as usize..range.end as usize);
-        Ok((meta, data))
+        Ok((meta, range, data))
     }
 }
 
@@ -114,12 +109,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
-        let (meta, data) = self.lookup(key, range.clone())?;
-        let start = match range {
-            None => 0,
-            Some(r) => r.resolve(meta.size).map_or(0, |r| r.start),
-        };
-        let range = start..start + data.len() as u64;
+        let (meta, range, data) = self.lookup(key, range)?;
         Ok(GetResult {
             meta,
             range,
@@ -128,7 +118,8 @@ impl Backend for MemoryBackend {
     }
 
     async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
-        self.lookup(key, range)
+        let (meta, _, data) = self.lookup(key, range)?;
+        Ok((meta, data))
     }
 
     async fn put_opts(

@@ -17,7 +17,9 @@ pub use backend::{Backend, BackendExt, DynBackend};
 pub use capabilities::Capabilities;
 pub use error::{Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};
-pub use payload::{GetRange, GetResult, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult};
+pub use payload::{
+    resolve_range, GetRange, GetResult, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
+};
 pub use retry::{is_transient_status, RetryPolicy};
 
 /// Whether `name` is a staged (not yet published) file name of the local backend; such

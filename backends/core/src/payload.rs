@@ -202,6 +202,30 @@ impl GetRange {
     }
 }
 
+/// Resolves an optional range (`None`: the whole object) against an object of `size`
+/// bytes.
+///
+/// # Errors
+/// [`Error::Other`](crate::Error::Other) naming `backend` and `key` when the range
+/// starts past the end.
+pub fn resolve_range(
+    range: Option<&GetRange>,
+    size: u64,
+    backend: &str,
+    key: &str,
+) -> Result<Range<u64>> {
+    match range {
+        None => Ok(0..size),
+        Some(r) => r.resolve(size).ok_or_else(|| {
+            crate::Error::other(
+                backend,
+                key,
+                format!("range {r:?} starts past the end ({size} bytes)"),
+            )
+        }),
+    }
+}
+
 impl From<Range<u64>> for GetRange {
     fn from(r: Range<u64>) -> Self {
         GetRange::Bounded(r)

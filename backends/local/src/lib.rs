@@ -45,8 +45,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use cairn_backend::{
-    is_staged_name, Backend, Capabilities, Error, GetRange, GetResult, Key, ObjectMeta, PutMode,
-    PutOptions, PutPayload, PutResult, Result,
+    is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Key,
+    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -439,16 +439,7 @@ fn open_range(
         });
     }
     let meta = object_meta(key.clone(), &m);
-    let range = match range {
-        None => 0..meta.size,
-        Some(r) => r.resolve(meta.size).ok_or_else(|| {
-            Error::other(
-                &inner.url,
-                k,
-                format!("range {r:?} starts past the end ({} bytes)", meta.size),
-            )
-        })?,
-    };
+    let range = resolve_range(range.as_ref(), meta.size, &inner.url, k)?;
     Ok((file, meta, range))
 }
 
