@@ -1072,57 +1072,49 @@ impl<'a, 'h> SeqEncoder<'a, 'h> {
     }
 }
 
-impl ser::SerializeSeq for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
+/// serde's compound traits for an encoder, forwarded to its `element` (or `field`) and
+/// `finish`: the traits differ only in name.
+macro_rules! forward_compound {
+    ($encoder:ident: $($trait:ident::$method:ident),+ $(,)?) => {$(
+        impl ser::$trait for $encoder<'_, '_> {
+            type Ok = ();
+            type Error = EncodeError;
 
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
+            fn end(self) -> Result<(), EncodeError> {
+                self.finish()
+            }
+        }
+    )+};
+    (fields $encoder:ident: $($trait:ident),+ $(,)?) => {$(
+        impl ser::$trait for $encoder<'_, '_> {
+            type Ok = ();
+            type Error = EncodeError;
+
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), EncodeError> {
+                self.field(key, value)
+            }
+
+            fn end(self) -> Result<(), EncodeError> {
+                self.finish()
+            }
+        }
+    )+};
 }
 
-impl ser::SerializeTuple for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
+forward_compound!(
+    SeqEncoder: SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
 
 /// A map or struct: entries are encoded into a buffer, sorted, then written.
 struct MapEncoder<'a, 'h> {
@@ -1225,39 +1217,7 @@ impl ser::SerializeMap for MapEncoder<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for MapEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), EncodeError> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStructVariant for MapEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), EncodeError> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
+forward_compound!(fields MapEncoder: SerializeStruct, SerializeStructVariant);
 
 /// Answers whether a list element is an integer in `0..=255`, and which.
 struct ByteProbe;
@@ -1677,31 +1637,10 @@ impl<'a, 'h> SetEncoder<'a, 'h> {
     }
 }
 
-impl ser::SerializeSeq for SetEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTuple for SetEncoder<'_, '_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), EncodeError> {
-        self.finish()
-    }
-}
+forward_compound!(
+    SetEncoder: SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+);
 
 // ---------------------------------------------------------------------------------
 // Public hashing API
