@@ -42,12 +42,22 @@
 //! ```
 #![warn(missing_docs)]
 
+extern crate self as cairn;
+
 pub mod backend;
+pub mod cache;
+mod clock;
 mod context;
+mod flow;
 pub mod hashing;
+mod inputs;
 pub mod record;
+mod run;
 mod serializer;
+mod settings;
+mod state;
 mod store;
+mod task;
 mod template;
 
 pub use backend::{Error, ErrorKind, Key, PutMode, Result};
@@ -55,3 +65,16 @@ pub use context::{Context, Value};
 pub use serializer::{Compression, Format, Serializer};
 pub use store::{Record, ResultStore};
 pub use template::Template;
+
+pub use cairn_macros::task;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use flow::{Flow, FlowRun};
+pub use settings::Settings;
+pub use state::{State, StateType};
+pub use task::{
+    BoxError, Signature, Task, TaskError, TaskErrorKind, TaskInput, TaskOutput, TaskRun,
+    TaskRunInfo,
+};
+
+#[doc(hidden)]
+pub use task::private as __private;

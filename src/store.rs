@@ -226,10 +226,23 @@ impl ResultStore {
         info: RecordInfo,
         mode: PutMode,
     ) -> Result<PutResult> {
+        Ok(self.write_record_sized(location, value, info, mode).await?.0)
+    }
+
+    /// [`ResultStore::write_record`], also giving the payload's length.
+    pub(crate) async fn write_record_sized<T: Serialize + 'static>(
+        &self,
+        location: &str,
+        value: &T,
+        info: RecordInfo,
+        mode: PutMode,
+    ) -> Result<(PutResult, usize)> {
         let key = Key::parse(location)?;
         let payload = self.encode(&key, self.serializer, value)?;
+        let len = payload.len();
         let framed = record::encode(info, &self.serializer.name(), payload);
-        self.backend
+        let put = self
+            .backend
             .put_opts(
                 &key,
                 framed,
@@ -238,7 +251,8 @@ impl ResultStore {
                     ..Default::default()
                 },
             )
-            .await
+            .await?;
+        Ok((put, len))
     }
 
     /// Reads and verifies the record at `location`.

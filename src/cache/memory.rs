@@ -1,0 +1,219 @@
+//! The memory tier: cache hits already seen in this process, served without touching
+//! the store.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
+
+/// The default bound on the memory tier: 256 MiB of values.
+pub const DEFAULT_MEMORY_TIER_BYTES: usize = 256 << 20;
+
+struct Entry {
+    value: Arc<dyn Any + Send + Sync>,
+    expires: Option<DateTime<Utc>>,
+    size: usize,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Arc<str>, Entry>,
+    /// Insertion order, for eviction; stale generations are skipped.
+    order: VecDeque<(Arc<str>, u64)>,
+    bytes: usize,
+    limit: usize,
+    generation: u64,
+}
+
+/// A bounded in-process map from cache record locations (qualified by their store) to
+/// values. Values are kept as the task's own type, so a hit is a lookup and a clone.
+///
+/// When the values held exceed the limit (counted as their serialized size), the
+/// oldest entries are dropped first. Expiry is checked on every hit.
+pub struct MemoryTier {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for MemoryTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("MemoryTier")
+            .field("entries", &inner.entries.len())
+            .field("bytes", &inner.bytes)
+            .field("limit", &inner.limit)
+            .finish()
+    }
+}
+
+impl MemoryTier {
+    /// An empty tier holding at most `limit` bytes of values.
+    pub fn new(limit: usize) -> Self {
+        MemoryTier {
+            inner: Mutex::new(Inner {
+                limit,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// The process-wide tier every task uses.
+    pub fn global() -> &'static MemoryTier {
+        static GLOBAL: OnceLock<MemoryTier> = OnceLock::new();
+        GLOBAL.get_or_init(|| MemoryTier::new(DEFAULT_MEMORY_TIER_BYTES))
+    }
+
+    /// Changes the bound, dropping the oldest entries if the tier is now over it.
+    /// `0` turns the tier off.
+    pub fn set_limit(&self, limit: usize) {
+        let mut inner = self.lock();
+        inner.limit = limit;
+        inner.evict();
+    }
+
+    /// The number of entries held.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the tier is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of values held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.order.clear();
+        inner.bytes = 0;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The value at `key` if present, unexpired at `now` and of type `T`.
+    pub(crate) fn get<T: Clone + 'static>(&self, key: &str, now: DateTime<Utc>) -> Option<T> {
+        let value = {
+            let inner = self.lock();
+            let entry = inner.entries.get(key)?;
+            if entry.expires.is_some_and(|e| e <= now) {
+                return None;
+            }
+            entry.value.clone()
+        };
+        value.downcast_ref::<T>().cloned()
+    }
+
+    /// Holds `value` at `key`.
+    pub(crate) fn insert<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        value: T,
+        expires: Option<DateTime<Utc>>,
+        size: usize,
+    ) {
+        let mut inner = self.lock();
+        if size > inner.limit {
+            inner.remove(key);
+            return;
+        }
+        inner.generation += 1;
+        let generation = inner.generation;
+        let key: Arc<str> = Arc::from(key);
+        let old = inner.entries.insert(
+            key.clone(),
+            Entry {
+                value: Arc::new(value),
+                expires,
+                size,
+                generation,
+            },
+        );
+        if let Some(old) = old {
+            inner.bytes -= old.size;
+        }
+        inner.bytes += size;
+        inner.order.push_back((key, generation));
+        inner.evict();
+    }
+
+    /// Forgets `key` (a store URL and a record location, joined by `|`).
+    pub fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes -= old.size;
+        }
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > self.limit || (self.limit == 0 && !self.entries.is_empty()) {
+            let Some((key, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|e| e.generation == generation)
+            {
+                self.remove(&key);
+            }
+        }
+        // Keep the order queue from growing without bound when keys are rewritten.
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn hits_clone_the_value_and_check_type_and_expiry() {
+        let tier = MemoryTier::new(1 << 20);
+        let now = Utc::now();
+        tier.insert("s/a", 5u64, Some(now + Duration::seconds(10)), 8);
+        assert_eq!(tier.get::<u64>("s/a", now), Some(5));
+        assert_eq!(tier.get::<String>("s/a", now), None);
+        assert_eq!(tier.get::<u64>("s/a", now + Duration::seconds(10)), None);
+        assert_eq!(tier.get::<u64>("s/b", now), None);
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first_when_over_the_limit() {
+        let tier = MemoryTier::new(100);
+        let now = Utc::now();
+        for i in 0..5 {
+            tier.insert(&format!("k{i}"), i, None, 30);
+        }
+        assert_eq!(tier.len(), 3);
+        assert!(tier.bytes() <= 100);
+        assert_eq!(tier.get::<i32>("k0", now), None);
+        assert_eq!(tier.get::<i32>("k4", now), Some(4));
+        // Rewriting a key replaces its size rather than adding to it.
+        tier.insert("k4", 40, None, 10);
+        assert_eq!(tier.bytes(), 70);
+        // A value bigger than the whole tier is not held.
+        tier.insert("huge", 1, None, 1000);
+        assert_eq!(tier.get::<i32>("huge", now), None);
+        tier.set_limit(0);
+        assert!(tier.is_empty());
+    }
+}

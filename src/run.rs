@@ -1,0 +1,670 @@
+//! One task run, from Pending to a final state (the steps of DESIGN.md's "One task
+//! run").
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use serde::Serialize;
+
+use crate::backend::{Error, ErrorKind, PutMode, Result};
+use crate::cache::{record_location, CachePolicy, MemoryTier};
+use crate::flow::RunScope;
+use crate::hashing::{Digest, HashError, KeyHasher};
+use crate::inputs::{visit_inputs, InputVisitor};
+use crate::record::RecordInfo;
+use crate::state::State;
+use crate::task::{
+    error_chain, new_id, TaskDef, TaskError, TaskErrorKind, TaskInput, TaskOutput, TaskRun,
+    TaskRunInfo,
+};
+use crate::{Context, ResultStore};
+
+/// Everything known about a run while it is in progress.
+struct Progress<'a, I, O> {
+    def: &'a TaskDef<I, O>,
+    scope: &'a RunScope,
+    input: &'a I,
+    info: TaskRunInfo,
+    context: Option<Context>,
+}
+
+/// A cache lookup that missed: where the fresh value goes.
+struct CacheSlot {
+    store: ResultStore,
+    location: String,
+    tier_key: String,
+    replace: bool,
+    components: BTreeMap<String, String>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
+    def: &Arc<TaskDef<I, O>>,
+    input: I,
+    scope: Option<Arc<RunScope>>,
+    map_index: Option<u64>,
+) -> TaskRun<O> {
+    let id = new_id();
+    let scope = scope.unwrap_or_else(|| Arc::new(RunScope::ephemeral(&id)));
+    let map_index = map_index.unwrap_or_else(|| scope.next_index(&def.name));
+    let name = format!("{}-{}", def.name, &id[..3]);
+    let mut progress = Progress {
+        def,
+        scope: &scope,
+        input: &input,
+        info: TaskRunInfo {
+            task: def.name.clone(),
+            name,
+            id,
+            map_index,
+            state: State::Pending,
+            states: vec![State::Pending],
+            attempts: 0,
+            location: None,
+            cache_key: None,
+        },
+        context: None,
+    };
+    let result = progress.run().await;
+    let state = match &result {
+        Ok((_, state)) => state.clone(),
+        Err(e) => State::failed(e.to_string()),
+    };
+    progress.enter(state.clone());
+    tracing::info!(
+        "Task run '{}' - Finished in state {state}",
+        progress.info.name
+    );
+    let info = progress.info;
+    scope.record(info.clone());
+    TaskRun {
+        info,
+        result: result.map(|(value, _)| value),
+    }
+}
+
+impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
+    fn enter(&mut self, state: State) {
+        self.info.state = state.clone();
+        self.info.states.push(state);
+    }
+
+    fn error(
+        &self,
+        kind: TaskErrorKind,
+        context: Option<String>,
+        source: impl Into<crate::task::BoxError>,
+    ) -> TaskError {
+        TaskError::new(&self.info.name, kind, context, source)
+    }
+
+    async fn run(&mut self) -> std::result::Result<(O, State), TaskError> {
+        if let Some(error) = &self.def.invalid {
+            return Err(self.error(TaskErrorKind::Definition, None, error.to_string()));
+        }
+        self.enter(State::Running);
+
+        // Step 1–2: the target.
+        let target = match &self.def.target {
+            Some(template) => {
+                let context = self.context(1)?;
+                let location = template.render(context).map_err(|e| {
+                    self.error(
+                        TaskErrorKind::Template,
+                        Some(format!("target {:?}", template.as_str())),
+                        e,
+                    )
+                })?;
+                let store = self.store().await?;
+                if !(self.scope.overwrite || self.def.refresh) {
+                    match store.read::<O>(&location).await {
+                        Ok(value) => {
+                            self.info.location = Some(location);
+                            return Ok((value, State::Cached));
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(self.error(
+                                TaskErrorKind::Store,
+                                Some(format!(
+                                    "target '{location}' exists but cannot be read as {}",
+                                    std::any::type_name::<O>()
+                                )),
+                                e,
+                            ))
+                        }
+                    }
+                }
+                Some((store, location))
+            }
+            None => None,
+        };
+
+        // Step 3–4: the cache.
+        let mut slot = None;
+        if let Some(policy) = self.def.cache_policy.clone().filter(|p| !p.is_none()) {
+            match self.lookup(&policy).await? {
+                Lookup::Hit(value) => return Ok((value, State::Cached)),
+                Lookup::Miss(s) => slot = s,
+            }
+        }
+
+        // Step 5: the body, with retries.
+        let value = self.attempts().await?;
+
+        // Step 6: publish.
+        if let Some((store, location)) = target {
+            let mode = if self.scope.overwrite || self.def.refresh {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            match store.write_at_mode(&location, &value, mode).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    tracing::debug!(
+                        "Task run '{}' - target '{location}' was published by another run first",
+                        self.info.name
+                    );
+                }
+                Err(e) => {
+                    return Err(self.error(
+                        TaskErrorKind::Store,
+                        Some(format!("cannot publish target '{location}'")),
+                        e,
+                    ))
+                }
+            }
+            self.info.location = Some(location);
+        } else if self.checkpointing() {
+            self.checkpoint(&value).await?;
+        }
+        if let Some(slot) = slot {
+            self.write_record(slot, &value).await?;
+        }
+        Ok((value, State::Completed))
+    }
+
+    /// The template context of this run, built on first use.
+    fn context(&mut self, attempt: u32) -> std::result::Result<&Context, TaskError> {
+        if self.context.is_none() {
+            let mut context = self
+                .scope
+                .base_context()
+                .map_err(|e| self.error(TaskErrorKind::Template, None, e))?
+                .clone();
+            for (k, v) in self.def.context.iter() {
+                context.insert(k, v.clone());
+            }
+            context.insert("task_name", self.def.name.clone());
+            context.insert("task_run_id", self.info.id.clone());
+            context.insert("map_index", self.info.map_index);
+            struct AddInputs<'c>(&'c mut Context);
+            impl InputVisitor for AddInputs<'_> {
+                fn visit<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+                    let value = crate::Value::from_serialize(value).map_err(|e| Error::Config {
+                        message: format!("input '{name}': {e}"),
+                    })?;
+                    self.0.insert(name, value);
+                    Ok(())
+                }
+            }
+            visit_inputs(self.input, &self.def.input_names, &mut AddInputs(&mut context))
+                .map_err(|e| self.error(TaskErrorKind::Template, None, e))?;
+            self.context = Some(context);
+        }
+        let context = self.context.as_mut().expect("set above");
+        context.insert("task_run_count", attempt as u64);
+        Ok(context)
+    }
+
+    fn checkpointing(&self) -> bool {
+        self.def
+            .checkpoint
+            .or(self.scope.checkpointing)
+            .or(self.scope.settings.checkpointing)
+            .unwrap_or(false)
+    }
+
+    /// The store for targets and checkpoints.
+    async fn store(&self) -> std::result::Result<ResultStore, TaskError> {
+        let store = match &self.def.store {
+            Some(store) => store.clone(),
+            None => self
+                .scope
+                .default_store()
+                .await
+                .map_err(|e| self.error(TaskErrorKind::Store, Some("no store".into()), e))?,
+        };
+        Ok(match self.def.serializer {
+            Some(s) => store.with_serializer(s),
+            None => store,
+        })
+    }
+
+    /// The store for cache records.
+    async fn cache_store(&self) -> std::result::Result<ResultStore, TaskError> {
+        let store = match (&self.def.cache_store, &self.def.store) {
+            (Some(store), _) | (None, Some(store)) => store.clone(),
+            (None, None) => self
+                .scope
+                .default_cache_store()
+                .await
+                .map_err(|e| self.error(TaskErrorKind::Store, Some("no cache store".into()), e))?,
+        };
+        Ok(match self.def.serializer {
+            Some(s) => store.with_serializer(s),
+            None => store,
+        })
+    }
+
+    async fn attempts(&mut self) -> std::result::Result<O, TaskError> {
+        let mut attempt = 1;
+        loop {
+            self.info.attempts = attempt;
+            match (self.def.body)(self.input.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) if attempt <= self.def.retries => {
+                    attempt += 1;
+                    self.enter(State::Retrying { attempt });
+                    tracing::warn!(
+                        "Task run '{}' - Attempt {} failed: {}; retry {}/{} in {:?}",
+                        self.info.name,
+                        attempt - 1,
+                        error_chain(&*e),
+                        attempt - 1,
+                        self.def.retries,
+                        self.def.retry_delay
+                    );
+                    if self.checkpointing() {
+                        self.persist_inputs(&State::Retrying { attempt }).await;
+                    }
+                    if !self.def.retry_delay.is_zero() {
+                        tokio::time::sleep(self.def.retry_delay).await;
+                    }
+                    self.enter(State::Running);
+                }
+                Err(e) => {
+                    let attempts = attempt;
+                    let error = self.error(
+                        TaskErrorKind::Body,
+                        (attempts > 1).then(|| format!("failed after {attempts} attempts")),
+                        e,
+                    );
+                    if self.checkpointing() {
+                        self.persist_inputs(&State::failed(error.to_string())).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    fn run_prefix(&self) -> String {
+        format!(
+            "runs/v1/{}/{}/{}/{}",
+            self.scope.flow_name, self.scope.run_id, self.def.name, self.info.map_index
+        )
+    }
+
+    /// Stores the inputs and the state of a run that will be retried or has failed, so
+    /// that it can be resumed from another process.
+    async fn persist_inputs(&self, state: &State) {
+        #[derive(Serialize)]
+        struct Pending<'a, I> {
+            task: &'a str,
+            task_run_id: &'a str,
+            task_run_name: &'a str,
+            state: String,
+            attempts: u32,
+            inputs: &'a I,
+        }
+        let result = async {
+            let store = self.store().await.map_err(|e| e.to_string())?;
+            let location = format!("{}.inputs", self.run_prefix());
+            let record = Pending {
+                task: &self.def.name,
+                task_run_id: &self.info.id,
+                task_run_name: &self.info.name,
+                state: state.to_string(),
+                attempts: self.info.attempts,
+                inputs: self.input,
+            };
+            store
+                .write_record(
+                    &location,
+                    &serde_json::to_value(&record).map_err(|e| e.to_string())?,
+                    RecordInfo {
+                        task: Some(self.def.name.clone()),
+                        output_type: Some(std::any::type_name::<I>().to_owned()),
+                        ..RecordInfo::default()
+                    },
+                    PutMode::Overwrite,
+                )
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(
+                "Task run '{}' - could not persist its inputs: {e}",
+                self.info.name
+            );
+        }
+    }
+
+    async fn checkpoint(&mut self, value: &O) -> std::result::Result<(), TaskError> {
+        let store = self.store().await?;
+        let result = match self.def.location.clone() {
+            Some(template) => {
+                let attempts = self.info.attempts;
+                let location = template.render(self.context(attempts)?).map_err(|e| {
+                    self.error(
+                        TaskErrorKind::Template,
+                        Some(format!("location {:?}", template.as_str())),
+                        e,
+                    )
+                })?;
+                let written = store.write_at(&location, value).await;
+                (location, written.map(|_| ()))
+            }
+            None => {
+                let location = self.run_prefix();
+                let info = RecordInfo {
+                    task: Some(self.def.name.clone()),
+                    output_type: Some(std::any::type_name::<O>().to_owned()),
+                    ..RecordInfo::default()
+                };
+                let written = store
+                    .write_record(&location, value, info, PutMode::Overwrite)
+                    .await;
+                (location, written.map(|_| ()))
+            }
+        };
+        match result {
+            (location, Ok(())) => {
+                self.info.location = Some(location);
+                Ok(())
+            }
+            (location, Err(e)) => Err(self.error(
+                TaskErrorKind::Store,
+                Some(format!("cannot write checkpoint '{location}'")),
+                e,
+            )),
+        }
+    }
+
+    /// The key components that depend only on the task's definition.
+    fn static_key(&self, policy: &CachePolicy) -> std::result::Result<KeyHasher, TaskError> {
+        let def = self.def;
+        let derived = def.derived.get_or_init(|| {
+            let build = || -> std::result::Result<KeyHasher, Error> {
+                let mut key = KeyHasher::new();
+                match &def.cache_key {
+                    Some(shared) => key.component_value("cache_key", shared)?,
+                    None => key.component_value("task", &def.name)?,
+                };
+                if policy.uses_task_source() {
+                    let source = def.source.as_deref().ok_or_else(|| Error::Config {
+                        message: format!(
+                            "task '{}': the cache policy {policy} uses TASK_SOURCE, but the \
+                             task's source is unknown; define it with #[cairn::task], give \
+                             it with Task::task_source, or use a Version instead",
+                            def.name
+                        ),
+                    })?;
+                    key.component("task_source", |h| {
+                        h.str(source);
+                        h.done()
+                    })?;
+                }
+                if policy.uses_signature() {
+                    let signature = match &def.signature {
+                        Some(s) => s.clone(),
+                        None => crate::task::Signature {
+                            inputs: def
+                                .input_names
+                                .iter()
+                                .map(|n| (n.clone(), String::new()))
+                                .collect(),
+                            output: std::any::type_name::<O>().to_owned(),
+                        },
+                    };
+                    key.component_value("signature", &(&def.name, &signature))?;
+                }
+                if let Some(v) = policy.version_str() {
+                    key.component_value("version", v)?;
+                }
+                if let Some(s) = policy.salt_str() {
+                    key.component_value("salt", s)?;
+                }
+                if policy.component_names().contains(&"identity") {
+                    key.component_value("identity", &())?;
+                }
+                Ok(key)
+            };
+            build().map_err(Arc::new)
+        });
+        let mut key = match derived {
+            Ok(key) => key.clone(),
+            Err(e) => return Err(self.error(TaskErrorKind::Definition, None, e.to_string())),
+        };
+        // The namespace may come from the flow, so it is added per run.
+        if let Some(ns) = self.namespace() {
+            key.component_value("namespace", ns)
+                .map_err(|e| self.error(TaskErrorKind::Hash, None, Error::from(e)))?;
+        }
+        Ok(key)
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.def
+            .namespace
+            .as_deref()
+            .or(self.scope.namespace.as_deref())
+    }
+
+    fn cache_key(&mut self, policy: &CachePolicy) -> std::result::Result<Option<Digest>, TaskError> {
+        let mut key = self.static_key(policy)?;
+        let hash_error =
+            |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
+        if policy.uses_run_id() {
+            key.component_value("run_id", &*self.scope.run_id)
+                .map_err(|e| hash_error(self, e))?;
+        }
+        if policy.uses_parameters() {
+            let digests = self
+                .scope
+                .parameter_digests()
+                .map_err(|e| hash_error(self, e))?;
+            let selected: BTreeMap<&String, &Digest> = digests
+                .iter()
+                .filter(|(name, _)| policy.parameter_included(name))
+                .collect();
+            key.component_value("flow_parameters", &selected)
+                .map_err(|e| hash_error(self, e))?;
+        }
+        if policy.uses_inputs() {
+            struct AddHashes<'k> {
+                key: &'k mut KeyHasher,
+                policy: &'k CachePolicy,
+                error: Option<HashError>,
+            }
+            impl InputVisitor for AddHashes<'_> {
+                fn visit<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+                    if self.policy.excludes(name) {
+                        return Ok(());
+                    }
+                    self.key.add_input(name, value).map_err(|e| {
+                        let message = e.to_string();
+                        self.error = Some(e);
+                        Error::Config { message }
+                    })?;
+                    Ok(())
+                }
+            }
+            let mut visitor = AddHashes {
+                key: &mut key,
+                policy,
+                error: None,
+            };
+            if let Err(e) = visit_inputs(self.input, &self.def.input_names, &mut visitor) {
+                return Err(match visitor.error {
+                    Some(h) => hash_error(self, h),
+                    None => self.error(TaskErrorKind::Hash, None, e),
+                });
+            }
+        }
+        for (i, f) in policy.key_functions().iter().enumerate() {
+            let attempts = self.info.attempts.max(1);
+            let context = self.context(attempts)?;
+            match f(context) {
+                Some(part) => {
+                    key.component_value(&format!("key_fn.{i}"), &part)
+                        .map_err(|e| hash_error(self, e))?;
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(key.finish()))
+    }
+
+    async fn lookup(&mut self, policy: &CachePolicy) -> std::result::Result<Lookup<O>, TaskError> {
+        let Some(key) = self.cache_key(policy)? else {
+            return Ok(Lookup::Miss(None));
+        };
+        let hex = key.to_hex();
+        self.info.cache_key = Some(hex.clone());
+        let namespace = self.namespace().unwrap_or("default");
+        let location = record_location(namespace, &hex);
+        let store = self.cache_store().await?;
+        let tier_key = format!("{}|{location}", store.backend().describe());
+        let refresh = self.scope.overwrite_cache
+            || self
+                .def
+                .refresh_cache
+                .or(self.scope.settings.refresh_cache)
+                .unwrap_or(false);
+        let guard = if self.def.serialize {
+            Some(key_lock(&tier_key).lock_owned().await)
+        } else {
+            None
+        };
+        let mut replace = refresh;
+        if !refresh {
+            let now = self.scope.clock.now();
+            if self.def.memory_tier {
+                if let Some(value) = MemoryTier::global().get::<O>(&tier_key, now) {
+                    return Ok(Lookup::Hit(value));
+                }
+            }
+            match store.read_record::<O>(&location).await {
+                Ok(record) if !record.header.is_expired(now) => {
+                    if self.def.memory_tier {
+                        MemoryTier::global().insert(
+                            &tier_key,
+                            record.value.clone(),
+                            record.header.expires,
+                            record.header.payload_len as usize,
+                        );
+                    }
+                    return Ok(Lookup::Hit(record.value));
+                }
+                Ok(record) => {
+                    tracing::debug!(
+                        "Task run '{}' - cache record '{location}' expired at {:?}",
+                        self.info.name,
+                        record.header.expires
+                    );
+                    replace = true;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Serialization) => {
+                    tracing::warn!(
+                        "Task run '{}' - ignoring unusable cache record: {e}",
+                        self.info.name
+                    );
+                    replace = true;
+                }
+                Err(e) => {
+                    return Err(self.error(
+                        TaskErrorKind::Store,
+                        Some(format!("cannot read cache record '{location}'")),
+                        e,
+                    ))
+                }
+            }
+        }
+        let components = policy
+            .component_names()
+            .into_iter()
+            .map(|n| (n.to_owned(), String::new()))
+            .collect();
+        Ok(Lookup::Miss(Some(CacheSlot {
+            store,
+            location,
+            tier_key,
+            replace,
+            components,
+            _guard: guard,
+        })))
+    }
+
+    async fn write_record(&self, slot: CacheSlot, value: &O) -> std::result::Result<(), TaskError> {
+        let now = self.scope.clock.now();
+        let expires = self.def.cache_expiration.and_then(|d| now.checked_add_signed(d));
+        let info = RecordInfo {
+            expires,
+            key_components: slot.components.clone(),
+            task: Some(self.def.name.clone()),
+            output_type: Some(std::any::type_name::<O>().to_owned()),
+        };
+        let mode = if slot.replace {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        match slot
+            .store
+            .write_record_sized(&slot.location, value, info, mode)
+            .await
+        {
+            Ok((_, size)) => {
+                if self.def.memory_tier {
+                    MemoryTier::global().insert(&slot.tier_key, value.clone(), expires, size);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Another run published the same key first; its record stands.
+                Ok(())
+            }
+            Err(e) => Err(self.error(
+                TaskErrorKind::Store,
+                Some(format!("cannot write cache record '{}'", slot.location)),
+                e,
+            )),
+        }
+    }
+}
+
+enum Lookup<O> {
+    Hit(O),
+    Miss(Option<CacheSlot>),
+}
+
+/// One lock per cache key in this process, for `serialize`.
+fn key_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(lock) = locks.get(key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.retain(|_, w| w.strong_count() > 0);
+    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+    lock
+}

@@ -1,0 +1,645 @@
+//! Tasks: async functions with a name and options, run through cairn.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Error, ErrorKind, Result};
+use crate::cache::{Cache, CachePolicy, IDENTITY};
+use crate::flow::RunScope;
+use crate::state::State;
+use crate::{Context, ResultStore, Serializer, Template, Value};
+
+/// The error type task bodies may fail with: any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+type Body<I, O> = Arc<dyn Fn(I) -> BoxFuture<'static, std::result::Result<O, BoxError>> + Send + Sync>;
+
+/// What a task's input must be: one value, passed by value to the body, cloned for
+/// retries. A tuple's elements and a struct's fields are separate inputs (see
+/// [`Task::inputs`]).
+pub trait TaskInput: Serialize + Clone + Send + Sync + 'static {}
+impl<T: Serialize + Clone + Send + Sync + 'static> TaskInput for T {}
+
+/// What a task's output must be: stored and read back through a serializer, and
+/// cloned when served from the memory tier.
+pub trait TaskOutput: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> TaskOutput for T {}
+
+/// A task's signature: its input names and types and its output type, as written in
+/// the source. Recorded by `#[cairn::task]`; part of the cache key under
+/// [`crate::cache::SIGNATURE`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Signature {
+    /// `(name, type)` of each input, in order.
+    pub inputs: Vec<(String, String)>,
+    /// The output type.
+    pub output: String,
+}
+
+/// A task: an async function with a name and options.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use cairn::{ResultStore, State, Task};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = ResultStore::local(dir.path())?;
+/// let double = Task::new("double", |x: u32| async move { Ok::<_, std::io::Error>(x * 2) })
+///     .inputs(["x"])
+///     .result(store)
+///     .target("numbers/{task_name}-{x}.json")?
+///     .retries(2)
+///     .retry_delay(Duration::from_millis(10));
+///
+/// let first = double.run(21).await;
+/// assert_eq!((first.state(), first.value()), (&State::Completed, Some(&42)));
+/// assert!(dir.path().join("numbers/double-21.json").exists());
+///
+/// let second = double.run(21).await; // the target exists: the body does not run
+/// assert_eq!((second.state(), second.value()), (&State::Cached, Some(&42)));
+/// # Ok::<(), cairn::Error>(()) }).unwrap();
+/// ```
+pub struct Task<I, O> {
+    pub(crate) def: Arc<TaskDef<I, O>>,
+}
+
+impl<I, O> Clone for Task<I, O> {
+    fn clone(&self) -> Self {
+        Task {
+            def: self.def.clone(),
+        }
+    }
+}
+
+impl<I, O> std::fmt::Debug for Task<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.def.name)
+            .field("inputs", &self.def.input_names)
+            .field("target", &self.def.target)
+            .field("cache_policy", &self.def.cache_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct TaskDef<I, O> {
+    pub name: String,
+    pub body: Body<I, O>,
+    pub input_names: Vec<String>,
+    pub signature: Option<Signature>,
+    pub source: Option<Arc<str>>,
+    pub store: Option<ResultStore>,
+    pub serializer: Option<Serializer>,
+    pub checkpoint: Option<bool>,
+    pub target: Option<Template>,
+    pub location: Option<Template>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub refresh: bool,
+    pub context: Context,
+    pub user_keys: Vec<String>,
+    pub cache_policy: Option<CachePolicy>,
+    pub cache_expiration: Option<chrono::Duration>,
+    pub refresh_cache: Option<bool>,
+    pub cache_store: Option<ResultStore>,
+    pub cache_key: Option<String>,
+    pub namespace: Option<String>,
+    pub serialize: bool,
+    pub memory_tier: bool,
+    pub invalid: Option<Arc<Error>>,
+    /// Key components that depend only on the definition, computed on first use.
+    pub derived: OnceLock<std::result::Result<crate::hashing::KeyHasher, Arc<Error>>>,
+}
+
+impl<I, O> Clone for TaskDef<I, O> {
+    fn clone(&self) -> Self {
+        TaskDef {
+            name: self.name.clone(),
+            body: self.body.clone(),
+            input_names: self.input_names.clone(),
+            signature: self.signature.clone(),
+            source: self.source.clone(),
+            store: self.store.clone(),
+            serializer: self.serializer,
+            checkpoint: self.checkpoint,
+            target: self.target.clone(),
+            location: self.location.clone(),
+            retries: self.retries,
+            retry_delay: self.retry_delay,
+            refresh: self.refresh,
+            context: self.context.clone(),
+            user_keys: self.user_keys.clone(),
+            cache_policy: self.cache_policy.clone(),
+            cache_expiration: self.cache_expiration,
+            refresh_cache: self.refresh_cache,
+            cache_store: self.cache_store.clone(),
+            cache_key: self.cache_key.clone(),
+            namespace: self.namespace.clone(),
+            serialize: self.serialize,
+            memory_tier: self.memory_tier,
+            invalid: self.invalid.clone(),
+            // Options may change after a clone: derive again.
+            derived: OnceLock::new(),
+        }
+    }
+}
+
+impl<I: TaskInput, O: TaskOutput> Task<I, O> {
+    /// A task called `name` whose body is `body`: an async function of the input that
+    /// returns `Ok(output)` or any error.
+    pub fn new<F, Fut, E>(name: impl Into<String>, body: F) -> Self
+    where
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<O, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let body: Body<I, O> = Arc::new(move |input| {
+            let fut = body(input);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        Task {
+            def: Arc::new(TaskDef {
+                name: name.into(),
+                body,
+                input_names: Vec::new(),
+                signature: None,
+                source: None,
+                store: None,
+                serializer: None,
+                checkpoint: None,
+                target: None,
+                location: None,
+                retries: 0,
+                retry_delay: Duration::ZERO,
+                refresh: false,
+                context: Context::new(),
+                user_keys: Vec::new(),
+                cache_policy: None,
+                cache_expiration: None,
+                refresh_cache: None,
+                cache_store: None,
+                cache_key: None,
+                namespace: None,
+                serialize: false,
+                memory_tier: true,
+                invalid: None,
+                derived: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// A task whose body cannot fail.
+    pub fn infallible<F, Fut>(name: impl Into<String>, body: F) -> Self
+    where
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+    {
+        let body = Arc::new(body);
+        Task::new(name, move |input| {
+            let fut = body(input);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        })
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut TaskDef<I, O>)) -> Self {
+        let def = Arc::make_mut(&mut self.def);
+        def.derived = OnceLock::new();
+        f(def);
+        self
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Names the inputs. A tuple input's elements take these names in order (elements
+    /// past the list are called by position); a struct input's fields are named by the
+    /// struct; any other input is one input, called by the first name (or `input`).
+    /// Inputs are reached by name in templates (`{x}`) and cache policies
+    /// (`INPUTS - "debug"`).
+    pub fn inputs<S: Into<String>>(self, names: impl IntoIterator<Item = S>) -> Self {
+        self.edit(|d| d.input_names = names.into_iter().map(Into::into).collect())
+    }
+
+    /// The declared input names.
+    pub fn input_names(&self) -> &[String] {
+        &self.def.input_names
+    }
+
+    /// Records the task's signature: `(name, type)` of each input and the output type.
+    /// Also names the inputs.
+    pub fn signature(self, inputs: &[(&str, &str)], output: &str) -> Self {
+        self.edit(|d| {
+            d.input_names = inputs.iter().map(|(n, _)| (*n).to_owned()).collect();
+            d.signature = Some(Signature {
+                inputs: inputs
+                    .iter()
+                    .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                    .collect(),
+                output: output.to_owned(),
+            });
+        })
+    }
+
+    /// The recorded signature.
+    pub fn signature_info(&self) -> Option<&Signature> {
+        self.def.signature.as_ref()
+    }
+
+    /// The task's code, as a canonical text (what `#[cairn::task]` records): hashed
+    /// for [`crate::cache::TASK_SOURCE`].
+    pub fn task_source(self, source: impl Into<Arc<str>>) -> Self {
+        self.edit(|d| d.source = Some(source.into()))
+    }
+
+    /// The recorded task source.
+    pub fn source(&self) -> Option<&str> {
+        self.def.source.as_deref()
+    }
+
+    /// The store for this task's target, checkpoints and (unless `result_storage`
+    /// names another) cache records.
+    pub fn result(self, store: ResultStore) -> Self {
+        self.edit(|d| d.store = Some(store))
+    }
+
+    /// The serializer for checkpoints and records, and for targets whose extension
+    /// names none.
+    pub fn serializer(self, serializer: Serializer) -> Self {
+        self.edit(|d| d.serializer = Some(serializer))
+    }
+
+    /// Writes every successful output through the result store (overrides the flow
+    /// and the settings).
+    pub fn checkpoint(self, on: bool) -> Self {
+        self.edit(|d| d.checkpoint = Some(on))
+    }
+
+    fn known_keys(d: &TaskDef<I, O>) -> Vec<String> {
+        Context::STANDARD_KEYS
+            .iter()
+            .map(|k| (*k).to_owned())
+            .chain(d.input_names.iter().cloned())
+            .chain(d.user_keys.iter().cloned())
+            .chain(d.context.names().map(str::to_owned))
+            .collect()
+    }
+
+    fn parse_template(d: &TaskDef<I, O>, what: &str, source: &str) -> Result<Template> {
+        let template = Template::parse(source).map_err(|e| Error::Config {
+            message: format!("task '{}': {what} {source:?}: {e}", d.name),
+        })?;
+        // Without declared inputs, input keys are only known at the first run.
+        if !d.input_names.is_empty() {
+            template
+                .check_keys(Self::known_keys(d))
+                .map_err(|e| Error::Config {
+                    message: format!("task '{}': {what} {source:?}: {e}", d.name),
+                })?;
+        }
+        Ok(template)
+    }
+
+    /// The task's target: a template rendered per run. When the rendered target
+    /// exists in the result store, the run is `Cached` with the value read from it and
+    /// the body does not run; otherwise the output is published there atomically.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the template does not parse, or names a key that is
+    /// neither a standard key, an input, nor a user key (declare inputs and user keys
+    /// first).
+    pub fn target(self, template: &str) -> Result<Self> {
+        let parsed = Self::parse_template(&self.def, "target", template)?;
+        Ok(self.edit(|d| d.target = Some(parsed)))
+    }
+
+    /// A target computed by a function of the run's context.
+    pub fn target_fn(self, f: impl Fn(&Context) -> String + Send + Sync + 'static) -> Self {
+        self.edit(|d| d.target = Some(Template::from_fn("<callable target>", f)))
+    }
+
+    /// Where checkpoints go (default `runs/v1/{flow_name}/{flow_run_id}/{task_name}/{map_index}`).
+    /// A checkpoint at a location given here is stored as plain serialized bytes, like
+    /// a target; at the default location, as a verified record.
+    ///
+    /// # Errors
+    /// As [`Task::target`].
+    pub fn location(self, template: &str) -> Result<Self> {
+        let parsed = Self::parse_template(&self.def, "location", template)?;
+        Ok(self.edit(|d| d.location = Some(parsed)))
+    }
+
+    /// Attempts after the first one when the body fails.
+    pub fn retries(self, retries: u32) -> Self {
+        self.edit(|d| d.retries = retries)
+    }
+
+    /// The pause before each retry.
+    pub fn retry_delay(self, delay: Duration) -> Self {
+        self.edit(|d| d.retry_delay = delay)
+    }
+
+    /// Re-runs even when the target exists, and replaces it.
+    pub fn refresh(self, on: bool) -> Self {
+        self.edit(|d| d.refresh = on)
+    }
+
+    /// Adds a user key to this task's template context.
+    pub fn context(self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let name = name.into();
+        let value = value.into();
+        self.edit(|d| d.context.insert(name, value))
+    }
+
+    /// Declares keys the flow will supply ([`crate::Flow::context`]) so that templates
+    /// naming them pass the definition-time check.
+    pub fn user_keys<S: Into<String>>(self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.edit(|d| d.user_keys.extend(keys.into_iter().map(Into::into)))
+    }
+
+    /// Caches the output under keys built by `policy`.
+    pub fn cache_policy(self, policy: CachePolicy) -> Self {
+        self.edit(|d| d.cache_policy = Some(policy))
+    }
+
+    /// How long a cache entry stays valid (default: forever).
+    pub fn cache_expiration(self, expiration: Duration) -> Self {
+        let expiration = chrono::Duration::from_std(expiration).unwrap_or(chrono::Duration::MAX);
+        self.edit(|d| d.cache_expiration = Some(expiration))
+    }
+
+    /// `true`: never read the cache, always run and replace the entry. `false`: read
+    /// the cache even under `CAIRN__TASKS__REFRESH_CACHE=true`.
+    pub fn refresh_cache(self, on: bool) -> Self {
+        self.edit(|d| d.refresh_cache = Some(on))
+    }
+
+    /// The store for this task's cache records (Prefect's `result_storage`): an S3 or
+    /// GCS store shares one cache between machines.
+    pub fn result_storage(self, store: ResultStore) -> Self {
+        self.edit(|d| d.cache_store = Some(store))
+    }
+
+    /// A key shared by every task and flow that names it, in place of the task's own
+    /// identity (Prefect 1's `cache_key`).
+    pub fn cache_key(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.edit(|d| d.cache_key = Some(key))
+    }
+
+    /// Keeps this task's cache entries apart from other namespaces (Flyte's project
+    /// and domain), e.g. `"etl/production"`.
+    pub fn namespace(self, namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        self.edit(|d| d.namespace = Some(namespace))
+    }
+
+    /// Runs identical concurrent calls once; the others wait and take its result.
+    pub fn serialize(self, on: bool) -> Self {
+        self.edit(|d| d.serialize = on)
+    }
+
+    /// Whether hits are also served from this process's memory tier (default on).
+    pub fn memory_tier(self, on: bool) -> Self {
+        self.edit(|d| d.memory_tier = on)
+    }
+
+    /// Prefect 1: cache the output for `duration`; with no validator, whatever the
+    /// inputs ([`crate::cache::validators::duration_only`]).
+    pub fn cache_for(self, duration: Duration) -> Self {
+        let this = self.cache_expiration(duration);
+        if this.def.cache_policy.is_none() {
+            this.cache_policy(IDENTITY)
+        } else {
+            this
+        }
+    }
+
+    /// Prefect 1: what else must match for a cached output to be used
+    /// ([`crate::cache::validators`]).
+    pub fn cache_validator(self, validator: CachePolicy) -> Self {
+        self.cache_policy(validator)
+    }
+
+    /// Flyte: cache with a [`Cache`] object.
+    pub fn cache(self, cache: Cache) -> Self {
+        let serialize = cache.serialize;
+        self.cache_policy(cache.policy()).serialize(serialize)
+    }
+
+    /// Flyte: the cache version (same as `cache_policy(SIGNATURE + INPUTS +
+    /// Version(version))` when no policy is set; otherwise added to it).
+    pub fn version(self, version: impl Into<String>) -> Self {
+        let version = CachePolicy::version(version);
+        let policy = match &self.def.cache_policy {
+            Some(p) => p.clone() + version,
+            None => Cache::new().policy() + version,
+        };
+        self.cache_policy(policy)
+    }
+
+    /// Runs the task with `input` and returns its output: inside a flow as part of the
+    /// flow run, otherwise as a run of its own.
+    ///
+    /// # Errors
+    /// [`TaskError`] when the run fails: the body's error after the last retry, a
+    /// template or hashing error, or a store error.
+    pub async fn call(&self, input: I) -> std::result::Result<O, TaskError> {
+        self.run(input).await.into_result()
+    }
+
+    /// Runs the task with `input` and returns the whole run: state, value or error.
+    pub async fn run(&self, input: I) -> TaskRun<O> {
+        let scope = RunScope::current();
+        crate::run::execute(&self.def, input, scope, None).await
+    }
+
+    /// Runs the task once per input, concurrently, and returns the runs in input order.
+    pub async fn map(&self, inputs: impl IntoIterator<Item = I>) -> Vec<TaskRun<O>> {
+        let scope = RunScope::current();
+        let runs = inputs
+            .into_iter()
+            .map(|input| crate::run::execute(&self.def, input, scope.clone(), None));
+        futures::future::join_all(runs).await
+    }
+}
+
+/// Support for `#[cairn::task]`.
+#[doc(hidden)]
+pub mod private {
+    use super::*;
+
+    /// A task whose definition failed: every call fails with `error`.
+    pub fn invalid_task<I: TaskInput, O: TaskOutput>(name: &str, error: Error) -> Task<I, O> {
+        let error = Arc::new(error);
+        let message = error.to_string();
+        Task::new(name, move |_: I| {
+            let message = message.clone();
+            async move { Err::<O, BoxError>(message.into()) }
+        })
+        .edit(|d| d.invalid = Some(error))
+    }
+}
+
+/// What a finished task run looked like: recorded in its flow run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TaskRunInfo {
+    /// The task's name.
+    pub task: String,
+    /// The run's name: the task's name and the first characters of its id
+    /// (`add_one-d85`).
+    pub name: String,
+    /// The run's id.
+    pub id: String,
+    /// The run's index among this task's runs in the flow run.
+    pub map_index: u64,
+    /// The final state.
+    pub state: State,
+    /// Every state the run went through, in order.
+    pub states: Vec<State>,
+    /// How many times the body ran.
+    pub attempts: u32,
+    /// Where the output was found or written (target or checkpoint).
+    pub location: Option<String>,
+    /// The cache key, when the task caches.
+    pub cache_key: Option<String>,
+}
+
+/// A finished task run: its state and its value or error.
+#[derive(Debug)]
+pub struct TaskRun<O> {
+    pub(crate) info: TaskRunInfo,
+    pub(crate) result: std::result::Result<O, TaskError>,
+}
+
+impl<O> TaskRun<O> {
+    /// The final state.
+    pub fn state(&self) -> &State {
+        &self.info.state
+    }
+    /// The value, when the run succeeded.
+    pub fn value(&self) -> Option<&O> {
+        self.result.as_ref().ok()
+    }
+    /// The error, when it failed.
+    pub fn error(&self) -> Option<&TaskError> {
+        self.result.as_ref().err()
+    }
+    /// The run's name, such as `add_one-d85`.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+    /// Everything recorded about the run.
+    pub fn info(&self) -> &TaskRunInfo {
+        &self.info
+    }
+    /// The value, or the error.
+    ///
+    /// # Errors
+    /// The run's error.
+    pub fn into_result(self) -> std::result::Result<O, TaskError> {
+        self.result
+    }
+}
+
+/// Why a task run failed.
+#[derive(Debug, Clone)]
+pub struct TaskError {
+    run: Arc<str>,
+    kind: TaskErrorKind,
+    context: Option<Arc<str>>,
+    source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+/// What part of a task run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskErrorKind {
+    /// The body failed (after its last retry).
+    Body,
+    /// The task's definition is not valid (a template that does not parse, ...).
+    Definition,
+    /// A template could not be rendered for this run.
+    Template,
+    /// An input could not be hashed for the cache key.
+    Hash,
+    /// Reading a target or record, or writing the output, failed.
+    Store,
+}
+
+impl TaskError {
+    pub(crate) fn new(
+        run: &str,
+        kind: TaskErrorKind,
+        context: Option<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source: BoxError = source.into();
+        TaskError {
+            run: Arc::from(run),
+            kind,
+            context: context.map(Arc::from),
+            source: Arc::from(source),
+        }
+    }
+
+    /// The name of the task run that failed.
+    pub fn task_run(&self) -> &str {
+        &self.run
+    }
+
+    /// What part of the run failed.
+    pub fn kind(&self) -> TaskErrorKind {
+        self.kind
+    }
+
+    /// The cairn error behind this one, when there is one.
+    pub fn cairn_error(&self) -> Option<&Error> {
+        self.source.downcast_ref::<Error>()
+    }
+
+    /// The kind of the cairn error behind this one.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.cairn_error().map(Error::kind)
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task run '{}'", self.run)?;
+        if let Some(context) = &self.context {
+            write!(f, ": {context}")?;
+        }
+        write!(f, ": {}", error_chain(&*self.source))
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// An error and its sources, joined by `: `.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// A new random id (a UUID v4).
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
