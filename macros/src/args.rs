@@ -7,8 +7,14 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Token};
 use crate::template_keys::suggest;
 
 /// The options that may be given as a bare word (`checkpoint` means
-/// `.checkpoint(true)`).
-pub const FLAGS: &[&str] = &["checkpoint", "refresh", "refresh_cache"];
+/// `.checkpoint(true)`): the one-`bool` options of `cairn::Task`.
+pub const FLAGS: &[&str] = &[
+    "checkpoint",
+    "refresh",
+    "refresh_cache",
+    "serialize",
+    "memory_tier",
+];
 
 /// One `key` or `key = value` argument, as written.
 pub struct RawArg {
@@ -292,7 +298,7 @@ mod tests {
     #[test]
     fn unknown_flag() {
         let e = error("checkpont");
-        assert!(e.starts_with("unknown flag `checkpont`; did you mean `checkpoint`? flags are checkpoint, refresh, refresh_cache"), "{e}");
+        assert!(e.starts_with("unknown flag `checkpont`; did you mean `checkpoint`? flags are checkpoint, refresh, refresh_cache, serialize, memory_tier"), "{e}");
         let e = error("retries");
         assert!(e.starts_with("unknown flag `retries`; flags are"), "{e}");
     }

@@ -51,7 +51,7 @@
 //!   `Result<O, cairn::TaskError>`.
 //! - **Signature and source.** `.signature` records the input names and the
 //!   canonical text of each input type and of the output type; `.task_source`
-//!   records the canonical text of the body (see [`canonical`](crate) below), which
+//!   records the canonical text of the body (see *The canonical text* below), which
 //!   ignores comments, layout and doc comments but changes with any code change.
 //! - **Attributes.** The outer function keeps the visibility and the attributes
 //!   (docs, lints, `cfg`...) and gets `#[allow(dead_code)]`, since a task may be used
@@ -70,7 +70,7 @@
 //! | argument | call |
 //! |---|---|
 //! | `name = "..."` | the task's name (default: the function's name) |
-//! | `checkpoint`, `refresh`, `refresh_cache` (bare flags) | `.checkpoint(true)`... |
+//! | `checkpoint`, `refresh`, `refresh_cache`, `serialize`, `memory_tier` (bare flags) | `.checkpoint(true)`... |
 //! | `target = "template"` / `location = "template"` | `.target("...")?` / `.location("...")?`, checked at compile time |
 //! | `target = expr` (not a literal) | `.target_fn(expr)`: a location computed from the `cairn::Context` |
 //! | `location = expr` (not a literal) | `.location(expr)?` |
