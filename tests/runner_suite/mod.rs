@@ -1,0 +1,220 @@
+//! The runner's store-facing behaviours — targets, checkpoints, concurrent flows —
+//! run against every backend by `runner_{memory,local,s3,gcs}.rs`.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cairn::{Flow, ResultStore, State, Task, TaskError};
+use chrono::{TimeZone, Utc};
+
+fn counted(
+    name: &str,
+    counter: &Arc<AtomicUsize>,
+    output: String,
+) -> Task<String, String> {
+    let counter = counter.clone();
+    Task::new(name, move |day: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let output = output.clone();
+        async move { Ok::<_, std::io::Error>(format!("{output} on {day}")) }
+    })
+    .inputs(["day"])
+}
+
+/// An existing target makes the run Cached with the target's value; the body does not
+/// run, in a later flow run and with a separately defined task (as in another process).
+pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let make = || {
+        counted("report", &runs, "sales".into())
+            .result(store.clone())
+            .target("{date:%A}/{task_name}-{day}.txt")
+            .unwrap()
+    };
+    let date = Utc.with_ymd_and_hms(2024, 3, 1, 9, 0, 0).unwrap(); // a Friday
+    let flow = Flow::new("daily").date(date);
+    let task = make();
+    let first = flow
+        .run((), |_| async move { task.run("mon".to_string()).await.into_result() })
+        .await;
+    assert_eq!(first.state(), &State::Completed, "{:?}", first.error().map(|e| e.to_string()));
+    assert_eq!(first.task_runs()[0].state, State::Completed);
+    assert_eq!(
+        first.task_runs()[0].location.as_deref(),
+        Some("Friday/report-mon.txt")
+    );
+    assert_eq!(store.read_bytes("Friday/report-mon.txt").await.unwrap(), "sales on mon");
+
+    let task = make();
+    let second = flow
+        .run((), |_| async move { task.run("mon".to_string()).await.into_result() })
+        .await;
+    assert_eq!(second.task_runs()[0].state, State::Cached);
+    assert_eq!(second.value().map(String::as_str), Some("sales on mon"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran again");
+
+    // Another input renders another target: the body runs.
+    let task = make();
+    let third = flow
+        .run((), |_| async move { task.call("tue".to_string()).await })
+        .await;
+    assert_eq!(third.task_runs()[0].state, State::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// A target some other tool wrote counts as present (Make semantics).
+pub async fn a_foreign_target_counts_as_present(store: &ResultStore) {
+    store
+        .write_bytes(
+            "made-by-hand/report.txt",
+            "written by hand".into(),
+            cairn::PutMode::Create,
+        )
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let task = counted("report", &runs, "x".into())
+        .result(store.clone())
+        .target("made-by-hand/{task_name}.txt")
+        .unwrap();
+    let run = task.run("mon".into()).await;
+    assert_eq!(run.state(), &State::Cached);
+    assert_eq!(run.value().map(String::as_str), Some("written by hand"));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+/// Checkpoints land where the location says: at the templated location as plain
+/// bytes, at the default location as a verified record.
+pub async fn checkpoints_land_where_the_location_says(store: &ResultStore) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let templated = counted("clean", &runs, "rows".into())
+        .checkpoint(true)
+        .result(store.clone())
+        .location("checkpoints/{flow_name}/{task_name}-{map_index:03}.json")
+        .unwrap();
+    let default = counted("aggregate", &runs, "totals".into())
+        .checkpoint(true)
+        .result(store.clone());
+    let flow = Flow::new("etl");
+    let run = flow
+        .run((), |_| async move {
+            templated.call("a".into()).await?;
+            templated.call("b".into()).await?;
+            default.call("c".into()).await?;
+            Ok::<_, TaskError>(())
+        })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    let locations: Vec<_> = run
+        .task_runs()
+        .iter()
+        .map(|r| r.location.clone().unwrap())
+        .collect();
+    let record = format!("runs/v1/etl/{}/aggregate/0", run.id());
+    assert_eq!(
+        locations,
+        [
+            "checkpoints/etl/clean-000.json".to_string(),
+            "checkpoints/etl/clean-001.json".to_string(),
+            record.clone(),
+        ]
+    );
+    assert_eq!(
+        store.read::<String>("checkpoints/etl/clean-001.json").await.unwrap(),
+        "rows on b"
+    );
+    assert_eq!(
+        store.read_bytes("checkpoints/etl/clean-000.json").await.unwrap(),
+        "\"rows on a\""
+    );
+    let back = store.read_record::<String>(&record).await.unwrap();
+    assert_eq!(back.value, "totals on c");
+    assert_eq!(back.header.task.as_deref(), Some("aggregate"));
+}
+
+/// Without checkpointing, a task writes nothing at all.
+pub async fn nothing_is_persisted_unless_asked(store: &ResultStore) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let task = counted("quiet", &runs, "v".into()).result(store.clone());
+    let settings = cairn::Settings::from_sources(
+        tempfile::tempdir().unwrap().path(),
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
+    let run = Flow::new("quiet")
+        .settings(settings)
+        .run((), |_| async move { task.call("a".into()).await })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(run.task_runs()[0].location, None);
+    use futures::TryStreamExt;
+    let listed: Vec<_> = store.list("").try_collect().await.unwrap();
+    assert!(listed.is_empty(), "something was written: {listed:?}");
+}
+
+/// Concurrent flows publishing the same target leave exactly one complete object, and
+/// every flow run gets a complete value.
+pub async fn concurrent_flows_leave_one_complete_target(store: &ResultStore) {
+    const FLOWS: usize = 8;
+    const LEN: usize = 256 << 10;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let flows = (0..FLOWS).map(|i| {
+        let counter = runs.clone();
+        let task = Task::new("render", move |_: ()| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Each run's output is different, and large enough to take a while.
+            async move { Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; LEN])) }
+        })
+        .result(store.clone())
+        .target("shared/{task_name}.bin")
+        .unwrap();
+        async move {
+            Flow::new(format!("flow-{i}"))
+                .run((), |_| async move { task.call(()).await })
+                .await
+        }
+    });
+    let results = futures::future::join_all(flows).await;
+    for run in &results {
+        assert!(run.state().is_completed(), "{:?}", run.error().map(|e| e.to_string()));
+        let value = run.value().unwrap();
+        assert_eq!(value.len(), LEN);
+        assert!(value.iter().all(|b| *b == value[0]), "a torn value");
+    }
+    let stored = store.read_bytes("shared/render.bin").await.unwrap();
+    assert_eq!(stored.len(), LEN, "the target is not complete");
+    assert!(
+        stored.iter().all(|b| *b == stored[0]),
+        "the target mixes two writers"
+    );
+    assert!((stored[0] as usize) < FLOWS);
+    use futures::TryStreamExt;
+    let listed: Vec<_> = store.list("shared/").try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(runs.load(Ordering::SeqCst) >= 1);
+}
+
+#[macro_export]
+macro_rules! runner_tests {
+    ($make:expr) => {
+        $crate::runner_tests!(@each $make;
+            an_existing_target_skips_the_body,
+            a_foreign_target_counts_as_present,
+            checkpoints_land_where_the_location_says,
+            nothing_is_persisted_unless_asked,
+            concurrent_flows_leave_one_complete_target,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(store) = $make.await {
+                    runner_suite::$name(&store).await;
+                }
+            }
+        )*
+    };
+}
