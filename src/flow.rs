@@ -174,17 +174,21 @@ impl Flow {
             Ok(value) => (State::Completed, Some(value), None),
             Err(e) => {
                 let e: BoxError = e.into();
-                (State::failed(crate::task::error_chain(&*e)), None, Some(Arc::new(e)))
+                (
+                    State::failed(crate::task::error_chain(&*e)),
+                    None,
+                    Some(Arc::new(e)),
+                )
             }
         };
-        tracing::info!(
-            "Flow run '{}' - Finished in state {state}",
-            scope.run_name
-        );
+        tracing::info!("Flow run '{}' - Finished in state {state}", scope.run_name);
         let task_runs = scope.task_runs();
         if scope.persisting() {
             if let Err(e) = scope.persist_summary(&state, &task_runs).await {
-                tracing::warn!("Flow run '{}' - could not persist its summary: {e}", scope.run_name);
+                tracing::warn!(
+                    "Flow run '{}' - could not persist its summary: {e}",
+                    scope.run_name
+                );
             }
         }
         FlowRun {
@@ -516,15 +520,15 @@ pub(crate) fn process_memory_store() -> ResultStore {
 
 const ADJECTIVES: &[&str] = &[
     "amber", "brisk", "calm", "daring", "eager", "fuzzy", "gentle", "hidden", "icy", "jolly",
-    "keen", "lucky", "mellow", "nimble", "outgoing", "proud", "quiet", "rapid", "silver",
-    "tidy", "upbeat", "vivid", "witty", "young", "zesty", "bold", "clever", "dusty", "fancy",
-    "golden", "humble", "lively",
+    "keen", "lucky", "mellow", "nimble", "outgoing", "proud", "quiet", "rapid", "silver", "tidy",
+    "upbeat", "vivid", "witty", "young", "zesty", "bold", "clever", "dusty", "fancy", "golden",
+    "humble", "lively",
 ];
 const ANIMALS: &[&str] = &[
-    "badger", "cicada", "dingo", "egret", "ferret", "gecko", "heron", "ibis", "jackal",
-    "koala", "lemur", "marmot", "newt", "otter", "puffin", "quail", "raven", "salmon",
-    "tapir", "urchin", "vole", "walrus", "yak", "zebra", "bison", "crane", "dolphin", "falcon",
-    "gopher", "hare", "iguana", "lynx",
+    "badger", "cicada", "dingo", "egret", "ferret", "gecko", "heron", "ibis", "jackal", "koala",
+    "lemur", "marmot", "newt", "otter", "puffin", "quail", "raven", "salmon", "tapir", "urchin",
+    "vole", "walrus", "yak", "zebra", "bison", "crane", "dolphin", "falcon", "gopher", "hare",
+    "iguana", "lynx",
 ];
 
 /// A readable name derived from the run id, such as `outgoing-cicada`.

@@ -267,7 +267,7 @@ macro_rules! not_split {
     };
 }
 
-impl<'s, V: InputVisitor> ser::Serializer for &'s mut Splitter<'_, V> {
+impl<V: InputVisitor> ser::Serializer for &mut Splitter<'_, V> {
     type Ok = ();
     type Error = Stop;
     type SerializeSeq = Impossible<(), Stop>;

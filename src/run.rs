@@ -209,8 +209,12 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
                     Ok(())
                 }
             }
-            visit_inputs(self.input, &self.def.input_names, &mut AddInputs(&mut context))
-                .map_err(|e| self.error(TaskErrorKind::Template, None, e))?;
+            visit_inputs(
+                self.input,
+                &self.def.input_names,
+                &mut AddInputs(&mut context),
+            )
+            .map_err(|e| self.error(TaskErrorKind::Template, None, e))?;
             self.context = Some(context);
         }
         let context = self.context.as_mut().expect("set above");
@@ -244,14 +248,13 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
 
     /// The store for cache records.
     async fn cache_store(&self) -> std::result::Result<ResultStore, TaskError> {
-        let store = match (&self.def.cache_store, &self.def.store) {
-            (Some(store), _) | (None, Some(store)) => store.clone(),
-            (None, None) => self
-                .scope
-                .default_cache_store()
-                .await
-                .map_err(|e| self.error(TaskErrorKind::Store, Some("no cache store".into()), e))?,
-        };
+        let store =
+            match (&self.def.cache_store, &self.def.store) {
+                (Some(store), _) | (None, Some(store)) => store.clone(),
+                (None, None) => self.scope.default_cache_store().await.map_err(|e| {
+                    self.error(TaskErrorKind::Store, Some("no cache store".into()), e)
+                })?,
+            };
         Ok(match self.def.serializer {
             Some(s) => store.with_serializer(s),
             None => store,
@@ -464,7 +467,10 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
             .or(self.scope.namespace.as_deref())
     }
 
-    fn cache_key(&mut self, policy: &CachePolicy) -> std::result::Result<Option<Digest>, TaskError> {
+    fn cache_key(
+        &mut self,
+        policy: &CachePolicy,
+    ) -> std::result::Result<Option<Digest>, TaskError> {
         let mut key = self.static_key(policy)?;
         let hash_error =
             |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
@@ -612,7 +618,10 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
 
     async fn write_record(&self, slot: CacheSlot, value: &O) -> std::result::Result<(), TaskError> {
         let now = self.scope.clock.now();
-        let expires = self.def.cache_expiration.and_then(|d| now.checked_add_signed(d));
+        let expires = self
+            .def
+            .cache_expiration
+            .and_then(|d| now.checked_add_signed(d));
         let info = RecordInfo {
             expires,
             key_components: slot.components.clone(),

@@ -151,7 +151,9 @@ impl Settings {
     }
 
     fn apply_env(&mut self, variable: &str, value: &str) -> Result<()> {
-        let name = variable["CAIRN__".len()..].to_ascii_lowercase().replacen("__", ".", 1);
+        let name = variable["CAIRN__".len()..]
+            .to_ascii_lowercase()
+            .replacen("__", ".", 1);
         match name.as_str() {
             "flows.checkpointing" | "tasks.refresh_cache" => {
                 let flag = parse_flag(value).ok_or_else(|| Error::Config {
@@ -259,8 +261,15 @@ mod tests {
         assert!(err.to_string().contains("config.toml"), "{err}");
 
         let home = home_with(None);
-        let err = Settings::from_sources(home.path(), env(&[("CAIRN__FLOWS__CHECKPOINTING", "maybe")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("CAIRN__FLOWS__CHECKPOINTING=maybe"), "{err}");
+        let err = Settings::from_sources(
+            home.path(),
+            env(&[("CAIRN__FLOWS__CHECKPOINTING", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CAIRN__FLOWS__CHECKPOINTING=maybe"),
+            "{err}"
+        );
     }
 }

@@ -128,7 +128,11 @@ impl fmt::Display for State {
             State::Pending | State::Running | State::Completed => write!(f, "{}()", self.name()),
             State::Cached => write!(f, "Cached(type={})", StateType::Completed),
             State::Retrying { attempt } => {
-                write!(f, "Retrying(type={}, attempt={attempt})", StateType::Running)
+                write!(
+                    f,
+                    "Retrying(type={}, attempt={attempt})",
+                    StateType::Running
+                )
             }
             State::Failed { message } => write!(f, "Failed('{message}')"),
         }

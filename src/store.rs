@@ -226,7 +226,10 @@ impl ResultStore {
         info: RecordInfo,
         mode: PutMode,
     ) -> Result<PutResult> {
-        Ok(self.write_record_sized(location, value, info, mode).await?.0)
+        Ok(self
+            .write_record_sized(location, value, info, mode)
+            .await?
+            .0)
     }
 
     /// [`ResultStore::write_record`], also giving the payload's length.

@@ -17,7 +17,8 @@ use crate::{Context, ResultStore, Serializer, Template, Value};
 /// The error type task bodies may fail with: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-type Body<I, O> = Arc<dyn Fn(I) -> BoxFuture<'static, std::result::Result<O, BoxError>> + Send + Sync>;
+type Body<I, O> =
+    Arc<dyn Fn(I) -> BoxFuture<'static, std::result::Result<O, BoxError>> + Send + Sync>;
 
 /// What a task's input must be: one value, passed by value to the body, cloned for
 /// retries. A tuple's elements and a struct's fields are separate inputs (see

@@ -107,7 +107,11 @@ fn staged_bytes(dir: &std::path::Path) -> u64 {
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with(".cairn-staged."))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".cairn-staged.")
+                })
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
                 .sum()
@@ -139,7 +143,10 @@ async fn a_killed_publish_leaves_no_target(backend: &str) {
             let out = dir.path().join("out");
             let deadline = Instant::now() + Duration::from_secs(60);
             while staged_bytes(&out) == 0 {
-                assert!(child.try_wait().unwrap().is_none(), "published before the kill");
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "published before the kill"
+                );
                 assert!(Instant::now() < deadline, "the publish never started");
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -167,7 +174,11 @@ async fn a_killed_publish_leaves_no_target(backend: &str) {
         .run((), |_| async move { task.run(()).await.into_result() })
         .await;
     assert_eq!(run.task_runs()[0].state, State::Completed, "{backend}");
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "{backend}: the body did not run");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "{backend}: the body did not run"
+    );
     let stored = store.read_bytes(PUBLISHED).await.unwrap();
     assert_eq!(stored.len(), len, "{backend}: the target is not complete");
     if backend == "local" {
@@ -176,6 +187,9 @@ async fn a_killed_publish_leaves_no_target(backend: &str) {
             .clean_staged(Duration::ZERO)
             .await
             .unwrap();
-        assert!(leftovers >= 1, "the killed publish's staged file was not found");
+        assert!(
+            leftovers >= 1,
+            "the killed publish's staged file was not found"
+        );
     }
 }

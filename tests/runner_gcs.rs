@@ -20,7 +20,11 @@ async fn store() -> Option<ResultStore> {
         emulators::run_prefix(),
         N.fetch_add(1, Ordering::SeqCst)
     );
-    let backend = GcsBackend::builder(bucket).prefix(prefix).build().await.unwrap();
+    let backend = GcsBackend::builder(bucket)
+        .prefix(prefix)
+        .build()
+        .await
+        .unwrap();
     Some(ResultStore::from_backend(Arc::new(backend)))
 }
 

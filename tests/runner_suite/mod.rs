@@ -9,11 +9,7 @@ use std::sync::Arc;
 use cairn::{Flow, ResultStore, State, Task, TaskError};
 use chrono::{TimeZone, Utc};
 
-fn counted(
-    name: &str,
-    counter: &Arc<AtomicUsize>,
-    output: String,
-) -> Task<String, String> {
+fn counted(name: &str, counter: &Arc<AtomicUsize>, output: String) -> Task<String, String> {
     let counter = counter.clone();
     Task::new(name, move |day: String| {
         counter.fetch_add(1, Ordering::SeqCst);
@@ -37,19 +33,31 @@ pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
     let flow = Flow::new("daily").date(date);
     let task = make();
     let first = flow
-        .run((), |_| async move { task.run("mon".to_string()).await.into_result() })
+        .run((), |_| async move {
+            task.run("mon".to_string()).await.into_result()
+        })
         .await;
-    assert_eq!(first.state(), &State::Completed, "{:?}", first.error().map(|e| e.to_string()));
+    assert_eq!(
+        first.state(),
+        &State::Completed,
+        "{:?}",
+        first.error().map(|e| e.to_string())
+    );
     assert_eq!(first.task_runs()[0].state, State::Completed);
     assert_eq!(
         first.task_runs()[0].location.as_deref(),
         Some("Friday/report-mon.txt")
     );
-    assert_eq!(store.read_bytes("Friday/report-mon.txt").await.unwrap(), "sales on mon");
+    assert_eq!(
+        store.read_bytes("Friday/report-mon.txt").await.unwrap(),
+        "sales on mon"
+    );
 
     let task = make();
     let second = flow
-        .run((), |_| async move { task.run("mon".to_string()).await.into_result() })
+        .run((), |_| async move {
+            task.run("mon".to_string()).await.into_result()
+        })
         .await;
     assert_eq!(second.task_runs()[0].state, State::Cached);
     assert_eq!(second.value().map(String::as_str), Some("sales on mon"));
@@ -122,11 +130,17 @@ pub async fn checkpoints_land_where_the_location_says(store: &ResultStore) {
         ]
     );
     assert_eq!(
-        store.read::<String>("checkpoints/etl/clean-001.json").await.unwrap(),
+        store
+            .read::<String>("checkpoints/etl/clean-001.json")
+            .await
+            .unwrap(),
         "rows on b"
     );
     assert_eq!(
-        store.read_bytes("checkpoints/etl/clean-000.json").await.unwrap(),
+        store
+            .read_bytes("checkpoints/etl/clean-000.json")
+            .await
+            .unwrap(),
         "\"rows on a\""
     );
     let back = store.read_record::<String>(&record).await.unwrap();
@@ -178,7 +192,11 @@ pub async fn concurrent_flows_leave_one_complete_target(store: &ResultStore) {
     });
     let results = futures::future::join_all(flows).await;
     for run in &results {
-        assert!(run.state().is_completed(), "{:?}", run.error().map(|e| e.to_string()));
+        assert!(
+            run.state().is_completed(),
+            "{:?}",
+            run.error().map(|e| e.to_string())
+        );
         let value = run.value().unwrap();
         assert_eq!(value.len(), LEN);
         assert!(value.iter().all(|b| *b == value[0]), "a torn value");
