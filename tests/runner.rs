@@ -1,0 +1,1246 @@
+//! The runner end to end: states, log lines, retries, checkpointing precedence,
+//! targets, concurrency, ephemeral runs, flow runs and what is persisted for resuming.
+//!
+//! Bodies count their executions with an `AtomicUsize`; nothing here sleeps or measures
+//! wall-clock time (the retry delay is checked on tokio's paused, virtual clock).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn::{
+    BoxError, ErrorKind, Flow, ResultStore, Settings, State, Task, TaskError, TaskErrorKind,
+    TaskInput, TaskOutput,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+
+// ---------------------------------------------------------------------------------
+// Helpers
+
+/// A task whose body counts its executions and returns `f(input, n)`, `n` being the
+/// execution's number (1 for the first).
+fn counted<I: TaskInput, O: TaskOutput>(
+    name: &str,
+    runs: &Arc<AtomicUsize>,
+    f: impl Fn(I, usize) -> Result<O, BoxError> + Send + Sync + 'static,
+) -> Task<I, O> {
+    let runs = runs.clone();
+    Task::new(name, move |input: I| {
+        let out = f(input, runs.fetch_add(1, Ordering::SeqCst) + 1);
+        async move { out }
+    })
+}
+
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+fn count(c: &Arc<AtomicUsize>) -> usize {
+    c.load(Ordering::SeqCst)
+}
+
+/// Settings read from an empty `CAIRN_HOME` and no environment, so that the machine's
+/// own config and variables cannot change what a test sees.
+fn clean_settings(home: &tempfile::TempDir) -> Settings {
+    Settings::from_sources(home.path(), Vec::<(String, String)>::new()).unwrap()
+}
+
+/// A flow called `name` with clean settings; the returned directory is its
+/// `CAIRN_HOME` and must outlive the flow.
+fn flow(name: &str) -> (Flow, tempfile::TempDir) {
+    let home = tempfile::tempdir().unwrap();
+    (Flow::new(name).settings(clean_settings(&home)), home)
+}
+
+/// Friday, 15 March 2024, 09:00 UTC.
+fn a_friday() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(2024, 3, 15)
+        .unwrap()
+        .and_hms_opt(9, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+/// A log writer that keeps what `tracing-subscriber`'s fmt layer writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// Runs `future` on a current-thread runtime with a subscriber that captures the
+/// formatted log lines, and returns its output and the log.
+fn with_log<T>(future: impl Future<Output = T>) -> (T, String) {
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = tracing::subscriber::with_default(subscriber, || runtime.block_on(future));
+    (out, log.text())
+}
+
+// ---------------------------------------------------------------------------------
+// States
+
+#[tokio::test]
+async fn a_successful_run_goes_pending_running_completed() {
+    let runs = counter();
+    let add_one = counted("add_one", &runs, |x: i64, _| Ok(x + 1));
+    let (flow, _home) = flow("states");
+    let run = flow
+        .run((), |_| async { Ok::<_, TaskError>(add_one.run(1).await) })
+        .await;
+    let task_run = run.value().unwrap();
+    assert_eq!(task_run.state(), &State::Completed);
+    assert_eq!(task_run.value(), Some(&2));
+    assert_eq!(
+        task_run.info().states,
+        vec![State::Pending, State::Running, State::Completed]
+    );
+    assert_eq!(task_run.info().attempts, 1);
+    assert_eq!(count(&runs), 1);
+}
+
+#[tokio::test]
+async fn an_existing_target_gives_cached_and_the_body_does_not_run() {
+    let runs = counter();
+    let store = ResultStore::memory();
+    let task = counted("answer", &runs, |(): (), _| Ok(42u64))
+        .result(store.clone())
+        .target("answers/{task_name}.json")
+        .unwrap();
+    store.write_at("answers/answer.json", &41u64).await.unwrap();
+
+    let run = task.run(()).await;
+    assert_eq!(run.state(), &State::Cached);
+    assert_eq!(run.value(), Some(&41), "the value is read from the target");
+    assert_eq!(
+        run.info().states,
+        vec![State::Pending, State::Running, State::Cached]
+    );
+    assert_eq!(run.info().attempts, 0);
+    assert_eq!(run.info().location.as_deref(), Some("answers/answer.json"));
+    assert_eq!(count(&runs), 0, "the body did not run");
+}
+
+#[tokio::test]
+async fn a_failing_task_without_retries_fails_with_the_body_error() {
+    let runs = counter();
+    let task = counted("write_report", &runs, |(): (), _| {
+        Err::<u64, BoxError>("disk full".into())
+    });
+    let run = task.run(()).await;
+
+    assert!(run.state().is_failed(), "{:?}", run.state());
+    let State::Failed { message } = run.state() else {
+        unreachable!()
+    };
+    assert!(message.contains("disk full"), "{message}");
+    assert_eq!(
+        run.info().states[..2],
+        [State::Pending, State::Running],
+        "then Failed"
+    );
+    assert_eq!(run.info().states.len(), 3);
+    assert_eq!(run.info().attempts, 1);
+    assert_eq!(count(&runs), 1);
+
+    let error = run.error().unwrap();
+    assert_eq!(error.kind(), TaskErrorKind::Body);
+    assert_eq!(error.task_run(), run.name());
+    let text = error.to_string();
+    assert!(text.contains("disk full"), "{text}");
+    assert!(text.contains(run.name()), "{text}");
+
+    // `call` gives the same error.
+    let error = task.call(()).await.unwrap_err();
+    assert_eq!(error.kind(), TaskErrorKind::Body);
+    assert!(error.to_string().contains("disk full"), "{error}");
+}
+
+#[tokio::test]
+async fn retries_pass_through_retrying_states_and_end_completed() {
+    let runs = counter();
+    let flaky = counted("flaky", &runs, |x: u32, n| {
+        if n <= 2 {
+            Err(format!("attempt {n} timed out").into())
+        } else {
+            Ok(x * 10)
+        }
+    })
+    .retries(3);
+    let run = flaky.run(4).await;
+
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(run.value(), Some(&40));
+    assert_eq!(
+        run.info().states,
+        vec![
+            State::Pending,
+            State::Running,
+            State::Retrying { attempt: 2 },
+            State::Running,
+            State::Retrying { attempt: 3 },
+            State::Running,
+            State::Completed,
+        ]
+    );
+    assert_eq!(run.info().attempts, 3);
+    assert_eq!(count(&runs), 3);
+}
+
+#[tokio::test]
+async fn out_of_retries_the_run_fails_after_retries_plus_one_attempts() {
+    let runs = counter();
+    let broken = counted("broken", &runs, |(): (), n| {
+        Err::<u8, BoxError>(format!("attempt {n} refused").into())
+    })
+    .retries(2);
+    let run = broken.run(()).await;
+
+    assert!(run.state().is_failed(), "{:?}", run.state());
+    assert_eq!(run.info().attempts, 3, "retries + 1");
+    assert_eq!(count(&runs), 3);
+    let retrying: Vec<_> = run
+        .info()
+        .states
+        .iter()
+        .filter(|s| matches!(s, State::Retrying { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        retrying,
+        vec![
+            State::Retrying { attempt: 2 },
+            State::Retrying { attempt: 3 }
+        ]
+    );
+    let error = run.error().unwrap();
+    assert_eq!(error.kind(), TaskErrorKind::Body);
+    let text = error.to_string();
+    assert!(text.contains("failed after 3 attempts"), "{text}");
+    assert!(text.contains("attempt 3 refused"), "the last error: {text}");
+}
+
+// ---------------------------------------------------------------------------------
+// Log lines
+
+#[test]
+fn task_and_flow_runs_log_their_states_as_the_seeds_do() {
+    let store = ResultStore::memory();
+    let add_one = Task::infallible("add_one", |x: i64| async move { x + 1 })
+        .inputs(["x"])
+        .target("{task_name}/{x}.json")
+        .unwrap();
+    let flaky_runs = counter();
+    let flaky = counted("flaky", &flaky_runs, |(): (), n| {
+        if n == 1 {
+            Err("connection reset".into())
+        } else {
+            Ok(1u8)
+        }
+    })
+    .retries(1);
+    let (flow, _home) = flow("my-flow");
+    let flow = flow.result_store(store);
+
+    let (run, log) = with_log(flow.run((), |_| async {
+        add_one.call(1).await?; // Completed
+        add_one.call(1).await?; // the target exists: Cached
+        flaky.call(()).await?;
+        Ok::<_, TaskError>(())
+    }));
+
+    assert_eq!(run.state(), &State::Completed);
+    let name = run.name();
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    let has = |line: &str| lines.iter().any(|l| l.ends_with(line));
+    assert!(
+        has(&format!(
+            "Flow run '{name}' - Beginning flow run '{name}' for flow 'my-flow'"
+        )),
+        "{log}"
+    );
+    let [first, second, third] = run.task_runs() else {
+        panic!("three task runs: {:?}", run.task_runs())
+    };
+    assert!(first.name.starts_with("add_one-"), "{}", first.name);
+    assert!(
+        has(&format!(
+            "Task run '{}' - Finished in state Completed()",
+            first.name
+        )),
+        "{log}"
+    );
+    assert!(
+        has(&format!(
+            "Task run '{}' - Finished in state Cached(type=COMPLETED)",
+            second.name
+        )),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "Task run '{}' - Attempt 1 failed: connection reset",
+            third.name
+        ))),
+        "{log}"
+    );
+    assert!(
+        has(&format!(
+            "Task run '{}' - Finished in state Completed()",
+            third.name
+        )),
+        "{log}"
+    );
+    assert!(
+        has(&format!(
+            "Flow run '{name}' - Finished in state Completed()"
+        )),
+        "{log}"
+    );
+    // The flow's last line comes after every task run's.
+    let finished = |needle: &str| lines.iter().position(|l| l.ends_with(needle)).unwrap();
+    assert!(
+        finished(&format!(
+            "Flow run '{name}' - Finished in state Completed()"
+        )) > finished(&format!(
+            "Task run '{}' - Finished in state Completed()",
+            third.name
+        ))
+    );
+}
+
+#[test]
+fn a_failed_flow_run_logs_failed_with_the_error() {
+    let boom = Task::new("boom", |(): ()| async {
+        Err::<(), BoxError>("no such table".into())
+    });
+    let (flow, _home) = flow("my-flow");
+    let (run, log) = with_log(flow.run((), |_| async { boom.call(()).await }));
+    assert!(run.state().is_failed());
+    let task_run = &run.task_runs()[0];
+    assert!(
+        log.contains(&format!(
+            "Task run '{}' - Finished in state Failed('task run '{}': no such table')",
+            task_run.name, task_run.name
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Flow run '{}' - Finished in state Failed(",
+            run.name()
+        )),
+        "{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Retries
+
+#[tokio::test]
+async fn retries_reuse_the_inputs_and_upstream_work_is_not_redone() {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Batch {
+        day: String,
+        rows: Vec<u32>,
+    }
+
+    let upstream_runs = counter();
+    let extract = counted("extract", &upstream_runs, |(): (), n| {
+        Ok(Batch {
+            day: "2024-03-15".into(),
+            rows: vec![3, 1, 4, n as u32],
+        })
+    });
+    let seen: Arc<Mutex<Vec<Batch>>> = Arc::default();
+    let load_runs = counter();
+    let load = {
+        let seen = seen.clone();
+        counted("load", &load_runs, move |batch: Batch, n| {
+            seen.lock().unwrap().push(batch.clone());
+            if n <= 2 {
+                Err(format!("warehouse busy ({n})").into())
+            } else {
+                Ok(batch.rows.iter().sum::<u32>())
+            }
+        })
+        .retries(3)
+    };
+    let (flow, _home) = flow("etl");
+    let run = flow
+        .run((), |_| async {
+            let batch = extract.call(()).await?;
+            load.call(batch).await
+        })
+        .await;
+
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(run.value(), Some(&9));
+    assert_eq!(count(&upstream_runs), 1, "the upstream task ran once");
+    assert_eq!(count(&load_runs), 3);
+    let expected = Batch {
+        day: "2024-03-15".into(),
+        rows: vec![3, 1, 4, 1],
+    };
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![expected; 3],
+        "the same input each attempt"
+    );
+    let load_run = run.runs_of("load").next().unwrap();
+    assert_eq!((load_run.attempts, &load_run.state), (3, &State::Completed));
+    assert_eq!(run.runs_of("extract").count(), 1);
+}
+
+#[tokio::test]
+async fn the_retry_delay_is_waited_before_each_retry() {
+    // Virtual time: the paused clock jumps to each timer, so nothing really waits.
+    tokio::time::pause();
+    let delay = Duration::from_secs(90);
+    let runs = counter();
+    let flaky = counted("flaky", &runs, |(): (), n| {
+        if n <= 2 {
+            Err("not yet".into())
+        } else {
+            Ok(n)
+        }
+    })
+    .retries(2)
+    .retry_delay(delay);
+
+    let start = tokio::time::Instant::now();
+    let run = flaky.run(()).await;
+    let elapsed = start.elapsed();
+
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(count(&runs), 3);
+    assert!(
+        elapsed >= 2 * delay,
+        "two retries, each after {delay:?}: {elapsed:?}"
+    );
+    // Not before the first attempt, nor after the last one.
+    assert!(elapsed < 3 * delay, "{elapsed:?}");
+}
+
+// ---------------------------------------------------------------------------------
+// Checkpointing: task > flow > environment > config file > off
+
+/// Where each level stands: `None` leaves the level unset.
+#[derive(Debug, Clone, Copy, Default)]
+struct Levels {
+    task: Option<bool>,
+    flow: Option<bool>,
+    env: Option<bool>,
+    file: Option<bool>,
+}
+
+/// Runs one task under `levels` with a local store, and returns whether a checkpoint
+/// was written (checking that the run's location and the store agree).
+async fn checkpoint_written(levels: Levels) -> bool {
+    let home = tempfile::tempdir().unwrap();
+    if let Some(on) = levels.file {
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!("[flows]\ncheckpointing = {on}\n"),
+        )
+        .unwrap();
+    }
+    let env: Vec<(&str, String)> = levels
+        .env
+        .map(|on| ("CAIRN__FLOWS__CHECKPOINTING", on.to_string()))
+        .into_iter()
+        .collect();
+    let settings = Settings::from_sources(home.path(), env).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+
+    let mut task = Task::infallible("answer", |(): ()| async { 42u64 });
+    if let Some(on) = levels.task {
+        task = task.checkpoint(on);
+    }
+    let mut flow = Flow::new("ck-flow")
+        .settings(settings)
+        .result_store(store.clone());
+    if let Some(on) = levels.flow {
+        flow = flow.checkpointing(on);
+    }
+    let run = flow.run((), |_| async { task.call(()).await }).await;
+    assert_eq!(run.state(), &State::Completed, "{levels:?}");
+
+    let location = format!("runs/v1/ck-flow/{}/answer/0", run.id());
+    let info = &run.task_runs()[0];
+    let exists = store.exists(&location).await.unwrap();
+    if exists {
+        assert_eq!(
+            info.location.as_deref(),
+            Some(location.as_str()),
+            "{levels:?}"
+        );
+        let record = store.read_record::<u64>(&location).await.unwrap();
+        assert_eq!(record.value, 42);
+        assert!(data.path().join(&location).is_file());
+    } else {
+        assert_eq!(info.location, None, "{levels:?}");
+        assert!(
+            !home.path().join("storage").exists(),
+            "nothing went to the default store either"
+        );
+    }
+    exists
+}
+
+#[tokio::test]
+async fn checkpointing_the_most_specific_level_wins() {
+    let on = Some(true);
+    let off = Some(false);
+    let cases = [
+        // (levels, written)
+        (Levels::default(), false),
+        (
+            Levels {
+                file: on,
+                ..Levels::default()
+            },
+            true,
+        ),
+        (
+            Levels {
+                file: off,
+                ..Levels::default()
+            },
+            false,
+        ),
+        (
+            Levels {
+                env: on,
+                ..Levels::default()
+            },
+            true,
+        ),
+        (
+            Levels {
+                env: off,
+                file: on,
+                ..Levels::default()
+            },
+            false,
+        ),
+        (
+            Levels {
+                env: on,
+                file: off,
+                ..Levels::default()
+            },
+            true,
+        ),
+        (
+            Levels {
+                flow: off,
+                env: on,
+                file: on,
+                ..Levels::default()
+            },
+            false,
+        ),
+        (
+            Levels {
+                flow: on,
+                env: off,
+                file: off,
+                ..Levels::default()
+            },
+            true,
+        ),
+        (
+            Levels {
+                flow: on,
+                ..Levels::default()
+            },
+            true,
+        ),
+        (
+            Levels {
+                task: off,
+                flow: on,
+                env: on,
+                file: on,
+            },
+            false,
+        ),
+        (
+            Levels {
+                task: on,
+                flow: off,
+                env: off,
+                file: off,
+            },
+            true,
+        ),
+        (
+            Levels {
+                task: on,
+                ..Levels::default()
+            },
+            true,
+        ),
+    ];
+    for (levels, written) in cases {
+        assert_eq!(checkpoint_written(levels).await, written, "{levels:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_named_store_checkpoints_go_to_cairn_home_storage() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[flows]\ncheckpointing = true\n",
+    )
+    .unwrap();
+    let settings = Settings::from_sources(home.path(), Vec::<(String, String)>::new()).unwrap();
+    let task = Task::infallible("answer", |(): ()| async { 42u64 });
+    let run = Flow::new("home-flow")
+        .settings(settings)
+        .run((), |_| async { task.call(()).await })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    let location = format!("runs/v1/home-flow/{}/answer/0", run.id());
+    assert!(
+        home.path().join("storage").join(&location).is_file(),
+        "{location} under $CAIRN_HOME/storage"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_at_the_default_location_is_a_verified_record() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let task = Task::infallible("class_task", |(): ()| async { 42u64 }).checkpoint(true);
+    let (flow, _home) = flow("seed");
+    let run = flow
+        .result_store(store.clone())
+        .run((), |_| async { task.call(()).await })
+        .await;
+
+    let location = format!("runs/v1/seed/{}/class_task/0", run.id());
+    assert_eq!(
+        run.task_runs()[0].location.as_deref(),
+        Some(location.as_str())
+    );
+    let record = store.read_record::<u64>(&location).await.unwrap();
+    assert_eq!(record.value, 42);
+    assert_eq!(record.header.task.as_deref(), Some("class_task"));
+    assert_eq!(record.header.output_type.as_deref(), Some("u64"));
+
+    // A damaged checkpoint is never read back as data.
+    let path = data.path().join(&location);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = store.read_record::<u64>(&location).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}
+
+#[tokio::test]
+async fn a_location_template_writes_plain_json_there() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let task = Task::infallible("func_task", |x: u32| async move { vec![x; 3] })
+        .checkpoint(true)
+        .location("{flow_name}/{task_name}-{map_index}.json")
+        .unwrap();
+    let (flow, _home) = flow("seed");
+    let run = flow
+        .result_store(store.clone())
+        .run((), |_| async {
+            task.call(7).await?;
+            task.call(8).await
+        })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    let locations: Vec<_> = run
+        .task_runs()
+        .iter()
+        .map(|r| r.location.clone().unwrap())
+        .collect();
+    assert_eq!(
+        locations,
+        ["seed/func_task-0.json", "seed/func_task-1.json"]
+    );
+    let text = std::fs::read_to_string(data.path().join("seed/func_task-1.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Vec<u32>>(&text).unwrap(), [8, 8, 8]);
+
+    // The task's own store wins over the flow's.
+    let own = tempfile::tempdir().unwrap();
+    let own_store = ResultStore::local(own.path()).unwrap();
+    let task = task.result(own_store);
+    let (flow, _home) = self::flow("seed");
+    flow.result_store(store)
+        .run((), |_| async { task.call(9).await })
+        .await;
+    assert!(own.path().join("seed/func_task-0.json").is_file());
+    let text = std::fs::read_to_string(data.path().join("seed/func_task-0.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Vec<u32>>(&text).unwrap(),
+        [7, 7, 7],
+        "untouched"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Targets
+
+#[tokio::test]
+async fn a_date_target_lands_under_the_weekday_and_is_cached_the_next_run() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let func_task = counted("func_task", &runs, |(): (), _| Ok(99u64))
+        .target("{date:%A}/{task_name}.txt")
+        .unwrap();
+    let (flow, _home) = flow("seed");
+    let flow = flow.result_store(store).date(a_friday());
+
+    let first = flow.run((), |_| async { func_task.call(()).await }).await;
+    assert_eq!(first.value(), Some(&99));
+    assert_eq!(first.task_runs()[0].state, State::Completed);
+    assert_eq!(
+        first.task_runs()[0].location.as_deref(),
+        Some("Friday/func_task.txt")
+    );
+    let path = data.path().join("Friday/func_task.txt");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "99");
+
+    let second = flow.run((), |_| async { func_task.call(()).await }).await;
+    assert_eq!(second.value(), Some(&99));
+    assert_eq!(second.task_runs()[0].state, State::Cached);
+    assert_eq!(count(&runs), 1, "the body ran once over two flow runs");
+}
+
+/// A task whose output says which execution made it, with a `.txt` target.
+fn numbered(runs: &Arc<AtomicUsize>) -> Task<(), String> {
+    counted("func_task", runs, |(): (), n| Ok(format!("run {n}")))
+        .target("{date:%A}/{task_name}.txt")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn overwrite_reruns_and_replaces_the_target() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let task = numbered(&runs);
+    let (flow, _home) = flow("seed");
+    let flow = flow.result_store(store).date(a_friday());
+    let path = data.path().join("Friday/func_task.txt");
+
+    flow.run((), |_| async { task.call(()).await }).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "run 1");
+
+    let again = flow
+        .clone()
+        .overwrite(true)
+        .run((), |_| async { task.call(()).await })
+        .await;
+    assert_eq!(again.task_runs()[0].state, State::Completed);
+    assert_eq!(again.value().map(String::as_str), Some("run 2"));
+    assert_eq!(count(&runs), 2);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "run 2");
+
+    // Without overwrite, the replaced target is what the next run finds.
+    let cached = flow.run((), |_| async { task.call(()).await }).await;
+    assert_eq!(cached.task_runs()[0].state, State::Cached);
+    assert_eq!(cached.value().map(String::as_str), Some("run 2"));
+    assert_eq!(count(&runs), 2);
+}
+
+#[tokio::test]
+async fn refresh_reruns_and_replaces_the_target() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let task = numbered(&runs);
+    let (flow, _home) = flow("seed");
+    let flow = flow.result_store(store).date(a_friday());
+    let path = data.path().join("Friday/func_task.txt");
+
+    flow.run((), |_| async { task.call(()).await }).await;
+    let refreshing = task.clone().refresh(true);
+    let again = flow.run((), |_| async { refreshing.call(()).await }).await;
+    assert_eq!(again.task_runs()[0].state, State::Completed);
+    assert_eq!(count(&runs), 2);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "run 2");
+}
+
+#[tokio::test]
+async fn a_target_written_by_another_tool_counts_as_present() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    std::fs::create_dir_all(data.path().join("Friday")).unwrap();
+    std::fs::write(data.path().join("Friday/func_task.txt"), "made by hand").unwrap();
+    let runs = counter();
+    let task = numbered(&runs);
+    let (flow, _home) = flow("seed");
+    let run = flow
+        .result_store(store)
+        .date(a_friday())
+        .run((), |_| async { task.call(()).await })
+        .await;
+    assert_eq!(run.task_runs()[0].state, State::Cached);
+    assert_eq!(run.value().map(String::as_str), Some("made by hand"));
+    assert_eq!(count(&runs), 0);
+}
+
+#[tokio::test]
+async fn a_target_that_does_not_decode_fails_the_run_naming_the_target() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    std::fs::create_dir_all(data.path().join("totals")).unwrap();
+    std::fs::write(
+        data.path().join("totals/sum.json"),
+        "{\"not\": \"a number\"}",
+    )
+    .unwrap();
+    let runs = counter();
+    let sum = counted("sum", &runs, |(): (), _| Ok(6u64))
+        .target("totals/{task_name}.json")
+        .unwrap();
+    let (flow, _home) = flow("seed");
+    let run = flow
+        .result_store(store)
+        .run((), |_| async { sum.call(()).await })
+        .await;
+
+    assert!(run.state().is_failed());
+    let info = &run.task_runs()[0];
+    assert!(info.state.is_failed(), "{:?}", info.state);
+    assert_eq!(count(&runs), 0, "neither run nor overwritten");
+    let error = run.error().unwrap().to_string();
+    assert!(error.contains("totals/sum.json"), "{error}");
+    assert!(error.contains("u64"), "{error}");
+    let task_error = run
+        .error()
+        .unwrap()
+        .downcast_ref::<TaskError>()
+        .expect("the flow failed with the task's error");
+    assert_eq!(task_error.kind(), TaskErrorKind::Store);
+    assert_eq!(task_error.error_kind(), Some(ErrorKind::Serialization));
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("totals/sum.json")).unwrap(),
+        "{\"not\": \"a number\"}",
+        "the foreign file is left alone"
+    );
+}
+
+#[tokio::test]
+async fn an_input_that_would_escape_the_store_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let store = ResultStore::local(&data).unwrap();
+    let runs = counter();
+    let forecast = counted("forecast", &runs, |city: String, _| {
+        Ok(format!("sunny in {city}"))
+    })
+    .inputs(["city"])
+    .target("weather/{city}.json")
+    .unwrap();
+    let (flow, _home) = flow("seed");
+    let flow = flow.result_store(store);
+
+    let ok = flow
+        .run((), |_| async { forecast.call("oslo".to_string()).await })
+        .await;
+    assert_eq!(ok.state(), &State::Completed);
+    assert!(data.join("weather/oslo.json").is_file());
+
+    let run = flow
+        .run((), |_| async { forecast.call("../x".to_string()).await })
+        .await;
+    assert!(run.state().is_failed());
+    assert_eq!(count(&runs), 1, "the body did not run for '../x'");
+    let error = run
+        .error()
+        .unwrap()
+        .downcast_ref::<TaskError>()
+        .unwrap()
+        .clone();
+    assert_eq!(error.kind(), TaskErrorKind::Template);
+    let text = error.to_string();
+    assert!(text.contains("'{city}' renders '../x'"), "{text}");
+    assert!(text.contains("would leave the store"), "{text}");
+    assert!(!data.join("x.json").exists() && !root.path().join("x.json").exists());
+}
+
+#[test]
+fn an_unknown_template_key_is_an_error_when_the_task_is_defined() {
+    let error = Task::infallible("forecast", |city: String| async move { city })
+        .inputs(["city"])
+        .target("weather/{citty}/{task_name}.json")
+        .unwrap_err();
+    let text = error.to_string();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(text.contains("forecast"), "names the task: {text}");
+    assert!(text.contains("unknown key 'citty'"), "{text}");
+    assert!(text.contains("did you mean 'city'?"), "{text}");
+    assert!(text.contains("available: "), "{text}");
+    for key in [
+        "city",
+        "date",
+        "flow_name",
+        "map_index",
+        "task_name",
+        "today",
+    ] {
+        assert!(text.contains(key), "lists '{key}': {text}");
+    }
+
+    // The same check for checkpoint locations.
+    let error = Task::infallible("forecast", |city: String| async move { city })
+        .inputs(["city"])
+        .location("{flow_nam}/{city}.json")
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("unknown key 'flow_nam'"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn without_declared_inputs_an_unknown_key_fails_the_first_run_before_the_body() {
+    // Input names are only known once a value arrives, so the check waits for the run.
+    let runs = counter();
+    let task = counted("forecast", &runs, |city: String, _| Ok(city))
+        .target("weather/{citty}.json")
+        .expect("undeclared inputs: checked at the first run");
+    let (flow, _home) = flow("seed");
+    let run = flow
+        .result_store(ResultStore::memory())
+        .run((), |_| async { task.call("oslo".into()).await })
+        .await;
+    assert!(run.state().is_failed());
+    assert_eq!(count(&runs), 0);
+    let error = run.error().unwrap().downcast_ref::<TaskError>().unwrap();
+    assert_eq!(error.kind(), TaskErrorKind::Template);
+    let text = error.to_string();
+    assert!(text.contains("unknown key 'citty'"), "{text}");
+    assert!(
+        text.contains("weather/{citty}.json"),
+        "names the target: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_callable_target_is_computed_from_the_context() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let rows = counted("rows", &runs, |n: i64, _| Ok((0..n).collect::<Vec<i64>>()))
+        .inputs(["n"])
+        .target_fn(|ctx| {
+            let size = match ctx.get("n") {
+                Some(cairn::Value::Int(n)) if *n > 100 => "big",
+                _ => "small",
+            };
+            let task = match ctx.get("task_name") {
+                Some(cairn::Value::Str(s)) => s.clone(),
+                _ => "unknown".into(),
+            };
+            format!("{size}/{task}.json")
+        });
+    let (flow, _home) = flow("seed");
+    let flow = flow.result_store(store);
+
+    let first = flow.run((), |_| async { rows.call(3).await }).await;
+    assert_eq!(
+        first.task_runs()[0].location.as_deref(),
+        Some("small/rows.json")
+    );
+    assert!(data.path().join("small/rows.json").is_file());
+    let big = flow.run((), |_| async { rows.call(500).await }).await;
+    assert_eq!(
+        big.task_runs()[0].location.as_deref(),
+        Some("big/rows.json")
+    );
+    let again = flow.run((), |_| async { rows.call(3).await }).await;
+    assert_eq!(again.task_runs()[0].state, State::Cached);
+    assert_eq!(again.value(), Some(&vec![0, 1, 2]));
+    assert_eq!(count(&runs), 2);
+}
+
+// ---------------------------------------------------------------------------------
+// Concurrency, ephemeral runs, flow runs
+
+#[tokio::test]
+async fn tasks_joined_in_a_flow_run_concurrently() {
+    // Each body waits until both have started: a runner that ran them one after the
+    // other would never get past the barrier, and the timeout turns that into a failure.
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let meeting = |name: &str| {
+        let barrier = barrier.clone();
+        Task::infallible(name, move |x: u32| {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                x
+            }
+        })
+        .checkpoint(true)
+    };
+    let left = meeting("left");
+    let right = meeting("right");
+    let (flow, _home) = flow("together");
+    let flow = flow.result_store(ResultStore::memory());
+
+    let run = tokio::time::timeout(
+        Duration::from_secs(20),
+        flow.run((), |_| async {
+            let (a, b) = futures::join!(left.call(1), right.call(2));
+            Ok::<_, TaskError>((a?, b?))
+        }),
+    )
+    .await
+    .expect("the two tasks ran one after the other");
+    assert_eq!(run.value(), Some(&(1, 2)));
+    assert_eq!(run.task_runs().len(), 2);
+
+    // `map` runs its inputs concurrently too.
+    let run = tokio::time::timeout(
+        Duration::from_secs(20),
+        flow.run((), |_| async {
+            let runs = left.map([5, 6]).await;
+            Ok::<_, TaskError>(
+                runs.into_iter()
+                    .map(|r| r.into_result())
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        }),
+    )
+    .await
+    .expect("map ran its inputs one after the other");
+    assert_eq!(run.value(), Some(&vec![5, 6]));
+}
+
+#[tokio::test]
+async fn a_task_called_outside_a_flow_runs_on_its_own() {
+    let runs = counter();
+    let add_one = counted("add_one", &runs, |x: i64, _| Ok(x + 1));
+    assert_eq!(add_one.call(41).await.unwrap(), 42);
+
+    let run = add_one.run(1).await;
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(run.value(), Some(&2));
+    assert!(run.name().starts_with("add_one-"), "{}", run.name());
+    assert_eq!(run.info().map_index, 0);
+    assert_eq!(count(&runs), 2);
+
+    // With a store and a target of its own, the second call finds the target.
+    let store = ResultStore::memory();
+    let targeted = add_one
+        .clone()
+        .inputs(["x"])
+        .result(store.clone())
+        .target("{flow_name}/{task_name}-{x}.json")
+        .unwrap();
+    assert_eq!(targeted.run(9).await.state(), &State::Completed);
+    assert!(store.exists("ephemeral/add_one-9.json").await.unwrap());
+    let again = targeted.run(9).await;
+    assert_eq!((again.state(), again.value()), (&State::Cached, Some(&10)));
+    assert_eq!(count(&runs), 3);
+}
+
+#[tokio::test]
+async fn a_flow_run_has_an_id_a_name_a_state_and_its_task_runs() {
+    let double = Task::infallible("double", |x: u32| async move { x * 2 });
+    let fail = Task::new("fail", |x: u32| async move {
+        Err::<u32, BoxError>(format!("{x} is odd").into())
+    });
+    let (flow, _home) = flow("numbers");
+
+    let run = flow
+        .run(vec![1u32, 2, 3], |xs| async {
+            let doubled = double.map(xs).await;
+            let total: u32 = doubled.iter().filter_map(|r| r.value()).sum();
+            let last = double.call(total).await?;
+            Ok::<_, TaskError>(last)
+        })
+        .await;
+
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(run.value(), Some(&24));
+    assert_eq!(run.flow_name(), "numbers");
+    assert_eq!(run.id().len(), 36, "a UUID: {}", run.id());
+    let words: Vec<&str> = run.name().split('-').collect();
+    assert_eq!(words.len(), 2, "{}", run.name());
+    assert!(
+        words
+            .iter()
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase())),
+        "{}",
+        run.name()
+    );
+    assert_eq!(run.task_runs().len(), 4);
+    assert!(run.task_runs().iter().all(|r| r.state == State::Completed));
+    let mut indices: Vec<u64> = run.runs_of("double").map(|r| r.map_index).collect();
+    indices.sort();
+    assert_eq!(indices, [0, 1, 2, 3], "map indices, then the next call's");
+    let ids: std::collections::BTreeSet<&str> =
+        run.task_runs().iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "each task run has an id of its own");
+
+    // `map` returns the runs in input order, with their indices.
+    let mapped = flow
+        .run((), |_| async {
+            Ok::<_, TaskError>(double.map([10, 20, 30]).await)
+        })
+        .await;
+    let mapped = mapped.value().unwrap();
+    let seen: Vec<(u64, u32)> = mapped
+        .iter()
+        .map(|r| (r.info().map_index, *r.value().unwrap()))
+        .collect();
+    assert_eq!(seen, [(0, 20), (1, 40), (2, 60)]);
+
+    // A failing body fails the flow run; every task run is listed with its state.
+    let failed = flow
+        .run((), |_| async {
+            double.call(1).await?;
+            fail.call(3).await
+        })
+        .await;
+    assert!(failed.state().is_failed(), "{:?}", failed.state());
+    let State::Failed { message } = failed.state() else {
+        unreachable!()
+    };
+    assert!(message.contains("3 is odd"), "{message}");
+    assert!(failed.error().unwrap().to_string().contains("3 is odd"));
+    let states: Vec<(&str, bool)> = failed
+        .task_runs()
+        .iter()
+        .map(|r| (r.task.as_str(), r.state.is_failed()))
+        .collect();
+    assert_eq!(states, [("double", false), ("fail", true)]);
+    assert_ne!(failed.id(), run.id());
+    assert!(failed.into_result().is_err());
+}
+
+// ---------------------------------------------------------------------------------
+// What is persisted for resuming
+
+#[tokio::test]
+async fn a_failed_run_leaves_its_inputs_and_state_when_checkpointing() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let upload = counted("upload", &runs, |(city, days): (String, u32), n| {
+        Err::<u32, BoxError>(format!("upload {n} of {city}/{days} rejected").into())
+    })
+    .inputs(["city", "days"])
+    .retries(1);
+    let (flow, _home) = flow("resumable");
+    let run = flow
+        .result_store(store.clone())
+        .checkpointing(true)
+        .run((), |_| async { upload.call(("oslo".to_string(), 3)).await })
+        .await;
+    assert!(run.state().is_failed());
+
+    let location = format!("runs/v1/resumable/{}/upload/0.inputs", run.id());
+    let record = store
+        .read_record::<serde_json::Value>(&location)
+        .await
+        .unwrap();
+    let json = record.value;
+    assert_eq!(json["inputs"], serde_json::json!(["oslo", 3]), "{json}");
+    assert_eq!(json["task"], "upload", "{json}");
+    assert_eq!(
+        json["task_run_id"],
+        run.task_runs()[0].id.as_str(),
+        "{json}"
+    );
+    assert_eq!(json["attempts"], 2, "{json}");
+    let state = json["state"].as_str().unwrap();
+    assert!(state.starts_with("Failed("), "{json}");
+    assert!(state.contains("upload 2 of oslo/3 rejected"), "{json}");
+    // No checkpoint of an output that does not exist.
+    let checkpoint = format!("runs/v1/resumable/{}/upload/0", run.id());
+    assert!(!store.exists(&checkpoint).await.unwrap());
+}
+
+#[tokio::test]
+async fn with_checkpointing_the_flow_run_leaves_a_summary() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let fetch = Task::infallible("fetch", |(): ()| async { vec![1u32, 2, 3] });
+    let total = Task::infallible(
+        "total",
+        |xs: Vec<u32>| async move { xs.iter().sum::<u32>() },
+    );
+    let (flow, _home) = flow("summarised");
+    let run = flow
+        .result_store(store.clone())
+        .checkpointing(true)
+        .run((), |_| async {
+            let xs = fetch.call(()).await?;
+            total.call(xs).await
+        })
+        .await;
+    assert_eq!(run.value(), Some(&6));
+
+    let location = format!("runs/v1/summarised/{}/flow.json", run.id());
+    let summary: serde_json::Value = store.read(&location).await.unwrap();
+    assert_eq!(summary["flow_name"], "summarised", "{summary}");
+    assert_eq!(summary["flow_run_id"], run.id(), "{summary}");
+    assert_eq!(summary["flow_run_name"], run.name(), "{summary}");
+    assert_eq!(summary["state"], "Completed()", "{summary}");
+    let listed = summary["task_runs"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{summary}");
+    for (entry, info) in listed.iter().zip(run.task_runs()) {
+        assert_eq!(entry["name"], info.name.as_str(), "{summary}");
+        assert_eq!(entry["task"], info.task.as_str(), "{summary}");
+        assert_eq!(entry["state"], "Completed()", "{summary}");
+        let checkpoint = format!("runs/v1/summarised/{}/{}/0", run.id(), info.task);
+        assert_eq!(entry["location"], checkpoint.as_str(), "{summary}");
+        assert!(store.exists(&checkpoint).await.unwrap());
+    }
+
+    // Without checkpointing, no summary.
+    let (quiet, _home) = self::flow("summarised");
+    let run = quiet
+        .result_store(store.clone())
+        .run((), |_| async { fetch.call(()).await })
+        .await;
+    let location = format!("runs/v1/summarised/{}/flow.json", run.id());
+    assert!(!store.exists(&location).await.unwrap());
+}
