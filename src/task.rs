@@ -438,10 +438,11 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// Flyte: the cache version (same as `cache_policy(SIGNATURE + INPUTS +
     /// Version(version))` when no policy is set; otherwise added to it).
     pub fn version(self, version: impl Into<String>) -> Self {
-        let version = CachePolicy::version(version);
         let policy = match &self.def.cache_policy {
-            Some(p) => p.clone() + version,
-            None => Cache::new().policy() + version,
+            Some(p) => p.clone() + CachePolicy::version(version),
+            // An explicit version stands in for the task's source (Flyte): refining
+            // the code keeps the cache until the version is bumped.
+            None => Cache::new().version(version).policy(),
         };
         self.cache_policy(policy)
     }
@@ -640,7 +641,10 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// A new random id (a UUID v4).
+/// A new random id (a UUID v4), from the thread-local generator rather than a system
+/// call per id.
 pub(crate) fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
+        .into_uuid()
+        .to_string()
 }
