@@ -349,7 +349,7 @@ impl<V: InputVisitor> ser::Serializer for &mut Splitter<'_, V> {
 mod tests {
     use super::*;
 
-    #[derive(Serialize)]
+    #[derive(serde::Serialize)]
     struct Params {
         city: String,
         days: u32,
