@@ -2121,6 +2121,26 @@ impl<T: Serialize> Serialize for Hashed<T> {
     }
 }
 
+/// Read back (from a target, checkpoint or cache record), a `Hashed<T>` is the value
+/// with its canonical digest, as [`Hashed::by_value`] gives: the digest itself is not
+/// stored, so that the stored bytes are exactly `T`'s. A task output declared with
+/// `by_value` therefore keys downstream tasks the same whether it was computed or
+/// read from a cache; a digest from another method is recomputed canonically.
+///
+/// ```
+/// use cairn::hashing::Hashed;
+/// let rows = Hashed::by_value(vec![1u32, 2, 3])?;
+/// let back: Hashed<Vec<u32>> = serde_json::from_str(&serde_json::to_string(&rows).unwrap()).unwrap();
+/// assert_eq!(back, rows);
+/// # Ok::<(), cairn::hashing::HashError>(())
+/// ```
+impl<'de, T: Serialize + serde::Deserialize<'de>> serde::Deserialize<'de> for Hashed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = T::deserialize(deserializer)?;
+        Hashed::by_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A file input, keyed by its content rather than its path (see [`hash_file`]).
 ///
 /// Moving or renaming the file keeps the key; changing a byte of it changes the key.
