@@ -4,9 +4,10 @@
 //! Bodies count their executions with an `AtomicUsize`; nothing here sleeps or measures
 //! wall-clock time (the retry delay is checked on tokio's paused, virtual clock).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cairn::{
@@ -62,19 +63,22 @@ fn a_friday() -> DateTime<Utc> {
         .and_utc()
 }
 
-/// A log writer that keeps what `tracing-subscriber`'s fmt layer writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
+thread_local! {
+    /// The log lines of the `with_log` call running on this thread, if any.
+    static THREAD_LOG: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
-impl std::io::Write for Captured {
+/// A log writer that appends to the calling thread's `THREAD_LOG`, so that tests
+/// running in parallel each see only their own lines.
+struct ThreadLog;
+
+impl std::io::Write for ThreadLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        THREAD_LOG.with(|log| {
+            if let Some(log) = log.borrow_mut().as_mut() {
+                log.extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -82,30 +86,51 @@ impl std::io::Write for Captured {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadLog {
+    type Writer = ThreadLog;
+    fn make_writer(&'a self) -> ThreadLog {
+        ThreadLog
     }
 }
 
 /// Runs `future` on a current-thread runtime with a subscriber that captures the
 /// formatted log lines, and returns its output and the log.
+///
+/// `tracing` caches each call site's interest, computed from the subscribers registered
+/// at that moment — and when only one is registered, from the *calling thread's*
+/// default, so a call site first hit by a parallel test (whose default is no
+/// subscriber) would stay silent here. Two subscribers that live as long as the
+/// process (the capturing one and one that wants nothing) make every call site ask
+/// each event's own thread, and rebuilding the cache repairs call sites first hit
+/// before they existed.
 fn with_log<T>(future: impl Future<Output = T>) -> (T, String) {
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(log.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
+    static DISPATCH: OnceLock<(tracing::Dispatch, tracing::Dispatch)> = OnceLock::new();
+    let (capture, _other) = DISPATCH.get_or_init(|| {
+        let capture = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(ThreadLog)
+                .with_ansi(false)
+                .without_time()
+                .with_target(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .finish(),
+        );
+        let other = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        (capture, other)
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let out = tracing::subscriber::with_default(subscriber, || runtime.block_on(future));
-    (out, log.text())
+    THREAD_LOG.with(|log| *log.borrow_mut() = Some(Vec::new()));
+    let out = tracing::dispatcher::with_default(capture, || {
+        tracing::callsite::rebuild_interest_cache();
+        runtime.block_on(future)
+    });
+    let log = THREAD_LOG
+        .with(|log| log.borrow_mut().take())
+        .unwrap_or_default();
+    (out, String::from_utf8(log).unwrap())
 }
 
 // ---------------------------------------------------------------------------------
