@@ -1,19 +1,28 @@
 //! A Make-style pipeline on the local disk: fetch → clean → aggregate → report.
 //!
-//! Every step has a templated target under the data directory. A step whose target
-//! exists is skipped and its output read back from the target; otherwise it runs and
-//! publishes its target atomically. Run it twice: the first run does all the work, the
-//! second finds every target and does none.
+//! Each step is a cairn [`Task`] with a templated target under the data directory,
+//! run inside one [`Flow`]. A step whose target exists is `Cached`: its output is read
+//! back from the target and its body does not run. Otherwise it runs and publishes its
+//! target atomically, so a killed run never leaves a partial file that a later run
+//! would take for done. Run it twice: the first run does all the work (every task
+//! `Completed`), the second finds every target and does none (every task `Cached`).
 //!
 //! ```text
-//! cargo run --example pipeline                 # data in ./data
+//! cargo run --example pipeline                 # data in ./target/cairn-pipeline
 //! cargo run --example pipeline -- /tmp/cairn   # data elsewhere
 //! ```
+//!
+//! The targets are ordinary files: `weather/<date>/raw/fetch.json`,
+//! `weather/<date>/clean/clean.msgpack`, `weather/<date>/aggregate.json` and
+//! `weather/<date>/report.csv`. Delete one and the next run redoes that step only.
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use cairn::{Context, ResultStore, Template};
+use cairn::{Flow, ResultStore, Task, TaskError};
 use serde::{Deserialize, Serialize};
 
 /// One raw weather reading, as a sensor reports it.
@@ -34,49 +43,7 @@ struct Summary {
     mean: f64,
 }
 
-/// A step of the pipeline: its name, its target template and how often its body ran.
-struct Step {
-    name: &'static str,
-    target: Template,
-}
-
-impl Step {
-    fn new(name: &'static str, target: &str) -> Self {
-        Step {
-            name,
-            target: Template::parse(target).expect("a valid target template"),
-        }
-    }
-
-    /// Returns the step's output: read from its target when the target exists,
-    /// otherwise computed by `body` and published at the target.
-    async fn run<T, F>(&self, store: &ResultStore, ctx: &Context, body: F) -> cairn::Result<T>
-    where
-        T: Serialize + serde::de::DeserializeOwned + 'static,
-        F: FnOnce() -> T,
-    {
-        let ctx = ctx.clone().with("task_name", self.name);
-        let target = self.target.render(&ctx)?;
-        if store.exists(&target).await? {
-            println!(
-                "  {:<10} Cached     {target} exists, body skipped",
-                self.name
-            );
-            return store.read(&target).await;
-        }
-        let t = Instant::now();
-        let value = body();
-        store.write_at(&target, &value).await?;
-        println!(
-            "  {:<10} Completed  {target} written ({:.1} ms)",
-            self.name,
-            t.elapsed().as_secs_f64() * 1e3
-        );
-        Ok(value)
-    }
-}
-
-fn fetch(stations: &[&str]) -> Vec<Reading> {
+fn fetch(stations: &[String]) -> Vec<Reading> {
     // A deterministic stand-in for a download: 24 hourly readings per station, with
     // the odd sensor dropout and glitch a real feed has.
     let mut out = Vec::new();
@@ -137,37 +104,152 @@ fn report(date: &str, summaries: &[Summary]) -> String {
     out
 }
 
-#[tokio::main]
-async fn main() -> cairn::Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "data".into());
+/// The flow's parameters.
+#[derive(Debug, Clone, Serialize)]
+struct Params {
+    stations: Vec<String>,
+    day: String,
+}
+
+/// The four steps, each a task with a target; `bodies` counts the bodies that ran.
+struct Pipeline {
+    fetch: Task<Vec<String>, Vec<Reading>>,
+    clean: Task<Vec<Reading>, Vec<Reading>>,
+    aggregate: Task<Vec<Reading>, Vec<Summary>>,
+    report: Task<(String, Vec<Summary>), String>,
+    bodies: Arc<AtomicUsize>,
+}
+
+impl Pipeline {
+    fn new(store: &ResultStore) -> cairn::Result<Self> {
+        let bodies = Arc::new(AtomicUsize::new(0));
+        let counted = |bodies: &Arc<AtomicUsize>| {
+            let bodies = bodies.clone();
+            move || {
+                bodies.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let ran = counted(&bodies);
+        let fetch = Task::infallible("fetch", move |stations: Vec<String>| {
+            ran();
+            async move { fetch(&stations) }
+        })
+        .inputs(["stations"])
+        .result(store.clone())
+        .target("{flow_name}/{today}/raw/{task_name}.json")?;
+        let ran = counted(&bodies);
+        let clean = Task::infallible("clean", move |raw: Vec<Reading>| {
+            ran();
+            async move { clean(&raw) }
+        })
+        .inputs(["raw"])
+        .result(store.clone())
+        .target("{flow_name}/{today}/clean/{task_name}.msgpack")?;
+        let ran = counted(&bodies);
+        let aggregate = Task::infallible("aggregate", move |clean: Vec<Reading>| {
+            ran();
+            async move { aggregate(&clean) }
+        })
+        .inputs(["clean"])
+        .result(store.clone())
+        .target("{flow_name}/{today}/{task_name}.json")?;
+        let ran = counted(&bodies);
+        let report = Task::infallible("report", move |(day, summaries): (String, Vec<Summary>)| {
+            ran();
+            async move { report(&day, &summaries) }
+        })
+        .inputs(["day", "summaries"])
+        .result(store.clone())
+        .target("{flow_name}/{today}/{task_name}.csv")?;
+        Ok(Pipeline {
+            fetch,
+            clean,
+            aggregate,
+            report,
+            bodies,
+        })
+    }
+
+    /// The flow's body: each step's output is the next one's input.
+    async fn run(&self, params: Params) -> Result<String, TaskError> {
+        let raw = self.fetch.call(params.stations).await?;
+        let cleaned = self.clean.call(raw).await?;
+        let summaries = self.aggregate.call(cleaned).await?;
+        self.report.call((params.day, summaries)).await
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // Shows the runner's log lines: `Task run 'fetch-1a2' - Finished in state Completed()`.
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/cairn-pipeline".into());
     let store = ResultStore::local(&dir)?;
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let ctx = Context::new()
-        .with("flow_name", "weather")
-        .with("today", today.as_str());
+    let pipeline = Pipeline::new(&store)?;
 
-    println!("flow 'weather' on {} ({today})", store.backend().describe());
-    let started = Instant::now();
-
-    let stations = ["oslo", "lyon", "porto"];
-    let fetch_step = Step::new("fetch", "{flow_name}/{today}/raw/{task_name}.json");
-    let clean_step = Step::new("clean", "{flow_name}/{today}/clean/{task_name}.msgpack");
-    let agg_step = Step::new("aggregate", "{flow_name}/{today}/{task_name}.json");
-    let report_step = Step::new("report", "{flow_name}/{today}/{task_name}.csv");
-
-    let raw: Vec<Reading> = fetch_step.run(&store, &ctx, || fetch(&stations)).await?;
-    let cleaned: Vec<Reading> = clean_step.run(&store, &ctx, || clean(&raw)).await?;
-    let summaries: Vec<Summary> = agg_step.run(&store, &ctx, || aggregate(&cleaned)).await?;
-    let text: String = report_step
-        .run(&store, &ctx, || report(&today, &summaries))
-        .await?;
+    // The run's date picks the targets (`{today}`), so a new day means new work.
+    let now = chrono::Utc::now();
+    let params = Params {
+        stations: ["oslo", "lyon", "porto"].map(String::from).to_vec(),
+        day: now.format("%Y-%m-%d").to_string(),
+    };
+    let flow = Flow::new("weather").result_store(store.clone()).date(now);
 
     println!(
-        "flow 'weather' finished in {:.1} ms: {} raw readings, {} clean\n",
-        started.elapsed().as_secs_f64() * 1e3,
-        raw.len(),
-        cleaned.len()
+        "flow 'weather' on {} ({})",
+        store.backend().describe(),
+        params.day
     );
+    let started = Instant::now();
+    let run = flow.run(params, |p| pipeline.run(p)).await;
+    let elapsed = started.elapsed();
+
+    println!(
+        "\nflow run '{}' finished in state {} in {:.1} ms",
+        run.name(),
+        run.state(),
+        elapsed.as_secs_f64() * 1e3
+    );
+    for task_run in run.task_runs() {
+        println!(
+            "  {:<14} {:<24} {}",
+            task_run.name,
+            task_run.state.to_string(),
+            task_run.location.as_deref().unwrap_or("-")
+        );
+    }
+    let bodies = pipeline.bodies.load(Ordering::SeqCst);
+    let cached = run
+        .task_runs()
+        .iter()
+        .filter(|r| r.state.is_cached())
+        .count();
+    println!(
+        "{bodies} task bodies ran, {cached} of {} tasks were cached{}",
+        run.task_runs().len(),
+        if cached == run.task_runs().len() {
+            ""
+        } else {
+            "; run it again and every task is Cached"
+        }
+    );
+    let text = run.into_result().map_err(|e| e.to_string())?;
+    println!();
     print!("{text}");
     Ok(())
 }
