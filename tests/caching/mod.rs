@@ -126,7 +126,11 @@ impl Logs {
             .with_writer(logs.clone())
             .with_max_level(tracing::Level::DEBUG)
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A call site first hit on another test's thread while this was the only
+        // subscriber registered would have cached that thread's (empty) interest.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
     }
 
     /// The lines so far, emptying the buffer.
