@@ -1065,11 +1065,9 @@ async fn tasks_joined_in_a_flow_run_concurrently() {
         Duration::from_secs(20),
         flow.run((), |_| async {
             let runs = left.map([5, 6]).await;
-            Ok::<_, TaskError>(
-                runs.into_iter()
-                    .map(|r| r.into_result())
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
+            runs.into_iter()
+                .map(|r| r.into_result())
+                .collect::<Result<Vec<_>, TaskError>>()
         }),
     )
     .await
