@@ -28,12 +28,9 @@ mod object_store_adapter {
 
 /// Two separate memory stores are two caches: a hit the memory tier saw in one is not
 /// served for the other, whose store holds no record.
-///
-/// Ignored: the memory tier qualifies its keys by `Backend::describe()`, which is
-/// `memory://` for every `MemoryBackend`, so a second `ResultStore::memory()` is
-/// served the first one's hits (and never gets a record of its own).
+/// (The memory tier qualifies keys by the store's URL; each memory store has its own,
+/// `memory://<n>`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runner bug: every MemoryBackend describes itself as memory://, so the memory tier mixes memory stores"]
 async fn separate_memory_stores_do_not_share_the_memory_tier() {
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -29,11 +29,26 @@ use super::{
 /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryBackend {
     objects: Arc<RwLock<BTreeMap<Key, Entry>>>,
     // Store-wide, so a deleted and recreated key never reuses an old version.
     last_version: Arc<AtomicU64>,
+    // Tells this store from other memory stores of the process (`memory://<id>`);
+    // clones share it.
+    url: Arc<str>,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        MemoryBackend {
+            objects: Arc::default(),
+            last_version: Arc::default(),
+            url: Arc::from(format!("memory://{id}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -56,17 +71,15 @@ impl Entry {
     }
 }
 
-const URL: &str = "memory://";
-
 impl MemoryBackend {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn not_found(key: &Key) -> Error {
+    fn not_found(&self, key: &Key) -> Error {
         Error::NotFound {
-            backend: URL.into(),
+            backend: self.url.to_string(),
             key: key.to_string(),
         }
     }
@@ -83,9 +96,9 @@ impl MemoryBackend {
         range: Option<GetRange>,
     ) -> Result<(ObjectMeta, std::ops::Range<u64>, Bytes)> {
         let objects = self.read();
-        let entry = objects.get(key).ok_or_else(|| Self::not_found(key))?;
+        let entry = objects.get(key).ok_or_else(|| self.not_found(key))?;
         let meta = entry.meta(key);
-        let range = resolve_range(range.as_ref(), meta.size, URL, key.as_str())?;
+        let range = resolve_range(range.as_ref(), meta.size, &self.url, key.as_str())?;
         let data = entry.data.slice(range.start as usize..range.end as usize);
         Ok((meta, range, data))
     }
@@ -94,7 +107,7 @@ impl MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     fn describe(&self) -> String {
-        URL.into()
+        self.url.to_string()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -105,7 +118,7 @@ impl Backend for MemoryBackend {
         self.read()
             .get(key)
             .map(|e| e.meta(key))
-            .ok_or_else(|| Self::not_found(key))
+            .ok_or_else(|| self.not_found(key))
     }
 
     async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
@@ -134,7 +147,7 @@ impl Backend for MemoryBackend {
         match (&opts.mode, previous) {
             (PutMode::Create, Some(_)) => {
                 return Err(Error::AlreadyExists {
-                    backend: URL.into(),
+                    backend: self.url.to_string(),
                     key: key.to_string(),
                 })
             }
@@ -142,7 +155,7 @@ impl Backend for MemoryBackend {
                 if current.map(|e| e.version.to_string()).as_deref() != Some(v.as_str()) =>
             {
                 return Err(Error::PreconditionFailed {
-                    backend: URL.into(),
+                    backend: self.url.to_string(),
                     key: key.to_string(),
                     expected: v.clone(),
                 })
