@@ -266,7 +266,13 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
         loop {
             self.info.attempts = attempt;
             match (self.def.body)(self.input.clone()).await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if attempt > 1 && self.checkpointing() {
+                        // The run no longer needs resuming.
+                        self.forget_inputs().await;
+                    }
+                    return Ok(value);
+                }
                 Err(e) if attempt <= self.def.retries => {
                     attempt += 1;
                     self.enter(State::Retrying { attempt });
@@ -351,6 +357,20 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
         if let Err(e) = result {
             tracing::warn!(
                 "Task run '{}' - could not persist its inputs: {e}",
+                self.info.name
+            );
+        }
+    }
+
+    async fn forget_inputs(&self) {
+        let location = format!("{}.inputs", self.run_prefix());
+        let result = match self.store().await {
+            Ok(store) => store.delete(&location).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(
+                "Task run '{}' - could not remove its persisted inputs: {e}",
                 self.info.name
             );
         }

@@ -465,10 +465,12 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
 
     /// Runs the task once per input, concurrently, and returns the runs in input order.
     pub async fn map(&self, inputs: impl IntoIterator<Item = I>) -> Vec<TaskRun<O>> {
-        let scope = RunScope::current();
+        // Outside a flow, the runs of one map share one ephemeral flow run, so their
+        // map indices count up.
+        let scope = RunScope::current().unwrap_or_else(|| Arc::new(RunScope::ephemeral(&new_id())));
         let runs = inputs
             .into_iter()
-            .map(|input| crate::run::execute(&self.def, input, scope.clone(), None));
+            .map(|input| crate::run::execute(&self.def, input, Some(scope.clone()), None));
         futures::future::join_all(runs).await
     }
 }

@@ -1222,6 +1222,50 @@ async fn a_failed_run_leaves_its_inputs_and_state_when_checkpointing() {
 }
 
 #[tokio::test]
+async fn a_run_that_succeeds_on_a_retry_leaves_no_inputs_to_resume() {
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let flaky = counted("flaky", &runs, |x: u32, n| {
+        if n < 2 {
+            Err::<u32, BoxError>("not yet".into())
+        } else {
+            Ok(x)
+        }
+    })
+    .retries(2);
+    let (flow, _home) = flow("resumable");
+    let run = flow
+        .result_store(store.clone())
+        .checkpointing(true)
+        .run((), |_| async { flaky.call(7).await })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(run.task_runs()[0].attempts, 2);
+    let inputs = format!("runs/v1/resumable/{}/flaky/0.inputs", run.id());
+    assert!(
+        !store.exists(&inputs).await.unwrap(),
+        "a completed run still offers itself for resuming"
+    );
+    let checkpoint = format!("runs/v1/resumable/{}/flaky/0", run.id());
+    assert_eq!(
+        store.read_record::<u32>(&checkpoint).await.unwrap().value,
+        7
+    );
+}
+
+#[tokio::test]
+async fn a_map_outside_a_flow_numbers_its_runs() {
+    let runs = counter();
+    let square = counted("square", &runs, |x: u64, _| Ok(x * x));
+    let results = square.map([1, 2, 3]).await;
+    let indices: Vec<u64> = results.iter().map(|r| r.info().map_index).collect();
+    assert_eq!(indices, [0, 1, 2]);
+    let values: Vec<u64> = results.iter().map(|r| *r.value().unwrap()).collect();
+    assert_eq!(values, [1, 4, 9]);
+}
+
+#[tokio::test]
 async fn with_checkpointing_the_flow_run_leaves_a_summary() {
     let data = tempfile::tempdir().unwrap();
     let store = ResultStore::local(data.path()).unwrap();
