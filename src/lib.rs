@@ -7,6 +7,14 @@
 //!
 //! This crate is organised in layers, each calling only the ones below it:
 //!
+//! - [`Task`], [`Flow`], [`State`]: the runner. A task is an async function with a
+//!   name and options (result store, checkpoint, target, serializer, retries, cache
+//!   policy); calling it inside a flow makes it part of the flow run. One task run
+//!   checks its target, then its cache, runs the body (with retries), and publishes
+//!   its target, checkpoint and cache record.
+//! - [`cache`]: cache policies ([`cache::INPUTS`], [`cache::TASK_SOURCE`],
+//!   [`cache::DEFAULT`], ...), Prefect 1's validators, Flyte's [`cache::Cache`], and
+//!   the process-wide [`cache::MemoryTier`].
 //! - [`ResultStore`]: typed values in a store, as plain **targets** other tools can
 //!   read, or as self-describing **records** whose length and BLAKE3 digest are
 //!   checked on every read ([`record`]).
@@ -40,6 +48,72 @@
 //! assert_eq!(record.value, 42);
 //! # Ok::<(), cairn::Error>(()) }).unwrap();
 //! ```
+//!
+//! ## Tasks, two ways
+//!
+//! With the attribute, calling the function runs it as a task — inside a flow as part
+//! of the flow run, outside one as a run of its own. The macro records the input
+//! names and types, the output type and a digest of the body (for
+//! [`cache::TASK_SOURCE`]), and checks template keys at compile time:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use cairn::{cache::INPUTS, Flow, State, TaskError};
+//!
+//! #[cairn::task(cache_policy = INPUTS)]
+//! async fn add_one(x: i64) -> i64 {
+//!     x + 1
+//! }
+//!
+//! let run = Flow::new("my-flow")
+//!     .run((), |_| async {
+//!         let a = add_one(1).await?; // Completed
+//!         let b = add_one(1).await?; // Cached: the body does not run
+//!         let c = add_one(2).await?; // Completed
+//!         Ok::<_, TaskError>((a, b, c))
+//!     })
+//!     .await;
+//! assert_eq!(run.value(), Some(&(2, 2, 3)));
+//! let states: Vec<_> = run.task_runs().iter().map(|r| r.state.to_string()).collect();
+//! assert_eq!(states, ["Completed()", "Cached(type=COMPLETED)", "Completed()"]);
+//! assert_eq!(add_one_task().signature_info().unwrap().inputs, [("x".to_string(), "i64".to_string())]);
+//! # });
+//! ```
+//!
+//! With the builder, the same task is a value:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use cairn::{ResultStore, State, Task};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let report = Task::new("report", |day: String| async move {
+//!         Ok::<_, std::io::Error>(format!("sales for {day}\n"))
+//!     })
+//!     .inputs(["day"])
+//!     .result(ResultStore::local(dir.path())?)
+//!     .target("{day}/{task_name}.txt")?   // checked now: `day` is an input
+//!     .retries(2)
+//!     .retry_delay(Duration::from_millis(100));
+//!
+//! assert_eq!(report.run("monday".into()).await.state(), &State::Completed);
+//! assert_eq!(std::fs::read_to_string(dir.path().join("monday/report.txt")).unwrap(), "sales for monday\n");
+//! assert_eq!(report.run("monday".into()).await.state(), &State::Cached);
+//! assert!(Task::new("bad", |_: ()| async { Ok::<u8, std::io::Error>(1) })
+//!     .target("{dat:%A}.txt")
+//!     .is_err()); // an unknown key, named with the available ones
+//! # Ok::<(), cairn::Error>(()) }).unwrap();
+//! ```
+//!
+//! ## Checkpointing
+//!
+//! Nothing is persisted unless asked. A task checkpoints when the most specific of
+//! these says so: the task's `checkpoint`, its flow's `checkpointing`,
+//! `CAIRN__FLOWS__CHECKPOINTING`, `[flows] checkpointing` in `$CAIRN_HOME/config.toml`
+//! (see [`Settings`]). Checkpoints go to `runs/v1/{flow_name}/{flow_run_id}/{task_name}/{map_index}`
+//! as verified records, or to the task's `location` template as plain bytes. A target
+//! is always published: it is where the task's output lives.
 #![warn(missing_docs)]
 
 extern crate self as cairn;

@@ -297,8 +297,10 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         let template = Template::parse(source).map_err(|e| Error::Config {
             message: format!("task '{}': {what} {source:?}: {e}", d.name),
         })?;
-        // Without declared inputs, input keys are only known at the first run.
-        if !d.input_names.is_empty() {
+        // Without declared inputs, input keys are only known at the first run (unless
+        // the task takes no input at all).
+        let no_input = std::any::TypeId::of::<I>() == std::any::TypeId::of::<()>();
+        if !d.input_names.is_empty() || no_input {
             template
                 .check_keys(Self::known_keys(d))
                 .map_err(|e| Error::Config {
