@@ -1,0 +1,1217 @@
+//! Latency of cairn's cache, measured call by call: hits and misses on the memory
+//! tier, the local disk and S3 (LocalStack), hit latency as the store grows, a whole
+//! flow of cached calls, and the cost of hashing a large input into a cache key.
+//!
+//! ```text
+//! cargo bench --bench caching                  # memory and local disk; S3 is skipped
+//! ./localstack/bench caching                   # starts LocalStack, adds S3 (--all-features)
+//! CAIRN_BENCH_BIG=0 cargo bench --bench caching   # hashes 256 MiB instead of 1 GiB
+//! ```
+//!
+//! Other knobs: `CAIRN_BENCH_CALLS` (timed calls per fast row, default 20000),
+//! `CAIRN_BENCH_SECTIONS` (a comma list of `latency,steps,scaling,flow,hashing`),
+//! `CAIRN_BENCH_REPS` (repetitions of the flow and hashing figures, default 11 and 5),
+//! `CAIRN_BENCH_DIR` (where the local stores go, default the system temp dir).
+//!
+//! `CAIRN_BENCH_PROFILE=memory-hit|local-hit|flow-memory|flow-local` runs only that
+//! case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds, for `perf record`.
+//!
+//! Every call is timed on its own with `Instant`; the figures are the median and the
+//! 95th percentile (p99 and mean alongside). This is a report, not a test: a missed
+//! aim is printed, never a panic.
+
+// With the s3 feature, a task call's future holds the S3 client's setup (a store may be
+// opened from a URL on first use), and this file nests it a few levels deeper.
+#![recursion_limit = "256"]
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn::backend::{Backend, BackendExt, Key, LocalBackend};
+use cairn::cache::{MemoryTier, INPUTS};
+use cairn::hashing::{hash_value, KeyHasher};
+use cairn::{Flow, ResultStore, Task, TaskError};
+use futures::StreamExt;
+
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+
+// Reference figures measured by others on this machine kind (not measured here).
+const PEER_JOBLIB_HIT_US: f64 = 80.0;
+const PEER_JOBLIB_MISS_US: f64 = 175.0;
+const PEER_FLYTEKIT_HIT_US: f64 = 500.0;
+const PEER_PREFECT_HIT_US: f64 = 3000.0;
+const PEER_PREFECT_FLOW_1000_MS: f64 = 4200.0;
+
+// The aims.
+const AIM_LOCAL_HIT_US: f64 = 10.0;
+const AIM_MEMORY_HIT_US: f64 = 1.0;
+const AIM_FLOW_1000_MS: f64 = 20.0;
+const AIM_FLAT_RATIO: f64 = 1.25;
+const AIM_HASH_RATIO: f64 = 0.80;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Config {
+    /// Timed calls per fast row (memory tier, local hits, memory misses).
+    calls: usize,
+    /// Untimed calls before each hit row.
+    warmup: usize,
+    /// Timed calls of a local miss with fsync (each one syncs the disk).
+    fsync_calls: usize,
+    /// Timed calls per S3 row.
+    s3_calls: usize,
+    /// Repetitions of the 1,000-call flow.
+    flow_reps: usize,
+    /// Repetitions of each hashing figure.
+    hash_reps: usize,
+    /// The size of the large input.
+    big: usize,
+    dir: PathBuf,
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let calls = env_usize("CAIRN_BENCH_CALLS", 20_000).max(100);
+    let config = Config {
+        calls,
+        warmup: (calls / 10).max(100),
+        fsync_calls: (calls / 10).max(100),
+        s3_calls: (calls / 10).max(100),
+        flow_reps: env_usize("CAIRN_BENCH_REPS", 11).max(1),
+        hash_reps: env_usize("CAIRN_BENCH_REPS", 5).max(1),
+        big: if std::env::var("CAIRN_BENCH_BIG").is_ok_and(|v| v == "0") {
+            256 * MIB
+        } else {
+            GIB
+        },
+        dir: std::env::var_os("CAIRN_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir),
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("cairn-caching-bench-")
+        .tempdir_in(&config.dir)
+        .expect("a scratch directory for the benchmark");
+
+    if let Ok(case) = std::env::var("CAIRN_BENCH_PROFILE") {
+        let secs = env_usize("CAIRN_BENCH_PROFILE_SECS", 10) as u64;
+        rt.block_on(profile(&case, Duration::from_secs(secs), scratch.path()));
+        return;
+    }
+
+    println!("cairn caching benchmark");
+    println!(
+        "load at start: {}  ({} cores)",
+        loadavg(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "local stores under {}; every call timed alone (Instant), after warm-up",
+        scratch.path().display()
+    );
+    println!();
+
+    let sections = std::env::var("CAIRN_BENCH_SECTIONS")
+        .unwrap_or_else(|_| "latency,steps,scaling,flow,hashing".into());
+    let on = |name: &str| sections.split(',').any(|s| s.trim() == name);
+    let mut report = Report::default();
+    rt.block_on(async {
+        if on("latency") {
+            latency(&config, scratch.path(), &mut report).await;
+        }
+        if on("steps") {
+            steps(&config, scratch.path(), &report).await;
+        }
+        if on("scaling") {
+            scaling(&config, scratch.path(), &mut report).await;
+        }
+        if on("flow") {
+            flows(&config, scratch.path(), &mut report).await;
+        }
+    });
+    if on("hashing") {
+        hashing(&config, &rt, &mut report);
+    }
+    report.print();
+    println!();
+    println!("load at end:   {}", loadavg());
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unavailable".into())
+}
+
+// ---------------------------------------------------------------------------------
+// Statistics and printing
+
+#[derive(Clone, Copy, Debug)]
+struct Stats {
+    n: usize,
+    median: Duration,
+    p95: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    assert!(!v.is_empty());
+    v.sort();
+    let n = v.len();
+    let at = |q: f64| v[((n as f64 * q) as usize).min(n - 1)];
+    Stats {
+        n,
+        median: v[n / 2],
+        p95: at(0.95),
+        p99: at(0.99),
+        mean: v.iter().sum::<Duration>() / n as u32,
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn print_row(label: &str, s: &Stats) {
+    println!(
+        "  {label:<52} {:>7}  {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+        s.n,
+        us(s.median),
+        us(s.p95),
+        us(s.p99),
+        us(s.mean)
+    );
+}
+
+fn print_header() {
+    println!(
+        "  {:<52} {:>7}  {:>10} {:>10} {:>10} {:>10}",
+        "", "calls", "median µs", "p95 µs", "p99 µs", "mean µs"
+    );
+}
+
+/// What the summary needs from the sections.
+#[derive(Default)]
+struct Report {
+    memory_hit: Option<Stats>,
+    memory_hit_outside: Option<Stats>,
+    local_hit: Option<Stats>,
+    s3_hit: Option<Stats>,
+    memory_miss: Option<Stats>,
+    local_miss: Option<Stats>,
+    local_miss_nofsync: Option<Stats>,
+    s3_miss: Option<Stats>,
+    /// (label, median 100k / median 1k, p95 ratio)
+    flatness: Vec<(String, f64, f64)>,
+    /// (label, median wall-clock)
+    flows: Vec<(String, Duration)>,
+    /// (label, GiB/s, ratio to raw)
+    hashing: Vec<(String, f64, f64)>,
+    raw_blake3_gibps: f64,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+impl Report {
+    fn print(&self) {
+        let fmt_us = |s: &Option<Stats>| match s {
+            Some(s) => format!("{:.2} µs", us(s.median)),
+            None => "skipped".into(),
+        };
+        println!("Comparison (cairn medians measured here; peers are REFERENCE FIGURES measured");
+        println!("on this machine kind by others, printed as constants, NOT measured in this run)");
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "", "cairn", "joblib", "flytekit", "Prefect 3"
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "hit, local store (memory tier off)",
+            fmt_us(&self.local_hit),
+            format!("~{PEER_JOBLIB_HIT_US:.0} µs"),
+            format!("~{:.1} ms", PEER_FLYTEKIT_HIT_US / 1e3),
+            format!("~{:.0} ms", PEER_PREFECT_HIT_US / 1e3),
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "hit, memory tier",
+            fmt_us(&self.memory_hit),
+            "",
+            "",
+            ""
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "hit, S3 (LocalStack)",
+            fmt_us(&self.s3_hit),
+            "",
+            "",
+            ""
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "miss + persist, local (fsync on)",
+            fmt_us(&self.local_miss),
+            format!("~{PEER_JOBLIB_MISS_US:.0} µs"),
+            "",
+            ""
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "miss + persist, local (fsync off)",
+            fmt_us(&self.local_miss_nofsync),
+            "",
+            "",
+            ""
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "miss + persist, memory store",
+            fmt_us(&self.memory_miss),
+            "",
+            "",
+            ""
+        );
+        println!(
+            "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+            "miss + persist, S3 (LocalStack)",
+            fmt_us(&self.s3_miss),
+            "",
+            "",
+            ""
+        );
+        for (label, d) in &self.flows {
+            println!(
+                "  {:<52} {:>12} {:>10} {:>10} {:>10}",
+                format!("1,000-call cached flow, {label}"),
+                format!("{:.2} ms", ms(*d)),
+                "",
+                "",
+                format!("~{:.1} s", PEER_PREFECT_FLOW_1000_MS / 1e3)
+            );
+        }
+        println!();
+        println!("Aims (on medians)");
+        if let Some(s) = &self.local_hit {
+            let v = us(s.median);
+            println!(
+                "  local-store hit < {AIM_LOCAL_HIT_US} µs: {v:.2} µs (p95 {:.2})  {}",
+                us(s.p95),
+                verdict(v < AIM_LOCAL_HIT_US)
+            );
+        }
+        if let Some(s) = &self.memory_hit {
+            let v = us(s.median);
+            let outside = self
+                .memory_hit_outside
+                .map(|o| format!("; outside a flow {:.2} µs", us(o.median)))
+                .unwrap_or_default();
+            println!(
+                "  memory-tier hit < {AIM_MEMORY_HIT_US} µs: {v:.2} µs in a flow (p95 {:.2}){outside}  {}",
+                us(s.p95),
+                verdict(v < AIM_MEMORY_HIT_US)
+            );
+        }
+        for (label, d) in &self.flows {
+            println!(
+                "  1,000-call cached flow < {AIM_FLOW_1000_MS} ms, {label}: {:.2} ms  {}",
+                ms(*d),
+                verdict(ms(*d) < AIM_FLOW_1000_MS)
+            );
+        }
+        for (label, median_ratio, p95_ratio) in &self.flatness {
+            println!(
+                "  hit flat within 25% from 1k to 100k entries, {label}: median x{median_ratio:.2} (p95 x{p95_ratio:.2})  {}",
+                verdict(*median_ratio <= AIM_FLAT_RATIO)
+            );
+        }
+        for (label, gibps, ratio) in &self.hashing {
+            println!(
+                "  hashing >= 80% of raw BLAKE3 ({:.2} GiB/s), {label}: {gibps:.2} GiB/s = {:.0}%  {}",
+                self.raw_blake3_gibps,
+                ratio * 100.0,
+                verdict(*ratio >= AIM_HASH_RATIO)
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Tasks and timed calls
+
+/// `add_one`, as the brief spells it, plus a counter of body runs so that every row
+/// can check it measured what it says (hits run no body, misses run one each).
+fn add_one(runs: &Arc<AtomicU64>) -> Task<u64, u64> {
+    let runs = runs.clone();
+    Task::new("add_one", move |x: u64| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        async move { Ok::<_, Infallible>(x + 1) }
+    })
+    .inputs(["x"])
+    .cache_policy(INPUTS)
+}
+
+/// Calls `task` once per input and times each call alone.
+async fn time_calls(task: &Task<u64, u64>, inputs: &[u64]) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(inputs.len());
+    for &x in inputs {
+        let t = Instant::now();
+        let out = task.call(x).await;
+        let elapsed = t.elapsed();
+        assert_eq!(out.expect("a task call"), x + 1);
+        times.push(elapsed);
+    }
+    times
+}
+
+/// `time_calls` inside one flow run.
+async fn time_calls_in_flow(task: &Task<u64, u64>, inputs: &[u64]) -> Vec<Duration> {
+    Flow::new("bench")
+        .run((), |_| async {
+            Ok::<_, Infallible>(time_calls(task, inputs).await)
+        })
+        .await
+        .into_result()
+        .expect("the flow run")
+}
+
+/// Runs the task on every input (not timed), `concurrency` at a time.
+async fn populate(task: &Task<u64, u64>, inputs: impl Iterator<Item = u64>, concurrency: usize) {
+    let inputs: Vec<u64> = inputs.collect();
+    for chunk in inputs.chunks(concurrency.max(1)) {
+        for run in task.map(chunk.iter().copied()).await {
+            run.into_result().expect("a populating call");
+        }
+    }
+}
+
+/// `n` inputs cycling through `0..keys` in a scattered order.
+fn cycling(keys: u64, n: usize) -> Vec<u64> {
+    (0..n as u64).map(|i| (i * 7919) % keys).collect()
+}
+
+/// `n` pseudo-random inputs in `0..keys`.
+fn random_inputs(keys: u64, n: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % keys
+        })
+        .collect()
+}
+
+/// A hit row: populates `keys` entries, warms up, then times `calls` hits, checking
+/// that no body ran while timing.
+async fn hit_row(
+    task: &Task<u64, u64>,
+    runs: &Arc<AtomicU64>,
+    keys: u64,
+    warmup: usize,
+    calls: usize,
+    in_flow: bool,
+) -> Stats {
+    populate(task, 0..keys, 16).await;
+    let before = runs.load(Ordering::Relaxed);
+    time_calls_in_flow(task, &cycling(keys, warmup)).await;
+    let inputs = cycling(keys, calls);
+    let times = if in_flow {
+        time_calls_in_flow(task, &inputs).await
+    } else {
+        time_calls(task, &inputs).await
+    };
+    let ran = runs.load(Ordering::Relaxed) - before;
+    if ran != 0 {
+        println!("  !! the body ran {ran} times during a hit row: these were not all hits");
+    }
+    stats(times)
+}
+
+/// A miss row: `calls` fresh inputs from `first`, each one runs the body and writes a
+/// record.
+async fn miss_row(task: &Task<u64, u64>, runs: &Arc<AtomicU64>, first: u64, calls: usize) -> Stats {
+    let before = runs.load(Ordering::Relaxed);
+    let inputs: Vec<u64> = (first..first + calls as u64).collect();
+    let times = time_calls_in_flow(task, &inputs).await;
+    let ran = runs.load(Ordering::Relaxed) - before;
+    if ran != calls as u64 {
+        println!("  !! the body ran {ran} times for {calls} misses");
+    }
+    stats(times)
+}
+
+/// A raw GetObject of a location under the benchmark's S3 prefix: the baseline of an
+/// S3 hit.
+type RawGet = Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+#[cfg(feature = "s3")]
+async fn s3_store() -> Result<(ResultStore, RawGet), String> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    if endpoint.is_empty() {
+        return Err(
+            "AWS_ENDPOINT_URL is not set; ./localstack/bench caching starts LocalStack".into(),
+        );
+    }
+    let bucket = std::env::var("CAIRN_TEST_S3_BUCKET").unwrap_or_else(|_| "cairn-test".into());
+    let prefix = format!("bench-caching-{:012x}", rand::random::<u64>() >> 16);
+    let backend = cairn::backend::S3Backend::from_env(bucket.clone(), prefix.clone())
+        .await
+        .map_err(|e| format!("cannot open s3://{bucket}/{prefix} at {endpoint}: {e}"))?;
+    let client = backend.client().clone();
+    let raw: RawGet = Arc::new(move |location: String| {
+        let request = client
+            .get_object()
+            .bucket(bucket.clone())
+            .key(format!("{prefix}/{location}"));
+        Box::pin(async move {
+            let out = request.send().await.expect("a raw GetObject");
+            std::hint::black_box(out.body.collect().await.expect("its body").into_bytes());
+        })
+    });
+    Ok((ResultStore::new(backend), raw))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn s3_store() -> Result<(ResultStore, RawGet), String> {
+    Err("built without the s3 feature; ./localstack/bench caching (--all-features) adds S3".into())
+}
+
+/// The location of `task`'s record for input `x` (running it if needed).
+async fn location_of(task: &Task<u64, u64>, x: u64) -> String {
+    let hex = task
+        .run(x)
+        .await
+        .info()
+        .cache_key
+        .clone()
+        .expect("a cache key");
+    format!("cache/v1/default/{}/{hex}", &hex[..2])
+}
+
+/// Deletes everything the benchmark wrote under its S3 prefix.
+async fn clean_up(store: &ResultStore) {
+    let keys: Vec<Key> = store
+        .list("")
+        .filter_map(|m| async move { m.ok().map(|m| m.key) })
+        .collect()
+        .await;
+    let n = keys.len();
+    futures::stream::iter(keys)
+        .for_each_concurrent(32, |k| async move {
+            let _ = store.delete(k.as_str()).await;
+        })
+        .await;
+    println!("  (deleted the {n} S3 objects this run wrote)");
+}
+
+// ---------------------------------------------------------------------------------
+// 1. Per-call latency
+
+async fn latency(config: &Config, dir: &Path, report: &mut Report) {
+    let runs = Arc::new(AtomicU64::new(0));
+    let task = add_one(&runs);
+    let keys = 1000;
+    println!(
+        "1. Per-call latency of add_one(x: u64) -> u64, cache policy INPUTS, inside a flow \
+         (hits cycle over {keys} keys)"
+    );
+    print_header();
+
+    // Memory tier: the default store (this process's memory), memory tier on.
+    let s = hit_row(&task, &runs, keys, config.warmup, config.calls, true).await;
+    print_row("hit, memory tier", &s);
+    report.memory_hit = Some(s);
+    let s = hit_row(&task, &runs, keys, config.warmup, config.calls, false).await;
+    print_row("hit, memory tier, outside a flow", &s);
+    report.memory_hit_outside = Some(s);
+
+    // Local store, read every time.
+    let local = ResultStore::local(dir.join("latency-local")).expect("a local store");
+    let local_task = task
+        .clone()
+        .result_storage(local.clone())
+        .memory_tier(false);
+    let s = hit_row(&local_task, &runs, keys, config.warmup, config.calls, true).await;
+    print_row("hit, local store (memory tier off)", &s);
+    report.local_hit = Some(s);
+    let local_tier = task.clone().result_storage(local.clone());
+    let s = hit_row(&local_tier, &runs, keys, config.warmup, config.calls, true).await;
+    print_row("hit, local store (memory tier on)", &s);
+
+    // S3.
+    let s3 = s3_store().await;
+    let s3_task = s3.as_ref().ok().map(|(store, _)| {
+        task.clone()
+            .result_storage(store.clone())
+            .memory_tier(false)
+    });
+    match &s3_task {
+        Some(s3_task) => {
+            let s3_keys = 200;
+            let s = hit_row(
+                s3_task,
+                &runs,
+                s3_keys,
+                config.warmup.min(200),
+                config.s3_calls,
+                true,
+            )
+            .await;
+            print_row("hit, S3 LocalStack (memory tier off)", &s);
+            report.s3_hit = Some(s);
+            if let Ok((_, raw)) = &s3 {
+                let location = location_of(s3_task, 7).await;
+                let s = per_op_async(config.s3_calls, |_| raw(location.clone())).await;
+                print_row("  baseline: raw aws-sdk-s3 GetObject, same record", &s);
+            }
+        }
+        None => println!(
+            "  hit, S3: skipped ({})",
+            s3.as_ref().err().map_or("", |e| e.as_str())
+        ),
+    }
+
+    // Misses: a new input each call; the body runs and a record is written.
+    let s = miss_row(&task, &runs, 1 << 40, config.calls).await;
+    print_row("miss + persist, memory store (+ memory tier)", &s);
+    report.memory_miss = Some(s);
+    let s = miss_row(&local_task, &runs, 1 << 40, config.fsync_calls).await;
+    print_row("miss + persist, local store (fsync on, the default)", &s);
+    report.local_miss = Some(s);
+    let nofsync = ResultStore::new(
+        LocalBackend::new(dir.join("latency-nofsync"))
+            .expect("a local backend")
+            .with_fsync(false),
+    );
+    let nofsync_task = task.clone().result_storage(nofsync).memory_tier(false);
+    let s = miss_row(&nofsync_task, &runs, 1 << 40, config.calls / 4).await;
+    print_row("miss + persist, local store (fsync off)", &s);
+    report.local_miss_nofsync = Some(s);
+    match (&s3_task, &s3) {
+        (Some(s3_task), Ok((store, _))) => {
+            let s = miss_row(s3_task, &runs, 1 << 40, config.s3_calls / 2).await;
+            print_row("miss + persist, S3 LocalStack", &s);
+            report.s3_miss = Some(s);
+            clean_up(store).await;
+        }
+        _ => println!("  miss + persist, S3: skipped"),
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// 1b. Where a hit's time goes: its steps, timed alone
+
+/// The median time per call of `f`, timed in batches of `batch` calls.
+fn per_op(batches: usize, batch: usize, mut f: impl FnMut(u64)) -> Duration {
+    let mut times = Vec::with_capacity(batches);
+    let mut i = 0u64;
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..batch {
+            f(i);
+            i += 1;
+        }
+        times.push(t.elapsed() / batch as u32);
+    }
+    stats(times).median
+}
+
+async fn per_op_async<F, Fut>(n: usize, mut f: F) -> Stats
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        f(i).await;
+        times.push(t.elapsed());
+    }
+    stats(times)
+}
+
+async fn steps(config: &Config, dir: &Path, report: &Report) {
+    println!("1b. The steps of a hit, each timed alone (the same work the runner does per call)");
+    let n = config.calls;
+    let print = |label: &str, d: Duration| println!("  {label:<66} {:>9.3} µs", us(d));
+    let print_p95 = |label: &str, s: &Stats| {
+        println!(
+            "  {label:<66} {:>9.3} µs  (p95 {:.3})",
+            us(s.median),
+            us(s.p95)
+        )
+    };
+
+    // Per-call bookkeeping of every run.
+    print(
+        "task run id: Uuid from rand::random (thread-local rng) + to_string",
+        per_op(200, 500, |_| {
+            let id = uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid();
+            std::hint::black_box(id.to_string());
+        }),
+    );
+    print(
+        "  (for comparison: Uuid::new_v4().to_string(), a getrandom call)",
+        per_op(200, 500, |_| {
+            std::hint::black_box(uuid::Uuid::new_v4().to_string());
+        }),
+    );
+    print(
+        "Instant::now() (timer overhead in every row)",
+        per_op(200, 1000, |_| {
+            std::hint::black_box(Instant::now());
+        }),
+    );
+    print(
+        "Utc::now() (the clock, read per lookup)",
+        per_op(200, 1000, |_| {
+            std::hint::black_box(chrono::Utc::now());
+        }),
+    );
+
+    // The cache key: the static part is derived once per task and cloned per call.
+    let mut base = KeyHasher::new();
+    base.component_value("task", "add_one").unwrap();
+    print(
+        "hash_value(&x) for x: u64",
+        per_op(200, 1000, |i| {
+            std::hint::black_box(hash_value(&i).unwrap());
+        }),
+    );
+    let key_time = per_op(200, 500, |i| {
+        let mut key = base.clone();
+        key.add_input("x", &i).unwrap();
+        std::hint::black_box(key.finish().to_hex());
+    });
+    print(
+        "key: clone static KeyHasher + add_input(x) + finish + to_hex",
+        key_time,
+    );
+    print(
+        "  of which: KeyHasher clone (one-entry BTreeMaps)",
+        per_op(200, 1000, |_| {
+            std::hint::black_box(base.clone());
+        }),
+    );
+    print(
+        "  of which: add_input(\"x\", &x) on a fresh KeyHasher",
+        per_op(200, 1000, |i| {
+            let mut key = KeyHasher::new();
+            key.add_input("x", &i).unwrap();
+            std::hint::black_box(key);
+        }),
+    );
+    let mut full = base.clone();
+    full.add_input("x", &7u64).unwrap();
+    print(
+        "  of which: finish() (canonical encoding of the two maps)",
+        per_op(200, 1000, |_| {
+            std::hint::black_box(full.finish());
+        }),
+    );
+    let digest = full.finish();
+    print(
+        "  of which: Digest::to_hex",
+        per_op(200, 1000, |_| {
+            std::hint::black_box(digest.to_hex());
+        }),
+    );
+    let local = ResultStore::local(dir.join("latency-local")).expect("a local store");
+    let location_time = per_op(200, 500, |i| {
+        let hex = format!("{i:064x}");
+        let location = format!("cache/v1/default/{}/{hex}", &hex[..2]);
+        let tier_key = format!("{}|{location}", local.backend().describe());
+        std::hint::black_box((location, tier_key));
+    });
+    print(
+        "record location + memory-tier key (format!s, describe())",
+        location_time,
+    );
+
+    {
+        let runs = Arc::new(AtomicU64::new(0));
+        let task = add_one(&runs);
+        let call = task.call(0);
+        println!(
+            "  {:<66} {:>9} bytes{}",
+            "size of a task.call(x) future (moved as it is polled in)",
+            std::mem::size_of_val(&call),
+            if cfg!(feature = "s3") {
+                " (s3 feature on)"
+            } else {
+                ""
+            }
+        );
+    }
+
+    // A record read on the local store, split into its parts. The record of x = 7,
+    // written by section 1.
+    let runs = Arc::new(AtomicU64::new(0));
+    let probe = add_one(&runs)
+        .result_storage(local.clone())
+        .memory_tier(false);
+    let location = location_of(&probe, 7).await;
+    let path = dir.join("latency-local").join(&location);
+    let key = Key::parse(&location).unwrap();
+    let backend = LocalBackend::new(dir.join("latency-local")).unwrap();
+    let s = per_op_async(n, |_| {
+        let local = local.clone();
+        let location = location.clone();
+        async move {
+            std::hint::black_box(local.read_record::<u64>(&location).await.unwrap());
+        }
+    })
+    .await;
+    let read_record = s.median;
+    print_p95("local: ResultStore::read_record::<u64> (whole read)", &s);
+    let s = per_op_async(n, |_| {
+        let backend = backend.clone();
+        let key = key.clone();
+        async move {
+            std::hint::black_box(backend.get(&key).await.unwrap());
+        }
+    })
+    .await;
+    print_p95(
+        "  LocalBackend::get (spawn_blocking, open, fstat, read)",
+        &s,
+    );
+    let s = per_op_async(n, |_| async {
+        tokio::task::spawn_blocking(|| ()).await.unwrap();
+    })
+    .await;
+    print_p95("    of which: spawn_blocking(|| ()) round trip alone", &s);
+    let s = per_op_async(n, |_| {
+        let path = path.clone();
+        async move {
+            std::hint::black_box(std::fs::read(&path).unwrap());
+        }
+    })
+    .await;
+    print_p95(
+        "    of which: std::fs::read of the file, on this thread",
+        &s,
+    );
+    let bytes = backend.get(&key).await.unwrap();
+    print(
+        "  record::decode (magic, header JSON, 2x BLAKE3, length)",
+        per_op(200, 200, |_| {
+            std::hint::black_box(cairn::record::decode(bytes.clone()).unwrap());
+        }),
+    );
+    let (_, payload) = cairn::record::decode(bytes.clone()).unwrap();
+    print(
+        "  payload: serde_json::from_slice::<u64>",
+        per_op(200, 1000, |_| {
+            std::hint::black_box(serde_json::from_slice::<u64>(&payload).unwrap());
+        }),
+    );
+    println!(
+        "  (record on disk: {} bytes, of which payload {} bytes)",
+        bytes.len(),
+        payload.len()
+    );
+    // A miss on the local store: the lookup that finds nothing, then the publish.
+    let record = bytes.clone();
+    let calls = config.fsync_calls;
+    let s = per_op_async(calls, |i| {
+        let backend = backend.clone();
+        async move {
+            let key = Key::parse(format!("cache/v1/miss/{:02x}/absent-{i}", i % 256)).unwrap();
+            assert!(backend.get(&key).await.is_err());
+        }
+    })
+    .await;
+    println!("  a local miss, step by step ({calls} calls each):");
+    print_p95("  LocalBackend::get of an absent record (NotFound)", &s);
+    for (label, fsync) in [
+        ("  put_opts(Create) of the same record, fsync on", true),
+        ("  put_opts(Create) of the same record, fsync off", false),
+    ] {
+        let backend = LocalBackend::new(dir.join(format!("miss-steps-{fsync}")))
+            .unwrap()
+            .with_fsync(fsync);
+        let s = per_op_async(calls, |i| {
+            let backend = backend.clone();
+            let record = record.clone();
+            async move {
+                let key = Key::parse(format!("cache/v1/default/{:02x}/new-{i}", i % 256)).unwrap();
+                backend
+                    .put_opts(
+                        &key,
+                        record.into(),
+                        cairn::backend::PutOptions {
+                            mode: cairn::PutMode::Create,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        print_p95(label, &s);
+    }
+    let raw_dir = dir.join("miss-steps-raw");
+    for i in 0..256 {
+        std::fs::create_dir_all(raw_dir.join(format!("{i:02x}"))).unwrap();
+    }
+    let s = per_op_async(calls, |i| {
+        let path = raw_dir.join(format!("{:02x}/new-{i}", i % 256));
+        let record = record.clone();
+        async move { std::fs::write(path, &record).unwrap() }
+    })
+    .await;
+    print_p95(
+        "    baseline: std::fs::write of the same bytes, no staging, no fsync",
+        &s,
+    );
+    if let (Some(memory), Some(local_hit)) = (report.memory_hit, report.local_hit) {
+        let rest = memory.median.saturating_sub(key_time + location_time);
+        println!(
+            "  so, of a memory-tier hit's median {:.2} µs (section 1):",
+            us(memory.median)
+        );
+        println!(
+            "    cache key {:.2} µs + location/tier key {:.2} µs + the rest {:.2} µs (run id, \
+             TaskRunInfo and its copy into the flow run, states, tier lookup, clock)",
+            us(key_time),
+            us(location_time),
+            us(rest)
+        );
+        println!(
+            "  and of a local-store hit's median {:.2} µs: the same runner work plus \
+             read_record {:.2} µs, other {:.2} µs",
+            us(local_hit.median),
+            us(read_record),
+            us(local_hit.median.saturating_sub(memory.median + read_record))
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// 2. Hit latency as the store grows
+
+async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
+    let sizes = [1_000u64, 10_000, 100_000];
+    println!(
+        "2. Hit latency with 1k, 10k, 100k entries in a local store (random keys among \
+         them; {} hits per figure, in a flow)",
+        config.calls
+    );
+    let root = dir.join("scaling");
+    // Entries are written by the same task and policy through a store on the same
+    // directory without fsync (only to fill faster); the readers open it normally.
+    let writer_store = ResultStore::new(
+        LocalBackend::new(&root)
+            .expect("a local backend")
+            .with_fsync(false),
+    );
+    let reader_store = ResultStore::local(&root).expect("a local store");
+    assert_eq!(
+        writer_store.backend().describe(),
+        reader_store.backend().describe()
+    );
+    let runs = Arc::new(AtomicU64::new(0));
+    let writer = add_one(&runs).result_storage(writer_store);
+    let tier_off = add_one(&runs)
+        .result_storage(reader_store.clone())
+        .memory_tier(false);
+    let tier_on = add_one(&runs).result_storage(reader_store);
+    MemoryTier::global().clear();
+    print_header();
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut present = 0;
+    for &size in &sizes {
+        let t = Instant::now();
+        populate(&writer, present..size, 64).await;
+        let fill = t.elapsed();
+        let filled = size - present;
+        present = size;
+        let before = runs.load(Ordering::Relaxed);
+        time_calls_in_flow(&tier_off, &random_inputs(size, config.warmup, 3)).await;
+        let s_off =
+            stats(time_calls_in_flow(&tier_off, &random_inputs(size, config.calls, 5)).await);
+        time_calls_in_flow(&tier_on, &random_inputs(size, config.warmup, 7)).await;
+        let s_on =
+            stats(time_calls_in_flow(&tier_on, &random_inputs(size, config.calls, 11)).await);
+        let ran = runs.load(Ordering::Relaxed) - before;
+        if ran != 0 {
+            println!("  !! the body ran {ran} times during hit rows");
+        }
+        print_row(
+            &format!("{size:>7} entries, memory tier off (store read)"),
+            &s_off,
+        );
+        print_row(
+            &format!(
+                "{size:>7} entries, memory tier on ({} held)",
+                MemoryTier::global().len()
+            ),
+            &s_on,
+        );
+        println!(
+            "  {:<52} (filled {filled} entries in {:.1} s)",
+            "",
+            fill.as_secs_f64()
+        );
+        off.push(s_off);
+        on.push(s_on);
+    }
+    for (label, v) in [("memory tier off", &off), ("memory tier on", &on)] {
+        let (first, last) = (v[0], v[v.len() - 1]);
+        let median_ratio = last.median.as_secs_f64() / first.median.as_secs_f64();
+        let p95_ratio = last.p95.as_secs_f64() / first.p95.as_secs_f64();
+        println!("  ratio 100k/1k, {label}: median x{median_ratio:.2}, p95 x{p95_ratio:.2}");
+        report
+            .flatness
+            .push((label.to_owned(), median_ratio, p95_ratio));
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// 3. A flow of 1,000 cached calls
+
+async fn flow_of(task: &Task<u64, u64>, calls: u64) -> Duration {
+    let t = Instant::now();
+    let run = Flow::new("bench-flow")
+        .run((), |_| async move {
+            for x in 0..calls {
+                task.call(x).await?;
+            }
+            Ok::<_, TaskError>(())
+        })
+        .await;
+    let elapsed = t.elapsed();
+    run.into_result().expect("the flow run");
+    elapsed
+}
+
+async fn flows(config: &Config, dir: &Path, report: &mut Report) {
+    const CALLS: u64 = 1000;
+    println!(
+        "3. Flow::run of 1,000 sequential cached calls, wall-clock, median of {} runs \
+         after a first run filled the cache",
+        config.flow_reps
+    );
+    let runs = Arc::new(AtomicU64::new(0));
+    let local = ResultStore::local(dir.join("flow-local")).expect("a local store");
+    let cases = [
+        (
+            "memory tier",
+            Task::new("flow_add_one", |x: u64| async move {
+                Ok::<_, Infallible>(x + 1)
+            })
+            .inputs(["x"])
+            .cache_policy(INPUTS),
+        ),
+        (
+            "local store, memory tier off",
+            Task::new("flow_add_one", |x: u64| async move {
+                Ok::<_, Infallible>(x + 1)
+            })
+            .inputs(["x"])
+            .cache_policy(INPUTS)
+            .result_storage(local.clone())
+            .memory_tier(false),
+        ),
+        (
+            "local store, memory tier on",
+            add_one(&runs).result_storage(ResultStore::local(dir.join("flow-local-tier")).unwrap()),
+        ),
+    ];
+    println!(
+        "  {:<34} {:>14} {:>10} {:>10} {:>10} {:>12}",
+        "", "first run ms", "median ms", "min ms", "max ms", "per call µs"
+    );
+    for (label, task) in &cases {
+        let first = flow_of(task, CALLS).await;
+        let mut times = Vec::new();
+        for _ in 0..config.flow_reps {
+            times.push(flow_of(task, CALLS).await);
+        }
+        let min = *times.iter().min().unwrap();
+        let max = *times.iter().max().unwrap();
+        let s = stats(times);
+        println!(
+            "  {label:<34} {:>14.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2}",
+            ms(first),
+            ms(s.median),
+            ms(min),
+            ms(max),
+            us(s.median) / CALLS as f64
+        );
+        if *label != "local store, memory tier on" {
+            report.flows.push(((*label).to_owned(), s.median));
+        }
+    }
+    println!("  (first run: 1,000 misses, each writing a record; local store with fsync)");
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// 4. Hashing a large input
+
+fn data(size: usize) -> Bytes {
+    let mut v = vec![0u8; size];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+    Bytes::from(v)
+}
+
+fn hashing(config: &Config, rt: &tokio::runtime::Runtime, report: &mut Report) {
+    let size = config.big;
+    let gib = size as f64 / GIB as f64;
+    println!(
+        "4. Hashing a {} MiB bytes::Bytes input, median of {} runs (CAIRN_BENCH_BIG=0 for 256 MiB)",
+        size / MIB,
+        config.hash_reps
+    );
+    let value = data(size);
+    // A whole task call whose only input is the large value: a hit costs the hashing.
+    let task = Task::new("byte_len", |data: Bytes| async move {
+        Ok::<_, Infallible>(data.len() as u64)
+    })
+    .inputs(["data"])
+    .cache_policy(INPUTS);
+    let t = Instant::now();
+    rt.block_on(task.call(value.clone())).expect("a call");
+    let miss = t.elapsed();
+
+    // The four are run in turn, round after round, so that a change in the machine's
+    // load touches them alike; one round first as warm-up (rayon's pool, page faults).
+    type Way<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+    let mut ways: Vec<Way> = vec![
+        (
+            "raw blake3::Hasher::update_rayon",
+            Box::new(|| {
+                let mut h = blake3::Hasher::new();
+                h.update_rayon(&value);
+                std::hint::black_box(h.finalize());
+            }),
+        ),
+        (
+            "cairn::hashing::hash_value(&Bytes)",
+            Box::new(|| {
+                std::hint::black_box(hash_value(&value).unwrap());
+            }),
+        ),
+        (
+            "KeyHasher::add_input(\"data\", &Bytes) + finish",
+            Box::new(|| {
+                let mut key = KeyHasher::new();
+                key.add_input("data", &value).unwrap();
+                std::hint::black_box(key.finish());
+            }),
+        ),
+        (
+            "task call with it as input, memory-tier hit",
+            Box::new(|| {
+                std::hint::black_box(rt.block_on(task.call(value.clone())).expect("a call"));
+            }),
+        ),
+    ];
+    let mut times = vec![Vec::new(); ways.len()];
+    for round in 0..=config.hash_reps {
+        for (i, (_, f)) in ways.iter_mut().enumerate() {
+            let t = Instant::now();
+            f();
+            if round > 0 {
+                times[i].push(t.elapsed());
+            }
+        }
+    }
+    let medians: Vec<Duration> = times.into_iter().map(|t| stats(t).median).collect();
+    let gibps = |d: Duration| gib / d.as_secs_f64();
+    let raw = medians[0];
+    report.raw_blake3_gibps = gibps(raw);
+    for (i, ((label, _), d)) in ways.iter().zip(&medians).enumerate() {
+        let ratio = raw.as_secs_f64() / d.as_secs_f64();
+        println!(
+            "  {label:<52} {:>9.1} ms {:>7.2} GiB/s   ratio {ratio:.2}",
+            ms(*d),
+            gibps(*d)
+        );
+        if i > 0 {
+            report.hashing.push(((*label).to_owned(), gibps(*d), ratio));
+        }
+    }
+    println!(
+        "  {:<52} {:>9.1} ms",
+        "  the same task, first call (miss + persist of the u64)",
+        ms(miss)
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------------------------
+// Profiling mode
+
+async fn profile(case: &str, secs: Duration, dir: &Path) {
+    let runs = Arc::new(AtomicU64::new(0));
+    let task = match case {
+        "memory-hit" | "flow-memory" => add_one(&runs),
+        "local-hit" | "flow-local" => add_one(&runs)
+            .result_storage(ResultStore::local(dir.join("profile")).unwrap())
+            .memory_tier(false),
+        other => {
+            eprintln!(
+                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, local-hit, flow-memory, flow-local"
+            );
+            return;
+        }
+    };
+    populate(&task, 0..1000, 16).await;
+    let start = Instant::now();
+    let mut calls = 0u64;
+    let flows = case.starts_with("flow");
+    while start.elapsed() < secs {
+        if flows {
+            flow_of(&task, 1000).await;
+        } else {
+            time_calls_in_flow(&task, &cycling(1000, 10_000)).await;
+        }
+        calls += if flows { 1000 } else { 10_000 };
+    }
+    eprintln!(
+        "{case}: {calls} calls in {:.1} s, {:.2} µs per call",
+        start.elapsed().as_secs_f64(),
+        us(start.elapsed()) / calls as f64
+    );
+}
