@@ -20,7 +20,7 @@
 //! entries live in this process only (nothing is persisted unless asked). In every
 //! case hits already seen in this process are served by the [`MemoryTier`].
 
-mod memory;
+pub(crate) mod memory;
 mod policy;
 
 pub use memory::{MemoryTier, DEFAULT_MEMORY_TIER_BYTES};

@@ -275,6 +275,7 @@ pub(crate) struct RunScope {
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub namespace: Option<String>,
+    ephemeral: bool,
     parameters: std::result::Result<Option<Value>, String>,
     parameter_digests: std::result::Result<BTreeMap<String, Digest>, String>,
     user_context: Context,
@@ -337,6 +338,7 @@ impl RunScope {
             settings: flow.settings.clone().unwrap_or_else(global_settings),
             clock,
             namespace: flow.namespace.clone(),
+            ephemeral: false,
             parameters,
             parameter_digests,
             user_context: flow.context.clone(),
@@ -362,6 +364,7 @@ impl RunScope {
             settings: global_settings(),
             clock,
             namespace: None,
+            ephemeral: true,
             parameters: Ok(None),
             parameter_digests: Ok(BTreeMap::new()),
             user_context: Context::new(),
@@ -391,8 +394,12 @@ impl RunScope {
         }
     }
 
-    /// Records a finished task run.
-    pub fn record(&self, info: TaskRunInfo) {
+    /// Records a finished task run (nobody reads the records of an ephemeral run).
+    pub fn record(&self, info: &TaskRunInfo) {
+        if self.ephemeral {
+            return;
+        }
+        let info = info.clone();
         self.task_runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -445,7 +452,9 @@ impl RunScope {
         if let Some(store) = &self.store {
             return Ok(store.clone());
         }
-        open_cached(&self.settings.default_store_url()).await
+        // Boxed: the cold path would otherwise make every task call's future as large
+        // as the biggest backend's setup.
+        Box::pin(open_cached(&self.settings.default_store_url())).await
     }
 
     /// The store cache records go to when the task names none: the flow's, the
@@ -455,7 +464,7 @@ impl RunScope {
             return Ok(store.clone());
         }
         match &self.settings.store {
-            Some(url) => open_cached(url).await,
+            Some(url) => Box::pin(open_cached(url)).await,
             None => Ok(process_memory_store()),
         }
     }

@@ -313,7 +313,37 @@ impl Digest {
 
     /// 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        self.to_string()
+        self.hex_buf().as_str().to_owned()
+    }
+
+    /// The hex digits in a stack buffer.
+    fn hex_buf(&self) -> HexBuf {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[(byte >> 4) as usize];
+            pair[1] = DIGITS[(byte & 0xf) as usize];
+        }
+        HexBuf(out)
+    }
+}
+
+/// A digest's 64 hex digits, without an allocation.
+struct HexBuf([u8; 64]);
+
+impl HexBuf {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+/// A digest's stand-in for serializers other than the hashing encoder: its hex
+/// digits, produced only if such a serializer asks for them.
+struct HexStandIn(Digest);
+
+impl Serialize for HexStandIn {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.hex_buf().as_str())
     }
 }
 
@@ -331,10 +361,7 @@ impl From<Digest> for [u8; 32] {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(self.hex_buf().as_str())
     }
 }
 
@@ -381,7 +408,7 @@ impl FromStr for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_as_digest(serializer, *self, &self.to_hex())
+        serialize_as_digest(serializer, *self, &HexStandIn(*self))
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use serde::Serialize;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
+use crate::cache::memory::TierKey;
 use crate::cache::{record_location, CachePolicy, MemoryTier};
 use crate::flow::RunScope;
 use crate::hashing::{Digest, HashError, KeyHasher};
@@ -32,7 +33,7 @@ struct Progress<'a, I, O> {
 struct CacheSlot {
     store: ResultStore,
     location: String,
-    tier_key: String,
+    tier_key: TierKey,
     replace: bool,
     components: BTreeMap<String, String>,
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -76,7 +77,7 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
         progress.info.name
     );
     let info = progress.info;
-    scope.record(info.clone());
+    scope.record(&info);
     TaskRun {
         info,
         result: result.map(|(value, _)| value),
@@ -560,11 +561,11 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
             return Ok(Lookup::Miss(None));
         };
         let hex = key.to_hex();
-        self.info.cache_key = Some(hex.clone());
-        let namespace = self.namespace().unwrap_or("default");
-        let location = record_location(namespace, &hex);
         let store = self.cache_store().await?;
-        let tier_key = format!("{}|{location}", store.backend().describe());
+        let tier_key = TierKey {
+            store: store.url_arc().clone(),
+            key,
+        };
         let refresh = self.scope.overwrite_cache
             || self
                 .def
@@ -577,13 +578,16 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
             None
         };
         let mut replace = refresh;
-        if !refresh {
-            let now = self.scope.clock.now();
-            if self.def.memory_tier {
-                if let Some(value) = MemoryTier::global().get::<O>(&tier_key, now) {
-                    return Ok(Lookup::Hit(value));
-                }
+        let now = self.scope.clock.now();
+        if !refresh && self.def.memory_tier {
+            if let Some(value) = MemoryTier::global().get::<O>(&tier_key, now) {
+                self.info.cache_key = Some(hex);
+                return Ok(Lookup::Hit(value));
             }
+        }
+        let location = record_location(self.namespace().unwrap_or("default"), &hex);
+        self.info.cache_key = Some(hex);
+        if !refresh {
             match store.read_record::<O>(&location).await {
                 Ok(record) if !record.header.is_expired(now) => {
                     if self.def.memory_tier {
@@ -683,8 +687,8 @@ enum Lookup<O> {
 }
 
 /// One lock per cache key in this process, for `serialize`.
-fn key_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+fn key_lock(key: &TierKey) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<TierKey, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     let mut locks = LOCKS
         .get_or_init(Default::default)
         .lock()
@@ -694,6 +698,6 @@ fn key_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
     }
     let lock = Arc::new(tokio::sync::Mutex::new(()));
     locks.retain(|_, w| w.strong_count() > 0);
-    locks.insert(key.to_owned(), Arc::downgrade(&lock));
+    locks.insert(key.clone(), Arc::downgrade(&lock));
     lock
 }

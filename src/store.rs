@@ -46,6 +46,7 @@ use crate::template::Template;
 #[derive(Debug, Clone)]
 pub struct ResultStore {
     backend: DynBackend,
+    url: Arc<str>,
     serializer: Serializer,
     location: Option<Template>,
 }
@@ -68,6 +69,7 @@ impl ResultStore {
     /// A store on a shared backend.
     pub fn from_backend(backend: DynBackend) -> Self {
         ResultStore {
+            url: Arc::from(backend.describe()),
             backend,
             serializer: Serializer::default(),
             location: None,
@@ -107,6 +109,15 @@ impl ResultStore {
     pub fn with_location(mut self, template: &str) -> Result<Self> {
         self.location = Some(Template::parse(template)?);
         Ok(self)
+    }
+
+    /// The backend's URL ([`Backend::describe`], taken once).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn url_arc(&self) -> &Arc<str> {
+        &self.url
     }
 
     /// The backend.

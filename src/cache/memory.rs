@@ -7,6 +7,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 
+use crate::hashing::Digest;
+
+/// An entry's identity: the store it mirrors (by URL) and the cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TierKey {
+    pub store: Arc<str>,
+    pub key: Digest,
+}
+
 /// The default bound on the memory tier: 256 MiB of values.
 pub const DEFAULT_MEMORY_TIER_BYTES: usize = 256 << 20;
 
@@ -19,16 +28,15 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Arc<str>, Entry>,
+    entries: HashMap<TierKey, Entry>,
     /// Insertion order, for eviction; stale generations are skipped.
-    order: VecDeque<(Arc<str>, u64)>,
+    order: VecDeque<(TierKey, u64)>,
     bytes: usize,
     limit: usize,
     generation: u64,
 }
 
-/// A bounded in-process map from cache record locations (qualified by their store) to
-/// values. Values are kept as the task's own type, so a hit is a lookup and a clone.
+/// A bounded in-process map from cache keys (qualified by their store) to values. Values are kept as the task's own type, so a hit is a lookup and a clone.
 ///
 /// When the values held exceed the limit (counted as their serialized size), the
 /// oldest entries are dropped first. Expiry is checked on every hit.
@@ -100,7 +108,7 @@ impl MemoryTier {
     }
 
     /// The value at `key` if present, unexpired at `now` and of type `T`.
-    pub(crate) fn get<T: Clone + 'static>(&self, key: &str, now: DateTime<Utc>) -> Option<T> {
+    pub(crate) fn get<T: Clone + 'static>(&self, key: &TierKey, now: DateTime<Utc>) -> Option<T> {
         let value = {
             let inner = self.lock();
             let entry = inner.entries.get(key)?;
@@ -115,7 +123,7 @@ impl MemoryTier {
     /// Holds `value` at `key`.
     pub(crate) fn insert<T: Send + Sync + 'static>(
         &self,
-        key: &str,
+        key: &TierKey,
         value: T,
         expires: Option<DateTime<Utc>>,
         size: usize,
@@ -127,7 +135,7 @@ impl MemoryTier {
         }
         inner.generation += 1;
         let generation = inner.generation;
-        let key: Arc<str> = Arc::from(key);
+        let key = key.clone();
         let old = inner.entries.insert(
             key.clone(),
             Entry {
@@ -144,15 +152,10 @@ impl MemoryTier {
         inner.order.push_back((key, generation));
         inner.evict();
     }
-
-    /// Forgets `key` (a store URL and a record location, joined by `|`).
-    pub fn remove(&self, key: &str) {
-        self.lock().remove(key);
-    }
 }
 
 impl Inner {
-    fn remove(&mut self, key: &str) {
+    fn remove(&mut self, key: &TierKey) {
         if let Some(old) = self.entries.remove(key) {
             self.bytes -= old.size;
         }
@@ -185,15 +188,25 @@ mod tests {
     use super::*;
     use chrono::Duration;
 
+    fn k(name: &str) -> TierKey {
+        TierKey {
+            store: Arc::from("memory://test"),
+            key: crate::hashing::hash_value(name).unwrap(),
+        }
+    }
+
     #[test]
     fn hits_clone_the_value_and_check_type_and_expiry() {
         let tier = MemoryTier::new(1 << 20);
         let now = Utc::now();
-        tier.insert("s/a", 5u64, Some(now + Duration::seconds(10)), 8);
-        assert_eq!(tier.get::<u64>("s/a", now), Some(5));
-        assert_eq!(tier.get::<String>("s/a", now), None);
-        assert_eq!(tier.get::<u64>("s/a", now + Duration::seconds(10)), None);
-        assert_eq!(tier.get::<u64>("s/b", now), None);
+        tier.insert(&k("s/a"), 5u64, Some(now + Duration::seconds(10)), 8);
+        assert_eq!(tier.get::<u64>(&k("s/a"), now), Some(5));
+        assert_eq!(tier.get::<String>(&k("s/a"), now), None);
+        assert_eq!(
+            tier.get::<u64>(&k("s/a"), now + Duration::seconds(10)),
+            None
+        );
+        assert_eq!(tier.get::<u64>(&k("s/b"), now), None);
     }
 
     #[test]
@@ -201,18 +214,18 @@ mod tests {
         let tier = MemoryTier::new(100);
         let now = Utc::now();
         for i in 0..5 {
-            tier.insert(&format!("k{i}"), i, None, 30);
+            tier.insert(&k(&format!("k{i}")), i, None, 30);
         }
         assert_eq!(tier.len(), 3);
         assert!(tier.bytes() <= 100);
-        assert_eq!(tier.get::<i32>("k0", now), None);
-        assert_eq!(tier.get::<i32>("k4", now), Some(4));
+        assert_eq!(tier.get::<i32>(&k("k0"), now), None);
+        assert_eq!(tier.get::<i32>(&k("k4"), now), Some(4));
         // Rewriting a key replaces its size rather than adding to it.
-        tier.insert("k4", 40, None, 10);
+        tier.insert(&k("k4"), 40, None, 10);
         assert_eq!(tier.bytes(), 70);
         // A value bigger than the whole tier is not held.
-        tier.insert("huge", 1, None, 1000);
-        assert_eq!(tier.get::<i32>("huge", now), None);
+        tier.insert(&k("huge"), 1, None, 1000);
+        assert_eq!(tier.get::<i32>(&k("huge"), now), None);
         tier.set_limit(0);
         assert!(tier.is_empty());
     }
