@@ -280,6 +280,7 @@ pub(crate) struct RunScope {
     parameter_digests: std::result::Result<BTreeMap<String, Digest>, String>,
     user_context: Context,
     base_context: OnceLock<Context>,
+    run_id_digest: OnceLock<Digest>,
     counters: Mutex<HashMap<String, u64>>,
     task_runs: Mutex<Vec<TaskRunInfo>>,
 }
@@ -343,6 +344,7 @@ impl RunScope {
             parameter_digests,
             user_context: flow.context.clone(),
             base_context: OnceLock::new(),
+            run_id_digest: OnceLock::new(),
             counters: Mutex::new(HashMap::new()),
             task_runs: Mutex::new(Vec::new()),
         }
@@ -369,6 +371,7 @@ impl RunScope {
             parameter_digests: Ok(BTreeMap::new()),
             user_context: Context::new(),
             base_context: OnceLock::new(),
+            run_id_digest: OnceLock::new(),
             counters: Mutex::new(HashMap::new()),
             task_runs: Mutex::new(Vec::new()),
         }
@@ -429,6 +432,16 @@ impl RunScope {
             );
             ctx
         }))
+    }
+
+    /// The digest of the run id as a key component (what
+    /// `KeyHasher::component_value("run_id", id)` adds), computed once per run.
+    pub fn run_id_digest(&self) -> Digest {
+        *self.run_id_digest.get_or_init(|| {
+            let mut hasher = crate::hashing::ContentHasher::new();
+            hasher.str(&self.run_id);
+            hasher.finalize()
+        })
     }
 
     /// The digest of each flow parameter, by name.

@@ -2410,6 +2410,21 @@ impl KeyHasher {
         self.component(name, |h| h.value(value).map(|_| ()))
     }
 
+    /// Adds the component `name` with a digest computed elsewhere (the same as
+    /// `component(name, |h| h.digest(&digest).done())` would give if `digest` were
+    /// the digest of what `write` adds — i.e. the component's digest itself).
+    ///
+    /// # Errors
+    /// [`HashError`] when a component of that name was already added.
+    pub fn component_digest(&mut self, name: &str, digest: Digest) -> Result<&mut Self, HashError> {
+        if self.components.contains_key(name) {
+            return Err(HashError::new("a component of this name was already added")
+                .with_subject(Subject::Component(name.to_owned())));
+        }
+        self.components.insert(name.to_owned(), digest);
+        Ok(self)
+    }
+
     /// The digest of each input added, by name.
     pub fn inputs(&self) -> &BTreeMap<String, Digest> {
         &self.inputs
@@ -2422,13 +2437,79 @@ impl KeyHasher {
 
     /// The key.
     pub fn finish(&self) -> Digest {
-        let key = (
-            "cairn-key",
-            KEY_FORMAT_VERSION,
-            &self.components,
-            &self.inputs,
+        // Exactly `hash_value(&("cairn-key", KEY_FORMAT_VERSION, &components, &inputs))`,
+        // written out directly: this runs on every cached call.
+        let mut hasher = blake3::Hasher::new();
+        let mut encoder = Encoder::hasher(&mut hasher);
+        encoder.write_tag(tag::LIST);
+        encoder.write_len(4);
+        encoder.write_str("cairn-key");
+        encoder.write_int(false, u128::from(KEY_FORMAT_VERSION));
+        write_digest_map(&mut encoder, &self.components);
+        write_digest_map(&mut encoder, &self.inputs);
+        hasher.finalize().into()
+    }
+}
+
+/// A map from names to digests, encoded as the serde path encodes it: entries sorted
+/// by their bytes. The names are distinct, so each entry's key encoding (`S`, the
+/// length as `u64` LE, the UTF-8 bytes) decides its place.
+fn write_digest_map(encoder: &mut Encoder<'_>, map: &BTreeMap<String, Digest>) {
+    let mut entries: Vec<(&String, &Digest)> = map.iter().collect();
+    entries.sort_unstable_by(|(a, _), (b, _)| {
+        (a.len() as u64)
+            .to_le_bytes()
+            .cmp(&(b.len() as u64).to_le_bytes())
+            .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    });
+    encoder.write_tag(tag::MAP);
+    encoder.write_len(entries.len());
+    for (name, digest) in entries {
+        encoder.write_str(name);
+        encoder.write_digest(&digest.0);
+    }
+}
+
+#[cfg(test)]
+mod key_finish_tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_key_encoding_is_the_serde_one() {
+        // Names of many lengths, including lengths whose little-endian bytes sort
+        // differently from their numeric order (255 vs 256, 1 vs 256).
+        let lengths = [0usize, 1, 2, 7, 8, 9, 255, 256, 257, 300, 511, 512, 1000];
+        for round in 0..20u32 {
+            let mut key = KeyHasher::new();
+            for (i, len) in lengths.iter().enumerate() {
+                if (round as usize + i) % 3 == 0 {
+                    continue;
+                }
+                let name: String = std::iter::repeat(char::from(b'a' + (i as u8 % 26)))
+                    .take(*len)
+                    .collect();
+                key.add_input(&name, &(round, i)).unwrap();
+                key.component_value(&format!("{name}c"), &i).unwrap();
+            }
+            let serde_path = hash_value(&(
+                "cairn-key",
+                KEY_FORMAT_VERSION,
+                key.components(),
+                key.inputs(),
+            ))
+            .unwrap();
+            assert_eq!(key.finish(), serde_path, "round {round}");
+        }
+        assert_eq!(
+            KeyHasher::new().finish(),
+            hash_value(&(
+                "cairn-key",
+                KEY_FORMAT_VERSION,
+                BTreeMap::<String, Digest>::new(),
+                BTreeMap::<String, Digest>::new()
+            ))
+            .unwrap()
         );
-        hash_value(&key).expect("strings and digests always hash")
     }
 }
 

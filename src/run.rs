@@ -143,8 +143,9 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
 
         // Step 3–4: the cache.
         let mut slot = None;
-        if let Some(policy) = self.def.cache_policy.clone().filter(|p| !p.is_none()) {
-            match self.lookup(&policy).await? {
+        let def = self.def;
+        if let Some(policy) = def.cache_policy.as_ref().filter(|p| !p.is_none()) {
+            match self.lookup(policy).await? {
                 Lookup::Hit(value) => return Ok((value, State::Cached)),
                 Lookup::Miss(s) => slot = s,
             }
@@ -496,7 +497,7 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
         let hash_error =
             |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
         if policy.uses_run_id() {
-            key.component_value("run_id", &*self.scope.run_id)
+            key.component_digest("run_id", self.scope.run_id_digest())
                 .map_err(|e| hash_error(self, e))?;
         }
         if policy.uses_parameters() {
