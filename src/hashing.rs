@@ -2439,15 +2439,20 @@ impl KeyHasher {
     pub fn finish(&self) -> Digest {
         // Exactly `hash_value(&("cairn-key", KEY_FORMAT_VERSION, &components, &inputs))`,
         // written out directly: this runs on every cached call.
-        let mut hasher = blake3::Hasher::new();
-        let mut encoder = Encoder::hasher(&mut hasher);
+        // Encoded into one buffer and hashed in one call: many small updates cost
+        // more than the hashing itself.
+        let mut encoder = Encoder {
+            sink: Sink::Buffer(Vec::with_capacity(
+                64 + 64 * (self.components.len() + self.inputs.len()),
+            )),
+        };
         encoder.write_tag(tag::LIST);
         encoder.write_len(4);
         encoder.write_str("cairn-key");
         encoder.write_int(false, u128::from(KEY_FORMAT_VERSION));
         write_digest_map(&mut encoder, &self.components);
         write_digest_map(&mut encoder, &self.inputs);
-        hasher.finalize().into()
+        blake3::hash(encoder.buffered()).into()
     }
 }
 
@@ -2455,19 +2460,36 @@ impl KeyHasher {
 /// by their bytes. The names are distinct, so each entry's key encoding (`S`, the
 /// length as `u64` LE, the UTF-8 bytes) decides its place.
 fn write_digest_map(encoder: &mut Encoder<'_>, map: &BTreeMap<String, Digest>) {
-    let mut entries: Vec<(&String, &Digest)> = map.iter().collect();
-    entries.sort_unstable_by(|(a, _), (b, _)| {
-        (a.len() as u64)
-            .to_le_bytes()
-            .cmp(&(b.len() as u64).to_le_bytes())
-            .then_with(|| a.as_bytes().cmp(b.as_bytes()))
-    });
     encoder.write_tag(tag::MAP);
-    encoder.write_len(entries.len());
+    encoder.write_len(map.len());
+    // A BTreeMap iterates by name; that is the encoding's order whenever all names
+    // have the same length (the common case of one or two short names is checked
+    // without sorting).
+    let in_order = map
+        .keys()
+        .zip(map.keys().skip(1))
+        .all(|(a, b)| entry_order(a, b).is_lt());
+    if in_order {
+        for (name, digest) in map {
+            encoder.write_str(name);
+            encoder.write_digest(&digest.0);
+        }
+        return;
+    }
+    let mut entries: Vec<(&String, &Digest)> = map.iter().collect();
+    entries.sort_unstable_by(|(a, _), (b, _)| entry_order(a, b));
     for (name, digest) in entries {
         encoder.write_str(name);
         encoder.write_digest(&digest.0);
     }
+}
+
+/// The order of two map entries with these (distinct) names in the encoding.
+fn entry_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len() as u64)
+        .to_le_bytes()
+        .cmp(&(b.len() as u64).to_le_bytes())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 #[cfg(test)]
