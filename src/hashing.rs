@@ -502,6 +502,11 @@ impl HashError {
         &self.cause
     }
 
+    /// This error, as the error of hashing the input `name`.
+    pub(crate) fn for_input(self, name: &str) -> Self {
+        self.with_subject(Subject::Input(name.to_owned()))
+    }
+
     fn with_subject(mut self, subject: Subject) -> Self {
         if self.subject == Subject::Value {
             self.subject = subject;
@@ -2437,51 +2442,70 @@ impl KeyHasher {
 
     /// The key.
     pub fn finish(&self) -> Digest {
-        // Exactly `hash_value(&("cairn-key", KEY_FORMAT_VERSION, &components, &inputs))`,
-        // written out directly: this runs on every cached call.
-        // Encoded into one buffer and hashed in one call: many small updates cost
-        // more than the hashing itself.
-        let mut encoder = Encoder {
-            sink: Sink::Buffer(Vec::with_capacity(
-                64 + 64 * (self.components.len() + self.inputs.len()),
-            )),
-        };
-        encoder.write_tag(tag::LIST);
-        encoder.write_len(4);
-        encoder.write_str("cairn-key");
-        encoder.write_int(false, u128::from(KEY_FORMAT_VERSION));
-        write_digest_map(&mut encoder, &self.components);
-        write_digest_map(&mut encoder, &self.inputs);
-        blake3::hash(encoder.buffered()).into()
+        let mut components: Vec<(&str, Digest)> = self
+            .components
+            .iter()
+            .map(|(n, d)| (n.as_str(), *d))
+            .collect();
+        let mut inputs: Vec<(&str, Digest)> =
+            self.inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        key_from_parts(&mut components, &mut inputs).expect("map keys are distinct")
     }
 }
 
+/// The key [`KeyHasher::finish`] gives for these components and inputs — exactly
+/// `hash_value(&("cairn-key", KEY_FORMAT_VERSION, components, inputs))` with both as
+/// maps — written out directly into one buffer and hashed in one call, since it runs
+/// on every cached call.
+///
+/// # Errors
+/// [`HashError`] naming the name that appears twice in one list.
+pub(crate) fn key_from_parts(
+    components: &mut [(&str, Digest)],
+    inputs: &mut [(&str, Digest)],
+) -> Result<Digest, HashError> {
+    let mut encoder = Encoder {
+        sink: Sink::Buffer(Vec::with_capacity(
+            64 + 64 * (components.len() + inputs.len()),
+        )),
+    };
+    encoder.write_tag(tag::LIST);
+    encoder.write_len(4);
+    encoder.write_str("cairn-key");
+    encoder.write_int(false, u128::from(KEY_FORMAT_VERSION));
+    write_digest_map(&mut encoder, components).map_err(|n| {
+        HashError::new("a component of this name was already added")
+            .with_subject(Subject::Component(n))
+    })?;
+    write_digest_map(&mut encoder, inputs).map_err(|n| {
+        HashError::new("an input of this name was already added").with_subject(Subject::Input(n))
+    })?;
+    Ok(blake3::hash(encoder.buffered()).into())
+}
+
 /// A map from names to digests, encoded as the serde path encodes it: entries sorted
-/// by their bytes. The names are distinct, so each entry's key encoding (`S`, the
-/// length as `u64` LE, the UTF-8 bytes) decides its place.
-fn write_digest_map(encoder: &mut Encoder<'_>, map: &BTreeMap<String, Digest>) {
-    encoder.write_tag(tag::MAP);
-    encoder.write_len(map.len());
-    // A BTreeMap iterates by name; that is the encoding's order whenever all names
-    // have the same length (the common case of one or two short names is checked
-    // without sorting).
-    let in_order = map
-        .keys()
-        .zip(map.keys().skip(1))
-        .all(|(a, b)| entry_order(a, b).is_lt());
-    if in_order {
-        for (name, digest) in map {
-            encoder.write_str(name);
-            encoder.write_digest(&digest.0);
+/// by their bytes. Each entry's key encoding (`S`, the length as `u64` LE, the UTF-8
+/// bytes) decides its place. Returns a name that appears twice.
+fn write_digest_map(
+    encoder: &mut Encoder<'_>,
+    entries: &mut [(&str, Digest)],
+) -> Result<(), String> {
+    if !entries
+        .windows(2)
+        .all(|w| entry_order(w[0].0, w[1].0).is_lt())
+    {
+        entries.sort_unstable_by(|a, b| entry_order(a.0, b.0));
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(w[0].0.to_owned());
         }
-        return;
     }
-    let mut entries: Vec<(&String, &Digest)> = map.iter().collect();
-    entries.sort_unstable_by(|(a, _), (b, _)| entry_order(a, b));
-    for (name, digest) in entries {
+    encoder.write_tag(tag::MAP);
+    encoder.write_len(entries.len());
+    for (name, digest) in entries.iter() {
         encoder.write_str(name);
         encoder.write_digest(&digest.0);
     }
+    Ok(())
 }
 
 /// The order of two map entries with these (distinct) names in the encoding.

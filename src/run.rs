@@ -59,7 +59,11 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
             id,
             map_index,
             state: State::Pending,
-            states: vec![State::Pending],
+            states: {
+                let mut states = Vec::with_capacity(4);
+                states.push(State::Pending);
+                states
+            },
             attempts: 0,
             location: None,
             cache_key: None,
@@ -84,7 +88,7 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
     }
 }
 
-impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
+impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     fn enter(&mut self, state: State) {
         self.info.state = state.clone();
         self.info.states.push(state);
@@ -419,9 +423,12 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
         }
     }
 
-    /// The key components that depend only on the task's definition.
-    fn static_key(&self, policy: &CachePolicy) -> std::result::Result<KeyHasher, TaskError> {
-        let def = self.def;
+    /// The key components that depend only on the task's definition, computed once.
+    fn static_parts(
+        &self,
+        policy: &CachePolicy,
+    ) -> std::result::Result<&'a [(String, Digest)], TaskError> {
+        let def: &'a TaskDef<I, O> = self.def;
         let derived = def.derived.get_or_init(|| {
             let build = || -> std::result::Result<KeyHasher, Error> {
                 let mut key = KeyHasher::new();
@@ -468,18 +475,19 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
                 }
                 Ok(key)
             };
-            build().map_err(Arc::new)
+            build()
+                .map(|key| {
+                    key.components()
+                        .iter()
+                        .map(|(n, d)| (n.clone(), *d))
+                        .collect()
+                })
+                .map_err(Arc::new)
         });
-        let mut key = match derived {
-            Ok(key) => key.clone(),
-            Err(e) => return Err(self.error(TaskErrorKind::Definition, None, e.to_string())),
-        };
-        // The namespace may come from the flow, so it is added per run.
-        if let Some(ns) = self.namespace() {
-            key.component_value("namespace", ns)
-                .map_err(|e| self.error(TaskErrorKind::Hash, None, Error::from(e)))?;
+        match derived {
+            Ok(parts) => Ok(parts),
+            Err(e) => Err(self.error(TaskErrorKind::Definition, None, e.to_string())),
         }
-        Ok(key)
     }
 
     fn namespace(&self) -> Option<&str> {
@@ -493,12 +501,19 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
         &mut self,
         policy: &CachePolicy,
     ) -> std::result::Result<Option<Digest>, TaskError> {
-        let mut key = self.static_key(policy)?;
         let hash_error =
             |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
+        let statics = self.static_parts(policy)?;
+        let mut components: Vec<(&str, Digest)> = Vec::with_capacity(statics.len() + 4);
+        components.extend(statics.iter().map(|(n, d)| (n.as_str(), *d)));
+        // The namespace may come from the flow, so it is added per run.
+        if let Some(ns) = self.namespace() {
+            let mut hasher = crate::hashing::ContentHasher::new();
+            hasher.str(ns);
+            components.push(("namespace", hasher.finalize()));
+        }
         if policy.uses_run_id() {
-            key.component_digest("run_id", self.scope.run_id_digest())
-                .map_err(|e| hash_error(self, e))?;
+            components.push(("run_id", self.scope.run_id_digest()));
         }
         if policy.uses_parameters() {
             let digests = self
@@ -509,12 +524,13 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
                 .iter()
                 .filter(|(name, _)| policy.parameter_included(name))
                 .collect();
-            key.component_value("flow_parameters", &selected)
-                .map_err(|e| hash_error(self, e))?;
+            let digest = crate::hashing::hash_value(&selected).map_err(|e| hash_error(self, e))?;
+            components.push(("flow_parameters", digest));
         }
+        let mut inputs: Vec<(String, Digest)> = Vec::new();
         if policy.uses_inputs() {
             struct AddHashes<'k> {
-                key: &'k mut KeyHasher,
+                inputs: &'k mut Vec<(String, Digest)>,
                 policy: &'k CachePolicy,
                 error: Option<HashError>,
             }
@@ -523,16 +539,22 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
                     if self.policy.excludes(name) {
                         return Ok(());
                     }
-                    self.key.add_input(name, value).map_err(|e| {
-                        let message = e.to_string();
-                        self.error = Some(e);
-                        Error::Config { message }
-                    })?;
-                    Ok(())
+                    match crate::hashing::hash_value(value) {
+                        Ok(digest) => {
+                            self.inputs.push((name.to_owned(), digest));
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let e = e.for_input(name);
+                            let message = e.to_string();
+                            self.error = Some(e);
+                            Err(Error::Config { message })
+                        }
+                    }
                 }
             }
             let mut visitor = AddHashes {
-                key: &mut key,
+                inputs: &mut inputs,
                 policy,
                 error: None,
             };
@@ -543,18 +565,25 @@ impl<I: TaskInput, O: TaskOutput> Progress<'_, I, O> {
                 });
             }
         }
+        let mut key_fn_parts: Vec<(String, Digest)> = Vec::new();
         for (i, f) in policy.key_functions().iter().enumerate() {
             let attempts = self.info.attempts.max(1);
             let context = self.context(attempts)?;
             match f(context) {
                 Some(part) => {
-                    key.component_value(&format!("key_fn.{i}"), &part)
-                        .map_err(|e| hash_error(self, e))?;
+                    let mut hasher = crate::hashing::ContentHasher::new();
+                    hasher.str(&part);
+                    key_fn_parts.push((format!("key_fn.{i}"), hasher.finalize()));
                 }
                 None => return Ok(None),
             }
         }
-        Ok(Some(key.finish()))
+        components.extend(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)));
+        let mut inputs: Vec<(&str, Digest)> =
+            inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        crate::hashing::key_from_parts(&mut components, &mut inputs)
+            .map(Some)
+            .map_err(|e| hash_error(self, e))
     }
 
     async fn lookup(&mut self, policy: &CachePolicy) -> std::result::Result<Lookup<O>, TaskError> {

@@ -89,6 +89,9 @@ impl<I, O> std::fmt::Debug for Task<I, O> {
     }
 }
 
+/// The key components that depend only on a task's definition, by name.
+pub(crate) type DerivedKey = std::result::Result<Vec<(String, crate::hashing::Digest)>, Arc<Error>>;
+
 pub(crate) struct TaskDef<I, O> {
     pub name: String,
     pub body: Body<I, O>,
@@ -115,7 +118,7 @@ pub(crate) struct TaskDef<I, O> {
     pub memory_tier: bool,
     pub invalid: Option<Arc<Error>>,
     /// Key components that depend only on the definition, computed on first use.
-    pub derived: OnceLock<std::result::Result<crate::hashing::KeyHasher, Arc<Error>>>,
+    pub derived: OnceLock<DerivedKey>,
 }
 
 impl<I, O> Clone for TaskDef<I, O> {

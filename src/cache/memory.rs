@@ -10,11 +10,41 @@ use chrono::{DateTime, Utc};
 use crate::hashing::Digest;
 
 /// An entry's identity: the store it mirrors (by URL) and the cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TierKey {
     pub store: Arc<str>,
     pub key: Digest,
 }
+
+impl std::hash::Hash for TierKey {
+    /// The key is a BLAKE3 digest, already uniformly spread: eight of its bytes are a
+    /// hash. The store's URL is compared on lookup, not hashed.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let bytes = self.key.as_bytes();
+        state.write_u64(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")));
+    }
+}
+
+/// Passes a [`TierKey`]'s eight digest bytes through as the hash.
+#[derive(Default)]
+pub(crate) struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than `TierKey`; fold the bytes in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+type DigestMap<V> = HashMap<TierKey, V, std::hash::BuildHasherDefault<DigestHasher>>;
 
 /// The default bound on the memory tier: 256 MiB of values.
 pub const DEFAULT_MEMORY_TIER_BYTES: usize = 256 << 20;
@@ -28,7 +58,7 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<TierKey, Entry>,
+    entries: DigestMap<Entry>,
     /// Insertion order, for eviction; stale generations are skipped.
     order: VecDeque<(TierKey, u64)>,
     bytes: usize,
