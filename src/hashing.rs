@@ -2531,9 +2531,8 @@ mod key_finish_tests {
                 if (round as usize + i) % 3 == 0 {
                     continue;
                 }
-                let name: String = std::iter::repeat(char::from(b'a' + (i as u8 % 26)))
-                    .take(*len)
-                    .collect();
+                let name: String =
+                    std::iter::repeat_n(char::from(b'a' + (i as u8 % 26)), *len).collect();
                 key.add_input(&name, &(round, i)).unwrap();
                 key.component_value(&format!("{name}c"), &i).unwrap();
             }

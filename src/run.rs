@@ -660,17 +660,21 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .into_iter()
             .map(|n| (n.to_owned(), String::new()))
             .collect();
-        Ok(Lookup::Miss(Some(CacheSlot {
+        Ok(Lookup::Miss(Some(Box::new(CacheSlot {
             store,
             location,
             tier_key,
             replace,
             components,
             _guard: guard,
-        })))
+        }))))
     }
 
-    async fn write_record(&self, slot: CacheSlot, value: &O) -> std::result::Result<(), TaskError> {
+    async fn write_record(
+        &self,
+        slot: Box<CacheSlot>,
+        value: &O,
+    ) -> std::result::Result<(), TaskError> {
         let now = self.scope.clock.now();
         let expires = self
             .def
@@ -713,7 +717,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
 
 enum Lookup<O> {
     Hit(O),
-    Miss(Option<CacheSlot>),
+    Miss(Option<Box<CacheSlot>>),
 }
 
 /// One lock per cache key in this process, for `serialize`.
