@@ -359,12 +359,21 @@ impl Context {
         name: impl Into<String>,
         value: &T,
     ) -> Result<Self> {
-        let name = name.into();
+        self.insert_input(&name.into(), value)?;
+        Ok(self)
+    }
+
+    /// [`Context::with_input`] in place.
+    pub(crate) fn insert_input<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<()> {
         let value = Value::from_serialize(value).map_err(|e| Error::Config {
             message: format!("input '{name}': {e}"),
         })?;
-        self.values.insert(name, value);
-        Ok(self)
+        self.values.insert(name.to_owned(), value);
+        Ok(())
     }
 
     /// A value by name.

@@ -437,11 +437,9 @@ impl RunScope {
     /// The digest of the run id as a key component (what
     /// `KeyHasher::component_value("run_id", id)` adds), computed once per run.
     pub fn run_id_digest(&self) -> Digest {
-        *self.run_id_digest.get_or_init(|| {
-            let mut hasher = crate::hashing::ContentHasher::new();
-            hasher.str(&self.run_id);
-            hasher.finalize()
-        })
+        *self
+            .run_id_digest
+            .get_or_init(|| crate::hashing::hash_str(&self.run_id))
     }
 
     /// The digest of each flow parameter, by name.

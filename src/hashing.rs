@@ -1707,6 +1707,15 @@ pub fn hash_value<T: Serialize + ?Sized>(value: &T) -> Result<Digest, HashError>
     Ok(hasher.finalize())
 }
 
+/// The digest of a string, as [`hash_value`] gives it (what
+/// [`KeyHasher::component_value`] records for a string component), without the
+/// fallible path: a string always hashes.
+pub(crate) fn hash_str(s: &str) -> Digest {
+    let mut hasher = ContentHasher::new();
+    hasher.str(s);
+    hasher.finalize()
+}
+
 /// The digest of a file's content: the same as [`hash_value`] of a byte string holding
 /// it (`hash_value(&Blob(std::fs::read(path)?))`), so a file and its bytes in memory
 /// hash alike. Its path, name and times are not part of it.

@@ -208,11 +208,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             struct AddInputs<'c>(&'c mut Context);
             impl InputVisitor for AddInputs<'_> {
                 fn visit<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
-                    let value = crate::Value::from_serialize(value).map_err(|e| Error::Config {
-                        message: format!("input '{name}': {e}"),
-                    })?;
-                    self.0.insert(name, value);
-                    Ok(())
+                    self.0.insert_input(name, value)
                 }
             }
             visit_inputs(
@@ -236,6 +232,14 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .unwrap_or(false)
     }
 
+    /// `store` with the task's serializer, if it names one.
+    fn with_task_serializer(&self, store: ResultStore) -> ResultStore {
+        match self.def.serializer {
+            Some(s) => store.with_serializer(s),
+            None => store,
+        }
+    }
+
     /// The store for targets and checkpoints.
     async fn store(&self) -> std::result::Result<ResultStore, TaskError> {
         let store = match &self.def.store {
@@ -246,10 +250,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 .await
                 .map_err(|e| self.error(TaskErrorKind::Store, Some("no store".into()), e))?,
         };
-        Ok(match self.def.serializer {
-            Some(s) => store.with_serializer(s),
-            None => store,
-        })
+        Ok(self.with_task_serializer(store))
     }
 
     /// The store for cache records.
@@ -261,10 +262,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     self.error(TaskErrorKind::Store, Some("no cache store".into()), e)
                 })?,
             };
-        Ok(match self.def.serializer {
-            Some(s) => store.with_serializer(s),
-            None => store,
-        })
+        Ok(self.with_task_serializer(store))
     }
 
     async fn attempts(&mut self) -> std::result::Result<O, TaskError> {
@@ -508,9 +506,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         components.extend(statics.iter().map(|(n, d)| (n.as_str(), *d)));
         // The namespace may come from the flow, so it is added per run.
         if let Some(ns) = self.namespace() {
-            let mut hasher = crate::hashing::ContentHasher::new();
-            hasher.str(ns);
-            components.push(("namespace", hasher.finalize()));
+            components.push(("namespace", crate::hashing::hash_str(ns)));
         }
         if policy.uses_run_id() {
             components.push(("run_id", self.scope.run_id_digest()));
@@ -571,9 +567,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             let context = self.context(attempts)?;
             match f(context) {
                 Some(part) => {
-                    let mut hasher = crate::hashing::ContentHasher::new();
-                    hasher.str(&part);
-                    key_fn_parts.push((format!("key_fn.{i}"), hasher.finalize()));
+                    key_fn_parts.push((format!("key_fn.{i}"), crate::hashing::hash_str(&part)));
                 }
                 None => return Ok(None),
             }
