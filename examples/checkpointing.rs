@@ -22,23 +22,14 @@
 //! cargo run --example checkpointing -- /tmp/ck     # data elsewhere
 //! ```
 
+mod common;
+
 use std::process::ExitCode;
 
 use cairn::{Flow, ResultStore, Settings, Task, TaskError};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .without_time()
-        .init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    common::main(run())
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -16,25 +16,16 @@
 //! cargo run --example date_target -- /tmp/dt    # data elsewhere
 //! ```
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cairn::{Flow, ResultStore, Settings, Task};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .without_time()
-        .init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    common::main(run())
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

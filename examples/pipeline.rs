@@ -16,6 +16,8 @@
 //! `weather/<date>/clean/clean.msgpack`, `weather/<date>/aggregate.json` and
 //! `weather/<date>/report.csv`. Delete one and the next run redoes that step only.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -179,20 +181,8 @@ impl Pipeline {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    // Shows the runner's log lines: `Task run 'fetch-1a2' - Finished in state Completed()`.
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .without_time()
-        .init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    common::main(run())
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -13,6 +13,8 @@
 //! cargo run --example retries -- /tmp/rt      # data elsewhere
 //! ```
 
+mod common;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,19 +29,8 @@ struct Batch {
     rows: Vec<u32>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .without_time()
-        .init();
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    common::main(run())
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

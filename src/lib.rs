@@ -114,41 +114,39 @@
 //! (see [`Settings`]). Checkpoints go to `runs/v1/{flow_name}/{flow_run_id}/{task_name}/{map_index}`
 //! as verified records, or to the task's `location` template as plain bytes. A target
 //! is always published: it is where the task's output lives.
+//! ## Where things are
+//!
+//! | layer | folder | what |
+//! |---|---|---|
+//! | runner | `src/runner/` | [`Task`], [`Flow`], [`State`], [`Settings`], one task run's steps |
+//! | cache | `src/cache/` | cache policies, Prefect 1 and Flyte spellings, the memory tier, and key hashing ([`hashing`]) |
+//! | template | `src/template/` | [`Template`] and [`Context`]: `{date:%A}/{task_name}.txt` |
+//! | store | `src/store/` | [`ResultStore`], the record format ([`record`]), [`Serializer`] |
+//! | backend | `src/backend/` | the [`Backend`](backend::Backend) trait, memory and `object_store` backends; local disk, S3 and GCS in `backends/` |
+//!
+//! Each layer calls only the ones below it.
 #![warn(missing_docs)]
 
 extern crate self as cairn;
 
 pub mod backend;
 pub mod cache;
-mod clock;
-mod context;
-mod flow;
-pub mod hashing;
-mod inputs;
-pub mod record;
-mod run;
-mod serializer;
-mod settings;
-mod state;
+mod runner;
 mod store;
-mod task;
 mod template;
 
 pub use backend::{Error, ErrorKind, Key, PutMode, Result};
-pub use context::{Context, Value};
-pub use serializer::{Compression, Format, Serializer};
-pub use store::{Record, ResultStore};
+pub use cache::hashing;
+pub use store::record;
+pub use store::{Compression, Format, Record, ResultStore, Serializer};
+pub use template::context::{Context, Value};
 pub use template::Template;
 
 pub use cairn_macros::task;
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use flow::{Flow, FlowRun};
-pub use settings::Settings;
-pub use state::{State, StateType};
-pub use task::{
-    BoxError, Signature, Task, TaskError, TaskErrorKind, TaskInput, TaskOutput, TaskRun,
-    TaskRunInfo,
+pub use runner::{
+    BoxError, Clock, Flow, FlowRun, ManualClock, Settings, Signature, State, StateType,
+    SystemClock, Task, TaskError, TaskErrorKind, TaskInput, TaskOutput, TaskRun, TaskRunInfo,
 };
 
 #[doc(hidden)]
-pub use task::private as __private;
+pub use runner::task::private as __private;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 
-use crate::hashing::Digest;
+use crate::cache::hashing::Digest;
 
 /// An entry's identity: the store it mirrors (by URL) and the cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +221,7 @@ mod tests {
     fn k(name: &str) -> TierKey {
         TierKey {
             store: Arc::from("memory://test"),
-            key: crate::hashing::hash_value(name).unwrap(),
+            key: crate::cache::hashing::hash_value(name).unwrap(),
         }
     }
 

@@ -2,9 +2,9 @@
 //! same run on the same disk and the same LocalStack, reported as ratios.
 //!
 //! ```text
-//! cargo bench --bench store --all-features              # local; S3 when AWS_ENDPOINT_URL is set
-//! ./localstack/bench                                     # starts LocalStack, then the above
-//! CAIRN_BENCH_BIG=1 ./localstack/bench                   # adds 1 GiB values with peak memory
+//! cargo bench -p cairn-benches --bench store          # local; S3 when AWS_ENDPOINT_URL is set
+//! ./localstack/bench                                            # starts LocalStack, then the above
+//! CAIRN_BENCH_BIG=1 ./localstack/bench                          # adds 1 GiB values with peak memory
 //! ```
 //!
 //! A ratio is raw time / cairn time: 1.00 means as fast as the raw operation, 0.85 is

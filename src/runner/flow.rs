@@ -8,17 +8,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::backend::{Error, Result};
-use crate::clock::{Clock, SystemClock};
-use crate::hashing::Digest;
-use crate::inputs::{visit_inputs, InputVisitor};
-use crate::settings::Settings;
-use crate::state::State;
-use crate::task::{BoxError, TaskRunInfo};
+use crate::cache::hashing::Digest;
+use crate::runner::clock::Clock;
+use crate::runner::error::BoxError;
+use crate::runner::inputs::{visit_inputs, InputVisitor};
+use crate::runner::scope::{global_settings, system_clock, RunScope, CURRENT};
+use crate::runner::settings::Settings;
+use crate::runner::state::State;
+use crate::runner::task_run::TaskRunInfo;
 use crate::{Context, ResultStore, Value};
-
-tokio::task_local! {
-    static CURRENT: Arc<RunScope>;
-}
 
 /// A named pipeline run: the tasks called inside [`Flow::run`]'s body run as parts of
 /// one flow run, with its id, parameters, result store and settings, and their states
@@ -175,7 +173,7 @@ impl Flow {
             Err(e) => {
                 let e: BoxError = e.into();
                 (
-                    State::failed(crate::task::error_chain(&*e)),
+                    State::failed(crate::runner::error::error_chain(&*e)),
                     None,
                     Some(Arc::new(e)),
                 )
@@ -261,47 +259,11 @@ impl<T> FlowRun<T> {
     }
 }
 
-/// The flow run a task run belongs to: the real one, or an ephemeral one for a call
-/// outside any flow.
-pub(crate) struct RunScope {
-    pub flow_name: Arc<str>,
-    pub run_id: Arc<str>,
-    pub run_name: Arc<str>,
-    pub date: DateTime<Utc>,
-    pub store: Option<ResultStore>,
-    pub checkpointing: Option<bool>,
-    pub overwrite: bool,
-    pub overwrite_cache: bool,
-    pub settings: Arc<Settings>,
-    pub clock: Arc<dyn Clock>,
-    pub namespace: Option<String>,
-    ephemeral: bool,
-    parameters: std::result::Result<Option<Value>, String>,
-    parameter_digests: std::result::Result<BTreeMap<String, Digest>, String>,
-    user_context: Context,
-    base_context: OnceLock<Context>,
-    run_id_digest: OnceLock<Digest>,
-    counters: Mutex<HashMap<String, u64>>,
-    task_runs: Mutex<Vec<TaskRunInfo>>,
-}
-
-fn global_settings() -> Arc<Settings> {
-    static SETTINGS: OnceLock<Arc<Settings>> = OnceLock::new();
-    SETTINGS
-        .get_or_init(|| Arc::new(Settings::global().clone()))
-        .clone()
-}
-
-fn system_clock() -> Arc<dyn Clock> {
-    static CLOCK: OnceLock<Arc<dyn Clock>> = OnceLock::new();
-    CLOCK.get_or_init(|| Arc::new(SystemClock)).clone()
-}
-
 struct ParameterDigests<'a>(&'a mut BTreeMap<String, Digest>);
 
 impl InputVisitor for ParameterDigests<'_> {
     fn visit<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
-        let digest = crate::hashing::hash_value(value).map_err(|e| Error::Config {
+        let digest = crate::cache::hashing::hash_value(value).map_err(|e| Error::Config {
             message: format!("flow parameter '{name}' cannot be hashed: {}", e.cause()),
         })?;
         self.0.insert(name.to_owned(), digest);
@@ -312,7 +274,7 @@ impl InputVisitor for ParameterDigests<'_> {
 impl RunScope {
     fn for_flow<P: Serialize>(flow: &Flow, parameters: &P) -> Self {
         let clock = flow.clock.clone().unwrap_or_else(system_clock);
-        let id = crate::task::new_id();
+        let id = crate::runner::task_run::new_id();
         let mut digests = BTreeMap::new();
         let parameter_digests = match visit_inputs(
             parameters,
@@ -349,193 +311,16 @@ impl RunScope {
             task_runs: Mutex::new(Vec::new()),
         }
     }
-
-    /// A scope of its own for a task called outside any flow: the flow run id is the
-    /// task run's id.
-    pub fn ephemeral(task_run_id: &str) -> Self {
-        let clock = system_clock();
-        RunScope {
-            flow_name: Arc::from("ephemeral"),
-            run_id: Arc::from(task_run_id),
-            run_name: Arc::from("ephemeral"),
-            date: clock.now(),
-            store: None,
-            checkpointing: None,
-            overwrite: false,
-            overwrite_cache: false,
-            settings: global_settings(),
-            clock,
-            namespace: None,
-            ephemeral: true,
-            parameters: Ok(None),
-            parameter_digests: Ok(BTreeMap::new()),
-            user_context: Context::new(),
-            base_context: OnceLock::new(),
-            run_id_digest: OnceLock::new(),
-            counters: Mutex::new(HashMap::new()),
-            task_runs: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The flow run the caller is inside of, if any.
-    pub fn current() -> Option<Arc<RunScope>> {
-        CURRENT.try_with(Arc::clone).ok()
-    }
-
-    /// The next map index of `task` in this run.
-    pub fn next_index(&self, task: &str) -> u64 {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        match counters.get_mut(task) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                counters.insert(task.to_owned(), 0);
-                0
-            }
-        }
-    }
-
-    /// Records a finished task run (nobody reads the records of an ephemeral run).
-    pub fn record(&self, info: &TaskRunInfo) {
-        if self.ephemeral {
-            return;
-        }
-        let info = info.clone();
-        self.task_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(info);
-    }
-
-    pub fn task_runs(&self) -> Vec<TaskRunInfo> {
-        self.task_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The context keys every task run of this flow run shares.
-    pub fn base_context(&self) -> Result<&Context> {
-        let parameters = self.parameters.as_ref().map_err(|e| Error::Config {
-            message: format!("the flow's parameters cannot be used in templates: {e}"),
-        })?;
-        Ok(self.base_context.get_or_init(|| {
-            let mut ctx = self.user_context.clone().with_date(self.date);
-            ctx.insert("flow_name", self.flow_name.to_string());
-            ctx.insert("flow_run_id", self.run_id.to_string());
-            ctx.insert("flow_run_name", self.run_name.to_string());
-            ctx.insert(
-                "parameters",
-                parameters.clone().unwrap_or(Value::Map(BTreeMap::new())),
-            );
-            ctx
-        }))
-    }
-
-    /// The digest of the run id as a key component (what
-    /// `KeyHasher::component_value("run_id", id)` adds), computed once per run.
-    pub fn run_id_digest(&self) -> Digest {
-        *self
-            .run_id_digest
-            .get_or_init(|| crate::hashing::hash_str(&self.run_id))
-    }
-
-    /// The digest of each flow parameter, by name.
-    pub fn parameter_digests(
-        &self,
-    ) -> std::result::Result<&BTreeMap<String, Digest>, crate::hashing::HashError> {
-        self.parameter_digests
-            .as_ref()
-            .map_err(|e| crate::hashing::HashError::new(e.clone()))
-    }
-
-    /// Whether the flow as a whole persists (its summary is written).
-    fn persisting(&self) -> bool {
-        self.checkpointing
-            .or(self.settings.checkpointing)
-            .unwrap_or(false)
-    }
-
-    /// The store persisted results go to when neither the task nor the flow names one.
-    pub async fn default_store(&self) -> Result<ResultStore> {
-        if let Some(store) = &self.store {
-            return Ok(store.clone());
-        }
-        // Boxed: the cold path would otherwise make every task call's future as large
-        // as the biggest backend's setup.
-        Box::pin(open_cached(&self.settings.default_store_url())).await
-    }
-
-    /// The store cache records go to when the task names none: the flow's, the
-    /// configured one, or this process's memory.
-    pub async fn default_cache_store(&self) -> Result<ResultStore> {
-        if let Some(store) = &self.store {
-            return Ok(store.clone());
-        }
-        match &self.settings.store {
-            Some(url) => Box::pin(open_cached(url)).await,
-            None => Ok(process_memory_store()),
-        }
-    }
-
-    async fn persist_summary(&self, state: &State, task_runs: &[TaskRunInfo]) -> Result<()> {
-        #[derive(Serialize)]
-        struct Summary {
-            flow_name: String,
-            flow_run_id: String,
-            flow_run_name: String,
-            date: DateTime<Utc>,
-            state: String,
-            task_runs: Vec<BTreeMap<&'static str, String>>,
-        }
-        let summary = Summary {
-            flow_name: self.flow_name.to_string(),
-            flow_run_id: self.run_id.to_string(),
-            flow_run_name: self.run_name.to_string(),
-            date: self.date,
-            state: state.to_string(),
-            task_runs: task_runs
-                .iter()
-                .map(|r| {
-                    let mut m = BTreeMap::new();
-                    m.insert("task", r.task.clone());
-                    m.insert("name", r.name.clone());
-                    m.insert("id", r.id.clone());
-                    m.insert("map_index", r.map_index.to_string());
-                    m.insert("state", r.state.to_string());
-                    if let Some(l) = &r.location {
-                        m.insert("location", l.clone());
-                    }
-                    m
-                })
-                .collect(),
-        };
-        let store = self.default_store().await?;
-        let location = format!("runs/v1/{}/{}/flow.json", self.flow_name, self.run_id);
-        store.write_at(&location, &summary).await.map(|_| ())
-    }
 }
 
-/// Stores opened from settings URLs, shared by every run of the process.
-async fn open_cached(url: &str) -> Result<ResultStore> {
-    static OPEN: OnceLock<Mutex<HashMap<String, ResultStore>>> = OnceLock::new();
-    let open = OPEN.get_or_init(Default::default);
-    if let Some(store) = open.lock().unwrap_or_else(|e| e.into_inner()).get(url) {
-        return Ok(store.clone());
-    }
-    let store = ResultStore::from_url(url).await?;
-    open.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(url.to_owned(), store.clone());
-    Ok(store)
-}
-
-/// The in-process store that holds cache records when no store is named.
-pub(crate) fn process_memory_store() -> ResultStore {
-    static STORE: OnceLock<ResultStore> = OnceLock::new();
-    STORE.get_or_init(ResultStore::memory).clone()
+/// A readable name derived from the run id, such as `outgoing-cicada`.
+fn run_name(id: &str) -> String {
+    let bits = u64::from_str_radix(&id.replace('-', "")[..12], 16).unwrap_or(0);
+    format!(
+        "{}-{}",
+        ADJECTIVES[(bits % ADJECTIVES.len() as u64) as usize],
+        ANIMALS[((bits >> 8) % ANIMALS.len() as u64) as usize]
+    )
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -550,13 +335,3 @@ const ANIMALS: &[&str] = &[
     "vole", "walrus", "yak", "zebra", "bison", "crane", "dolphin", "falcon", "gopher", "hare",
     "iguana", "lynx",
 ];
-
-/// A readable name derived from the run id, such as `outgoing-cicada`.
-fn run_name(id: &str) -> String {
-    let bits = u64::from_str_radix(&id.replace('-', "")[..12], 16).unwrap_or(0);
-    format!(
-        "{}-{}",
-        ADJECTIVES[(bits % ADJECTIVES.len() as u64) as usize],
-        ANIMALS[((bits >> 8) % ANIMALS.len() as u64) as usize]
-    )
-}

@@ -7,17 +7,16 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use serde::Serialize;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
+use crate::cache::hashing::{Digest, HashError, KeyHasher};
 use crate::cache::memory::TierKey;
 use crate::cache::{record_location, CachePolicy, MemoryTier};
-use crate::flow::RunScope;
-use crate::hashing::{Digest, HashError, KeyHasher};
-use crate::inputs::{visit_inputs, InputVisitor};
-use crate::record::RecordInfo;
-use crate::state::State;
-use crate::task::{
-    error_chain, new_id, TaskDef, TaskError, TaskErrorKind, TaskInput, TaskOutput, TaskRun,
-    TaskRunInfo,
-};
+use crate::runner::definition::{TaskDef, TaskInput, TaskOutput};
+use crate::runner::error::{error_chain, TaskError, TaskErrorKind};
+use crate::runner::inputs::{visit_inputs, InputVisitor};
+use crate::runner::scope::RunScope;
+use crate::runner::state::State;
+use crate::runner::task_run::{new_id, TaskRun, TaskRunInfo};
+use crate::store::record::RecordInfo;
 use crate::{Context, ResultStore};
 
 /// Everything known about a run while it is in progress.
@@ -98,7 +97,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         &self,
         kind: TaskErrorKind,
         context: Option<String>,
-        source: impl Into<crate::task::BoxError>,
+        source: impl Into<crate::runner::error::BoxError>,
     ) -> TaskError {
         TaskError::new(&self.info.name, kind, context, source)
     }
@@ -451,7 +450,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 if policy.uses_signature() {
                     let signature = match &def.signature {
                         Some(s) => s.clone(),
-                        None => crate::task::Signature {
+                        None => crate::runner::definition::Signature {
                             inputs: def
                                 .input_names
                                 .iter()
@@ -506,7 +505,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         components.extend(statics.iter().map(|(n, d)| (n.as_str(), *d)));
         // The namespace may come from the flow, so it is added per run.
         if let Some(ns) = self.namespace() {
-            components.push(("namespace", crate::hashing::hash_str(ns)));
+            components.push(("namespace", crate::cache::hashing::hash_str(ns)));
         }
         if policy.uses_run_id() {
             components.push(("run_id", self.scope.run_id_digest()));
@@ -520,7 +519,8 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 .iter()
                 .filter(|(name, _)| policy.parameter_included(name))
                 .collect();
-            let digest = crate::hashing::hash_value(&selected).map_err(|e| hash_error(self, e))?;
+            let digest =
+                crate::cache::hashing::hash_value(&selected).map_err(|e| hash_error(self, e))?;
             components.push(("flow_parameters", digest));
         }
         let mut inputs: Vec<(String, Digest)> = Vec::new();
@@ -535,7 +535,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     if self.policy.excludes(name) {
                         return Ok(());
                     }
-                    match crate::hashing::hash_value(value) {
+                    match crate::cache::hashing::hash_value(value) {
                         Ok(digest) => {
                             self.inputs.push((name.to_owned(), digest));
                             Ok(())
@@ -567,7 +567,10 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             let context = self.context(attempts)?;
             match f(context) {
                 Some(part) => {
-                    key_fn_parts.push((format!("key_fn.{i}"), crate::hashing::hash_str(&part)));
+                    key_fn_parts.push((
+                        format!("key_fn.{i}"),
+                        crate::cache::hashing::hash_str(&part),
+                    ));
                 }
                 None => return Ok(None),
             }
@@ -575,7 +578,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         components.extend(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)));
         let mut inputs: Vec<(&str, Digest)> =
             inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        crate::hashing::key_from_parts(&mut components, &mut inputs)
+        crate::cache::hashing::key_from_parts(&mut components, &mut inputs)
             .map(Some)
             .map_err(|e| hash_error(self, e))
     }

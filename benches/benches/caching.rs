@@ -3,9 +3,9 @@
 //! flow of cached calls, and the cost of hashing a large input into a cache key.
 //!
 //! ```text
-//! cargo bench --bench caching                  # memory and local disk; S3 is skipped
-//! ./localstack/bench caching                   # starts LocalStack, adds S3 (--all-features)
-//! CAIRN_BENCH_BIG=0 cargo bench --bench caching   # hashes 256 MiB instead of 1 GiB
+//! cargo bench -p cairn-benches --bench caching                     # memory and local disk; S3 is skipped
+//! ./localstack/bench caching                                        # starts LocalStack, adds S3
+//! CAIRN_BENCH_BIG=0 cargo bench -p cairn-benches --bench caching   # hashes 256 MiB instead of 1 GiB
 //! ```
 //!
 //! Other knobs: `CAIRN_BENCH_CALLS` (timed calls per fast row, default 20000),

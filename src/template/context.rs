@@ -144,7 +144,7 @@ impl fmt::Display for Value {
         match self {
             Value::Str(s) => f.write_str(s),
             Value::Int(i) => write!(f, "{i}"),
-            Value::Float(x) => f.write_str(&crate::template::float_repr(*x)),
+            Value::Float(x) => f.write_str(&crate::template::python_format::float_repr(*x)),
             Value::Bool(b) => write!(f, "{b}"),
             Value::DateTime(d) => f.write_str(&d.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
             Value::Null => f.write_str("null"),

@@ -11,9 +11,9 @@ use crate::backend::{
     self, Backend, BackendExt, DynBackend, Error, Key, MemoryBackend, ObjectMeta, PutMode,
     PutOptions, PutPayload, PutResult, Result,
 };
-use crate::context::Context;
-use crate::record::{self, RecordHeader, RecordInfo};
-use crate::serializer::Serializer;
+use crate::store::record::{self, RecordHeader, RecordInfo};
+use crate::store::serializer::Serializer;
+use crate::template::context::Context;
 use crate::template::Template;
 
 /// Where task results live: a backend, a default serializer and an optional location
@@ -25,7 +25,7 @@ use crate::template::Template;
 ///   bytes alone, at exactly the given location, so other tools read them (a `.csv`
 ///   target is a CSV file). The serializer follows the extension.
 /// - **records** ([`ResultStore::write_record`], [`ResultStore::read_record`]): a
-///   self-describing frame (see [`crate::record`]) whose length and BLAKE3 digest are
+///   self-describing frame (see [`crate::store::record`]) whose length and BLAKE3 digest are
 ///   checked on every read; a damaged record is [`Error::Corrupt`], never data.
 ///
 /// Every write is atomic: readers see the old object or the new one, never a part.

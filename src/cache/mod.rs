@@ -20,6 +20,7 @@
 //! entries live in this process only (nothing is persisted unless asked). In every
 //! case hits already seen in this process are served by the [`MemoryTier`].
 
+pub mod hashing;
 pub(crate) mod memory;
 mod policy;
 

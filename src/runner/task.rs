@@ -4,43 +4,13 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use crate::backend::{Error, ErrorKind, Result};
+use crate::backend::{Error, Result};
 use crate::cache::{Cache, CachePolicy, IDENTITY};
-use crate::flow::RunScope;
-use crate::state::State;
+use crate::runner::definition::{Body, Signature, TaskDef, TaskInput, TaskOutput};
+use crate::runner::error::{BoxError, TaskError};
+use crate::runner::scope::RunScope;
+use crate::runner::task_run::{new_id, TaskRun};
 use crate::{Context, ResultStore, Serializer, Template, Value};
-
-/// The error type task bodies may fail with: any error, boxed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-type Body<I, O> =
-    Arc<dyn Fn(I) -> BoxFuture<'static, std::result::Result<O, BoxError>> + Send + Sync>;
-
-/// What a task's input must be: one value, passed by value to the body, cloned for
-/// retries. A tuple's elements and a struct's fields are separate inputs (see
-/// [`Task::inputs`]).
-pub trait TaskInput: Serialize + Clone + Send + Sync + 'static {}
-impl<T: Serialize + Clone + Send + Sync + 'static> TaskInput for T {}
-
-/// What a task's output must be: stored and read back through a serializer, and
-/// cloned when served from the memory tier.
-pub trait TaskOutput: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
-impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> TaskOutput for T {}
-
-/// A task's signature: its input names and types and its output type, as written in
-/// the source. Recorded by `#[cairn::task]`; part of the cache key under
-/// [`crate::cache::SIGNATURE`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Signature {
-    /// `(name, type)` of each input, in order.
-    pub inputs: Vec<(String, String)>,
-    /// The output type.
-    pub output: String,
-}
 
 /// A task: an async function with a name and options.
 ///
@@ -86,71 +56,6 @@ impl<I, O> std::fmt::Debug for Task<I, O> {
             .field("target", &self.def.target)
             .field("cache_policy", &self.def.cache_policy)
             .finish_non_exhaustive()
-    }
-}
-
-/// The key components that depend only on a task's definition, by name.
-pub(crate) type DerivedKey = std::result::Result<Vec<(String, crate::hashing::Digest)>, Arc<Error>>;
-
-pub(crate) struct TaskDef<I, O> {
-    pub name: String,
-    pub body: Body<I, O>,
-    pub input_names: Vec<String>,
-    pub signature: Option<Signature>,
-    pub source: Option<Arc<str>>,
-    pub store: Option<ResultStore>,
-    pub serializer: Option<Serializer>,
-    pub checkpoint: Option<bool>,
-    pub target: Option<Template>,
-    pub location: Option<Template>,
-    pub retries: u32,
-    pub retry_delay: Duration,
-    pub refresh: bool,
-    pub context: Context,
-    pub user_keys: Vec<String>,
-    pub cache_policy: Option<CachePolicy>,
-    pub cache_expiration: Option<chrono::Duration>,
-    pub refresh_cache: Option<bool>,
-    pub cache_store: Option<ResultStore>,
-    pub cache_key: Option<String>,
-    pub namespace: Option<String>,
-    pub serialize: bool,
-    pub memory_tier: bool,
-    pub invalid: Option<Arc<Error>>,
-    /// Key components that depend only on the definition, computed on first use.
-    pub derived: OnceLock<DerivedKey>,
-}
-
-impl<I, O> Clone for TaskDef<I, O> {
-    fn clone(&self) -> Self {
-        TaskDef {
-            name: self.name.clone(),
-            body: self.body.clone(),
-            input_names: self.input_names.clone(),
-            signature: self.signature.clone(),
-            source: self.source.clone(),
-            store: self.store.clone(),
-            serializer: self.serializer,
-            checkpoint: self.checkpoint,
-            target: self.target.clone(),
-            location: self.location.clone(),
-            retries: self.retries,
-            retry_delay: self.retry_delay,
-            refresh: self.refresh,
-            context: self.context.clone(),
-            user_keys: self.user_keys.clone(),
-            cache_policy: self.cache_policy.clone(),
-            cache_expiration: self.cache_expiration,
-            refresh_cache: self.refresh_cache,
-            cache_store: self.cache_store.clone(),
-            cache_key: self.cache_key.clone(),
-            namespace: self.namespace.clone(),
-            serialize: self.serialize,
-            memory_tier: self.memory_tier,
-            invalid: self.invalid.clone(),
-            // Options may change after a clone: derive again.
-            derived: OnceLock::new(),
-        }
     }
 }
 
@@ -465,7 +370,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// Runs the task with `input` and returns the whole run: state, value or error.
     pub async fn run(&self, input: I) -> TaskRun<O> {
         let scope = RunScope::current();
-        crate::run::execute(&self.def, input, scope, None).await
+        crate::runner::run::execute(&self.def, input, scope, None).await
     }
 
     /// Runs the task once per input, concurrently, and returns the runs in input order.
@@ -475,7 +380,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         let scope = RunScope::current().unwrap_or_else(|| Arc::new(RunScope::ephemeral(&new_id())));
         let runs = inputs
             .into_iter()
-            .map(|input| crate::run::execute(&self.def, input, Some(scope.clone()), None));
+            .map(|input| crate::runner::run::execute(&self.def, input, Some(scope.clone()), None));
         futures::future::join_all(runs).await
     }
 }
@@ -495,163 +400,4 @@ pub mod private {
         })
         .edit(|d| d.invalid = Some(error))
     }
-}
-
-/// What a finished task run looked like: recorded in its flow run.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct TaskRunInfo {
-    /// The task's name.
-    pub task: String,
-    /// The run's name: the task's name and the first characters of its id
-    /// (`add_one-d85`).
-    pub name: String,
-    /// The run's id.
-    pub id: String,
-    /// The run's index among this task's runs in the flow run.
-    pub map_index: u64,
-    /// The final state.
-    pub state: State,
-    /// Every state the run went through, in order.
-    pub states: Vec<State>,
-    /// How many times the body ran.
-    pub attempts: u32,
-    /// Where the output was found or written (target or checkpoint).
-    pub location: Option<String>,
-    /// The cache key, when the task caches.
-    pub cache_key: Option<String>,
-}
-
-/// A finished task run: its state and its value or error.
-#[derive(Debug)]
-pub struct TaskRun<O> {
-    pub(crate) info: TaskRunInfo,
-    pub(crate) result: std::result::Result<O, TaskError>,
-}
-
-impl<O> TaskRun<O> {
-    /// The final state.
-    pub fn state(&self) -> &State {
-        &self.info.state
-    }
-    /// The value, when the run succeeded.
-    pub fn value(&self) -> Option<&O> {
-        self.result.as_ref().ok()
-    }
-    /// The error, when it failed.
-    pub fn error(&self) -> Option<&TaskError> {
-        self.result.as_ref().err()
-    }
-    /// The run's name, such as `add_one-d85`.
-    pub fn name(&self) -> &str {
-        &self.info.name
-    }
-    /// Everything recorded about the run.
-    pub fn info(&self) -> &TaskRunInfo {
-        &self.info
-    }
-    /// The value, or the error.
-    ///
-    /// # Errors
-    /// The run's error.
-    pub fn into_result(self) -> std::result::Result<O, TaskError> {
-        self.result
-    }
-}
-
-/// Why a task run failed.
-#[derive(Debug, Clone)]
-pub struct TaskError {
-    run: Arc<str>,
-    kind: TaskErrorKind,
-    context: Option<Arc<str>>,
-    source: Arc<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-/// What part of a task run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TaskErrorKind {
-    /// The body failed (after its last retry).
-    Body,
-    /// The task's definition is not valid (a template that does not parse, ...).
-    Definition,
-    /// A template could not be rendered for this run.
-    Template,
-    /// An input could not be hashed for the cache key.
-    Hash,
-    /// Reading a target or record, or writing the output, failed.
-    Store,
-}
-
-impl TaskError {
-    pub(crate) fn new(
-        run: &str,
-        kind: TaskErrorKind,
-        context: Option<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        let source: BoxError = source.into();
-        TaskError {
-            run: Arc::from(run),
-            kind,
-            context: context.map(Arc::from),
-            source: Arc::from(source),
-        }
-    }
-
-    /// The name of the task run that failed.
-    pub fn task_run(&self) -> &str {
-        &self.run
-    }
-
-    /// What part of the run failed.
-    pub fn kind(&self) -> TaskErrorKind {
-        self.kind
-    }
-
-    /// The cairn error behind this one, when there is one.
-    pub fn cairn_error(&self) -> Option<&Error> {
-        self.source.downcast_ref::<Error>()
-    }
-
-    /// The kind of the cairn error behind this one.
-    pub fn error_kind(&self) -> Option<ErrorKind> {
-        self.cairn_error().map(Error::kind)
-    }
-}
-
-impl std::fmt::Display for TaskError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "task run '{}'", self.run)?;
-        if let Some(context) = &self.context {
-            write!(f, ": {context}")?;
-        }
-        write!(f, ": {}", error_chain(&*self.source))
-    }
-}
-
-impl std::error::Error for TaskError {}
-
-/// An error and its sources, joined by `: `.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let s = e.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = e.source();
-    }
-    text
-}
-
-/// A new random id (a UUID v4), from the thread-local generator rather than a system
-/// call per id.
-pub(crate) fn new_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
-        .into_uuid()
-        .to_string()
 }

@@ -1,0 +1,150 @@
+//! [`Digest`]: the 32-byte BLAKE3 digest every key is made of, as bytes and as hex.
+
+use super::*;
+
+/// A 32-byte BLAKE3 digest: of a value's canonical encoding, of a file's content, or a
+/// cache key.
+///
+/// Displayed, parsed and serialized (outside hashing) as 64 lowercase hex digits. In a
+/// hashed value it stands for what it digests: it is encoded as `H` + its 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub(super) [u8; 32]);
+
+impl Digest {
+    /// The digest with these bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
+    /// The digest's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        self.hex_buf().as_str().to_owned()
+    }
+
+    /// The hex digits in a stack buffer.
+    pub(super) fn hex_buf(&self) -> HexBuf {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[(byte >> 4) as usize];
+            pair[1] = DIGITS[(byte & 0xf) as usize];
+        }
+        HexBuf(out)
+    }
+}
+
+/// A digest's 64 hex digits, without an allocation.
+pub(super) struct HexBuf([u8; 64]);
+
+impl HexBuf {
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+/// A digest's stand-in for serializers other than the hashing encoder: its hex
+/// digits, produced only if such a serializer asks for them.
+pub(super) struct HexStandIn(Digest);
+
+impl Serialize for HexStandIn {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.hex_buf().as_str())
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(hash: blake3::Hash) -> Self {
+        Digest(*hash.as_bytes())
+    }
+}
+
+impl From<Digest> for [u8; 32] {
+    fn from(digest: Digest) -> Self {
+        digest.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.hex_buf().as_str())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// A string that is not 64 hex digits, given as a [`Digest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseDigestError {
+    pub(super) input: String,
+}
+
+impl fmt::Display for ParseDigestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' is not a digest (64 hex digits)", self.input)
+    }
+}
+
+impl std::error::Error for ParseDigestError {}
+
+impl FromStr for Digest {
+    type Err = ParseDigestError;
+
+    /// Parses 64 hex digits, either case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let error = || ParseDigestError {
+            input: s.to_owned(),
+        };
+        let hex = s.as_bytes();
+        if hex.len() != 64 {
+            return Err(error());
+        }
+        let digit = |c: u8| (c as char).to_digit(16).ok_or_else(error);
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+        }
+        Ok(Digest(bytes))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_as_digest(serializer, *self, &HexStandIn(*self))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        hex.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_round_trips_as_hex() {
+        let digest = hash_value("x").unwrap();
+        let hex = digest.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<Digest>().unwrap(), digest);
+        assert_eq!(hex.to_uppercase().parse::<Digest>().unwrap(), digest);
+        assert!("xyz".parse::<Digest>().is_err());
+        assert!(hex[..63].parse::<Digest>().is_err());
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(json, format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), digest);
+        assert_eq!(format!("{digest:?}"), format!("Digest({hex})"));
+    }
+}

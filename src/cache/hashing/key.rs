@@ -1,0 +1,305 @@
+//! [`KeyHasher`]: a cache key from named inputs and named components.
+
+use super::*;
+
+/// Builds a cache key from named inputs and named components.
+///
+/// Each input and each component is hashed on its own (so an error names it, and the
+/// digests can be recorded to explain a miss); the key is the [`hash_value`] of the
+/// tuple `("cairn-key", KEY_FORMAT_VERSION, components, inputs)`, where `components`
+/// and `inputs` are maps from name to digest. The order in which inputs and components
+/// are added does not matter; a name can be added only once.
+///
+/// ```
+/// use cairn::hashing::{KeyHasher, KEY_FORMAT_VERSION};
+///
+/// let mut a = KeyHasher::new();
+/// a.add_input("x", &1u32)?.add_input("y", "text")?;
+/// a.component("version", |h| h.str("1.0").done())?;
+///
+/// let mut b = KeyHasher::new();
+/// b.component("version", |h| h.str("1.0").done())?;
+/// b.add_input("y", "text")?.add_input("x", &1u64)?;
+/// assert_eq!(a.finish(), b.finish());
+///
+/// // An input that cannot be hashed is an error that names it.
+/// struct Connection;
+/// impl serde::Serialize for Connection {
+///     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+///         Err(serde::ser::Error::custom("a live connection cannot be serialized"))
+///     }
+/// }
+/// let err = a.add_input("conn", &Connection).unwrap_err();
+/// assert_eq!(err.input(), Some("conn"));
+/// assert_eq!(
+///     err.to_string(),
+///     "input 'conn' cannot be hashed: a live connection cannot be serialized; exclude it \
+///      from the cache key (e.g. INPUTS - \"conn\") or give it a hash method (implement \
+///      CacheHash, or wrap it in Hashed or FileInput)",
+/// );
+/// # Ok::<(), cairn::hashing::HashError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct KeyHasher {
+    pub(super) components: BTreeMap<String, Digest>,
+    pub(super) inputs: BTreeMap<String, Digest>,
+}
+
+impl KeyHasher {
+    /// A key with no inputs and no components yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the input `name` with the canonical digest of `value`.
+    ///
+    /// # Errors
+    /// [`HashError`] naming the input when it cannot be hashed, or when an input of
+    /// that name was already added.
+    pub fn add_input<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<&mut Self, HashError> {
+        let subject = Subject::Input(name.to_owned());
+        let digest = hash_value(value).map_err(|e| e.with_subject(subject))?;
+        self.add_input_digest(name, digest)
+    }
+
+    /// Adds the input `name`, keyed by its own digest ([`CacheHash`]: a [`Hashed`]
+    /// output of an upstream task, a [`FileInput`], a type's hash method).
+    ///
+    /// # Errors
+    /// [`HashError`] naming the input when its hash method fails, or when an input of
+    /// that name was already added.
+    pub fn add_input_hash<T: CacheHash + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<&mut Self, HashError> {
+        let subject = Subject::Input(name.to_owned());
+        let digest = value.cache_digest().map_err(|e| e.with_subject(subject))?;
+        self.add_input_digest(name, digest)
+    }
+
+    /// Adds the input `name` with a digest computed elsewhere.
+    ///
+    /// # Errors
+    /// [`HashError`] when an input of that name was already added.
+    pub fn add_input_digest(&mut self, name: &str, digest: Digest) -> Result<&mut Self, HashError> {
+        if self.inputs.insert(name.to_owned(), digest).is_some() {
+            return Err(HashError::new("an input of this name was already added")
+                .with_subject(Subject::Input(name.to_owned())));
+        }
+        Ok(self)
+    }
+
+    /// Adds the component `name` (task source, run id, a version, a salt, flow
+    /// parameters, ...): whatever `write` adds to the [`ContentHasher`] it is given.
+    ///
+    /// # Errors
+    /// [`HashError`] naming the component when `write` fails, or when a component of
+    /// that name was already added.
+    pub fn component(
+        &mut self,
+        name: &str,
+        write: impl FnOnce(&mut ContentHasher) -> Result<(), HashError>,
+    ) -> Result<&mut Self, HashError> {
+        let subject = Subject::Component(name.to_owned());
+        let mut hasher = ContentHasher::new();
+        write(&mut hasher).map_err(|e| e.with_subject(subject.clone()))?;
+        if self.components.contains_key(name) {
+            return Err(
+                HashError::new("a component of this name was already added").with_subject(subject)
+            );
+        }
+        self.components.insert(name.to_owned(), hasher.finalize());
+        Ok(self)
+    }
+
+    /// Adds the component `name` with the canonical digest of `value` (the same as
+    /// `component(name, |h| h.value(value).map(|_| ()))`).
+    ///
+    /// # Errors
+    /// [`HashError`] naming the component when `value` cannot be hashed, or when a
+    /// component of that name was already added.
+    pub fn component_value<T: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        value: &T,
+    ) -> Result<&mut Self, HashError> {
+        self.component(name, |h| h.value(value).map(|_| ()))
+    }
+
+    /// Adds the component `name` with a digest computed elsewhere (the same as
+    /// `component(name, |h| h.digest(&digest).done())` would give if `digest` were
+    /// the digest of what `write` adds — i.e. the component's digest itself).
+    ///
+    /// # Errors
+    /// [`HashError`] when a component of that name was already added.
+    pub fn component_digest(&mut self, name: &str, digest: Digest) -> Result<&mut Self, HashError> {
+        if self.components.contains_key(name) {
+            return Err(HashError::new("a component of this name was already added")
+                .with_subject(Subject::Component(name.to_owned())));
+        }
+        self.components.insert(name.to_owned(), digest);
+        Ok(self)
+    }
+
+    /// The digest of each input added, by name.
+    pub fn inputs(&self) -> &BTreeMap<String, Digest> {
+        &self.inputs
+    }
+
+    /// The digest of each component added, by name.
+    pub fn components(&self) -> &BTreeMap<String, Digest> {
+        &self.components
+    }
+
+    /// The key.
+    pub fn finish(&self) -> Digest {
+        let mut components: Vec<(&str, Digest)> = self
+            .components
+            .iter()
+            .map(|(n, d)| (n.as_str(), *d))
+            .collect();
+        let mut inputs: Vec<(&str, Digest)> =
+            self.inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        key_from_parts(&mut components, &mut inputs).expect("map keys are distinct")
+    }
+}
+
+/// The key [`KeyHasher::finish`] gives for these components and inputs — exactly
+/// `hash_value(&("cairn-key", KEY_FORMAT_VERSION, components, inputs))` with both as
+/// maps — written out directly into one buffer and hashed in one call, since it runs
+/// on every cached call.
+///
+/// # Errors
+/// [`HashError`] naming the name that appears twice in one list.
+pub(crate) fn key_from_parts(
+    components: &mut [(&str, Digest)],
+    inputs: &mut [(&str, Digest)],
+) -> Result<Digest, HashError> {
+    let mut encoder = Encoder {
+        sink: Sink::Buffer(Vec::with_capacity(
+            64 + 64 * (components.len() + inputs.len()),
+        )),
+    };
+    encoder.write_tag(tag::LIST);
+    encoder.write_len(4);
+    encoder.write_str("cairn-key");
+    encoder.write_int(false, u128::from(KEY_FORMAT_VERSION));
+    write_digest_map(&mut encoder, components).map_err(|n| {
+        HashError::new("a component of this name was already added")
+            .with_subject(Subject::Component(n))
+    })?;
+    write_digest_map(&mut encoder, inputs).map_err(|n| {
+        HashError::new("an input of this name was already added").with_subject(Subject::Input(n))
+    })?;
+    Ok(blake3::hash(encoder.buffered()).into())
+}
+
+/// A map from names to digests, encoded as the serde path encodes it: entries sorted
+/// by their bytes. Each entry's key encoding (`S`, the length as `u64` LE, the UTF-8
+/// bytes) decides its place. Returns a name that appears twice.
+pub(super) fn write_digest_map(
+    encoder: &mut Encoder<'_>,
+    entries: &mut [(&str, Digest)],
+) -> Result<(), String> {
+    if !entries
+        .windows(2)
+        .all(|w| entry_order(w[0].0, w[1].0).is_lt())
+    {
+        entries.sort_unstable_by(|a, b| entry_order(a.0, b.0));
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(w[0].0.to_owned());
+        }
+    }
+    encoder.write_tag(tag::MAP);
+    encoder.write_len(entries.len());
+    for (name, digest) in entries.iter() {
+        encoder.write_str(name);
+        encoder.write_digest(&digest.0);
+    }
+    Ok(())
+}
+
+/// The order of two map entries with these (distinct) names in the encoding.
+pub(super) fn entry_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.len() as u64)
+        .to_le_bytes()
+        .cmp(&(b.len() as u64).to_le_bytes())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_key_encoding_is_the_serde_one() {
+        // Names of many lengths, including lengths whose little-endian bytes sort
+        // differently from their numeric order (255 vs 256, 1 vs 256).
+        let lengths = [0usize, 1, 2, 7, 8, 9, 255, 256, 257, 300, 511, 512, 1000];
+        for round in 0..20u32 {
+            let mut key = KeyHasher::new();
+            for (i, len) in lengths.iter().enumerate() {
+                if (round as usize + i) % 3 == 0 {
+                    continue;
+                }
+                let name: String =
+                    std::iter::repeat_n(char::from(b'a' + (i as u8 % 26)), *len).collect();
+                key.add_input(&name, &(round, i)).unwrap();
+                key.component_value(&format!("{name}c"), &i).unwrap();
+            }
+            let serde_path = hash_value(&(
+                "cairn-key",
+                KEY_FORMAT_VERSION,
+                key.components(),
+                key.inputs(),
+            ))
+            .unwrap();
+            assert_eq!(key.finish(), serde_path, "round {round}");
+        }
+        assert_eq!(
+            KeyHasher::new().finish(),
+            hash_value(&(
+                "cairn-key",
+                KEY_FORMAT_VERSION,
+                BTreeMap::<String, Digest>::new(),
+                BTreeMap::<String, Digest>::new()
+            ))
+            .unwrap()
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_errors() {
+        let mut key = KeyHasher::new();
+        key.add_input("x", &1u8).unwrap();
+        assert_eq!(key.add_input("x", &2u8).unwrap_err().input(), Some("x"));
+        key.component("salt", |h| h.str("a").done()).unwrap();
+        let err = key.component("salt", |h| h.str("b").done()).unwrap_err();
+        assert_eq!(err.component(), Some("salt"));
+    }
+
+    #[test]
+    fn keys_do_not_depend_on_the_order_inputs_are_added() {
+        let mut a = KeyHasher::new();
+        a.add_input("x", &1u8).unwrap().add_input("y", "y").unwrap();
+        let mut b = KeyHasher::new();
+        b.add_input("y", "y").unwrap().add_input("x", &1u8).unwrap();
+        assert_eq!(a.finish(), b.finish());
+        let mut c = KeyHasher::new();
+        c.add_input("x", &1u8).unwrap().add_input("z", "y").unwrap();
+        assert_ne!(a.finish(), c.finish(), "input names are part of the key");
+        let mut d = KeyHasher::new();
+        d.add_input("x", &1u8).unwrap();
+        d.component_value("y", "y").unwrap();
+        assert_ne!(a.finish(), d.finish(), "an input is not a component");
+        let mut e = KeyHasher::new();
+        e.add_input("x", &1u8).unwrap();
+        e.component("y", |h| h.str("y").done()).unwrap();
+        assert_eq!(d.finish(), e.finish());
+    }
+}

@@ -1,0 +1,249 @@
+//! The flow run a task run belongs to: the real one, or an ephemeral one for a call
+//! outside any flow; its settings, stores, clock and the task runs it collected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::backend::{Error, Result};
+use crate::cache::hashing::{self, Digest};
+use crate::runner::clock::{Clock, SystemClock};
+use crate::runner::settings::Settings;
+use crate::runner::state::State;
+use crate::runner::task_run::TaskRunInfo;
+use crate::{Context, ResultStore, Value};
+
+tokio::task_local! {
+    pub(super) static CURRENT: Arc<RunScope>;
+}
+
+/// The flow run a task run belongs to: the real one, or an ephemeral one for a call
+/// outside any flow.
+pub(crate) struct RunScope {
+    pub flow_name: Arc<str>,
+    pub run_id: Arc<str>,
+    pub run_name: Arc<str>,
+    pub date: DateTime<Utc>,
+    pub store: Option<ResultStore>,
+    pub checkpointing: Option<bool>,
+    pub overwrite: bool,
+    pub overwrite_cache: bool,
+    pub settings: Arc<Settings>,
+    pub clock: Arc<dyn Clock>,
+    pub namespace: Option<String>,
+    pub(super) ephemeral: bool,
+    pub(super) parameters: std::result::Result<Option<Value>, String>,
+    pub(super) parameter_digests: std::result::Result<BTreeMap<String, Digest>, String>,
+    pub(super) user_context: Context,
+    pub(super) base_context: OnceLock<Context>,
+    pub(super) run_id_digest: OnceLock<Digest>,
+    pub(super) counters: Mutex<HashMap<String, u64>>,
+    pub(super) task_runs: Mutex<Vec<TaskRunInfo>>,
+}
+
+pub(super) fn global_settings() -> Arc<Settings> {
+    static SETTINGS: OnceLock<Arc<Settings>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| Arc::new(Settings::global().clone()))
+        .clone()
+}
+
+pub(super) fn system_clock() -> Arc<dyn Clock> {
+    static CLOCK: OnceLock<Arc<dyn Clock>> = OnceLock::new();
+    CLOCK.get_or_init(|| Arc::new(SystemClock)).clone()
+}
+
+impl RunScope {
+    /// A scope of its own for a task called outside any flow: the flow run id is the
+    /// task run's id.
+    pub fn ephemeral(task_run_id: &str) -> Self {
+        let clock = system_clock();
+        RunScope {
+            flow_name: Arc::from("ephemeral"),
+            run_id: Arc::from(task_run_id),
+            run_name: Arc::from("ephemeral"),
+            date: clock.now(),
+            store: None,
+            checkpointing: None,
+            overwrite: false,
+            overwrite_cache: false,
+            settings: global_settings(),
+            clock,
+            namespace: None,
+            ephemeral: true,
+            parameters: Ok(None),
+            parameter_digests: Ok(BTreeMap::new()),
+            user_context: Context::new(),
+            base_context: OnceLock::new(),
+            run_id_digest: OnceLock::new(),
+            counters: Mutex::new(HashMap::new()),
+            task_runs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The flow run the caller is inside of, if any.
+    pub fn current() -> Option<Arc<RunScope>> {
+        CURRENT.try_with(Arc::clone).ok()
+    }
+
+    /// The next map index of `task` in this run.
+    pub fn next_index(&self, task: &str) -> u64 {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        match counters.get_mut(task) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                counters.insert(task.to_owned(), 0);
+                0
+            }
+        }
+    }
+
+    /// Records a finished task run (nobody reads the records of an ephemeral run).
+    pub fn record(&self, info: &TaskRunInfo) {
+        if self.ephemeral {
+            return;
+        }
+        let info = info.clone();
+        self.task_runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(info);
+    }
+
+    pub fn task_runs(&self) -> Vec<TaskRunInfo> {
+        self.task_runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The context keys every task run of this flow run shares.
+    pub fn base_context(&self) -> Result<&Context> {
+        let parameters = self.parameters.as_ref().map_err(|e| Error::Config {
+            message: format!("the flow's parameters cannot be used in templates: {e}"),
+        })?;
+        Ok(self.base_context.get_or_init(|| {
+            let mut ctx = self.user_context.clone().with_date(self.date);
+            ctx.insert("flow_name", self.flow_name.to_string());
+            ctx.insert("flow_run_id", self.run_id.to_string());
+            ctx.insert("flow_run_name", self.run_name.to_string());
+            ctx.insert(
+                "parameters",
+                parameters.clone().unwrap_or(Value::Map(BTreeMap::new())),
+            );
+            ctx
+        }))
+    }
+
+    /// The digest of the run id as a key component (what
+    /// `KeyHasher::component_value("run_id", id)` adds), computed once per run.
+    pub fn run_id_digest(&self) -> Digest {
+        *self
+            .run_id_digest
+            .get_or_init(|| hashing::hash_str(&self.run_id))
+    }
+
+    /// The digest of each flow parameter, by name.
+    pub fn parameter_digests(
+        &self,
+    ) -> std::result::Result<&BTreeMap<String, Digest>, hashing::HashError> {
+        self.parameter_digests
+            .as_ref()
+            .map_err(|e| hashing::HashError::new(e.clone()))
+    }
+
+    /// Whether the flow as a whole persists (its summary is written).
+    pub(super) fn persisting(&self) -> bool {
+        self.checkpointing
+            .or(self.settings.checkpointing)
+            .unwrap_or(false)
+    }
+
+    /// The store persisted results go to when neither the task nor the flow names one.
+    pub async fn default_store(&self) -> Result<ResultStore> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        // Boxed: the cold path would otherwise make every task call's future as large
+        // as the biggest backend's setup.
+        Box::pin(open_cached(&self.settings.default_store_url())).await
+    }
+
+    /// The store cache records go to when the task names none: the flow's, the
+    /// configured one, or this process's memory.
+    pub async fn default_cache_store(&self) -> Result<ResultStore> {
+        if let Some(store) = &self.store {
+            return Ok(store.clone());
+        }
+        match &self.settings.store {
+            Some(url) => Box::pin(open_cached(url)).await,
+            None => Ok(process_memory_store()),
+        }
+    }
+
+    pub(super) async fn persist_summary(
+        &self,
+        state: &State,
+        task_runs: &[TaskRunInfo],
+    ) -> Result<()> {
+        #[derive(Serialize)]
+        struct Summary {
+            flow_name: String,
+            flow_run_id: String,
+            flow_run_name: String,
+            date: DateTime<Utc>,
+            state: String,
+            task_runs: Vec<BTreeMap<&'static str, String>>,
+        }
+        let summary = Summary {
+            flow_name: self.flow_name.to_string(),
+            flow_run_id: self.run_id.to_string(),
+            flow_run_name: self.run_name.to_string(),
+            date: self.date,
+            state: state.to_string(),
+            task_runs: task_runs
+                .iter()
+                .map(|r| {
+                    let mut m = BTreeMap::new();
+                    m.insert("task", r.task.clone());
+                    m.insert("name", r.name.clone());
+                    m.insert("id", r.id.clone());
+                    m.insert("map_index", r.map_index.to_string());
+                    m.insert("state", r.state.to_string());
+                    if let Some(l) = &r.location {
+                        m.insert("location", l.clone());
+                    }
+                    m
+                })
+                .collect(),
+        };
+        let store = self.default_store().await?;
+        let location = format!("runs/v1/{}/{}/flow.json", self.flow_name, self.run_id);
+        store.write_at(&location, &summary).await.map(|_| ())
+    }
+}
+
+/// Stores opened from settings URLs, shared by every run of the process.
+async fn open_cached(url: &str) -> Result<ResultStore> {
+    static OPEN: OnceLock<Mutex<HashMap<String, ResultStore>>> = OnceLock::new();
+    let open = OPEN.get_or_init(Default::default);
+    if let Some(store) = open.lock().unwrap_or_else(|e| e.into_inner()).get(url) {
+        return Ok(store.clone());
+    }
+    let store = ResultStore::from_url(url).await?;
+    open.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(url.to_owned(), store.clone());
+    Ok(store)
+}
+
+/// The in-process store that holds cache records when no store is named.
+pub(crate) fn process_memory_store() -> ResultStore {
+    static STORE: OnceLock<ResultStore> = OnceLock::new();
+    STORE.get_or_init(ResultStore::memory).clone()
+}

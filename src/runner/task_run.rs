@@ -1,0 +1,75 @@
+//! A task run as recorded: its state history, attempts, location and key, and its
+//! value or error; and the ids runs are named by.
+
+use crate::runner::error::TaskError;
+use crate::runner::state::State;
+
+/// What a finished task run looked like: recorded in its flow run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TaskRunInfo {
+    /// The task's name.
+    pub task: String,
+    /// The run's name: the task's name and the first characters of its id
+    /// (`add_one-d85`).
+    pub name: String,
+    /// The run's id.
+    pub id: String,
+    /// The run's index among this task's runs in the flow run.
+    pub map_index: u64,
+    /// The final state.
+    pub state: State,
+    /// Every state the run went through, in order.
+    pub states: Vec<State>,
+    /// How many times the body ran.
+    pub attempts: u32,
+    /// Where the output was found or written (target or checkpoint).
+    pub location: Option<String>,
+    /// The cache key, when the task caches.
+    pub cache_key: Option<String>,
+}
+
+/// A finished task run: its state and its value or error.
+#[derive(Debug)]
+pub struct TaskRun<O> {
+    pub(crate) info: TaskRunInfo,
+    pub(crate) result: std::result::Result<O, TaskError>,
+}
+
+impl<O> TaskRun<O> {
+    /// The final state.
+    pub fn state(&self) -> &State {
+        &self.info.state
+    }
+    /// The value, when the run succeeded.
+    pub fn value(&self) -> Option<&O> {
+        self.result.as_ref().ok()
+    }
+    /// The error, when it failed.
+    pub fn error(&self) -> Option<&TaskError> {
+        self.result.as_ref().err()
+    }
+    /// The run's name, such as `add_one-d85`.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+    /// Everything recorded about the run.
+    pub fn info(&self) -> &TaskRunInfo {
+        &self.info
+    }
+    /// The value, or the error.
+    ///
+    /// # Errors
+    /// The run's error.
+    pub fn into_result(self) -> std::result::Result<O, TaskError> {
+        self.result
+    }
+}
+
+/// A new random id (a UUID v4), from the thread-local generator rather than a system
+/// call per id.
+pub(crate) fn new_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
+        .into_uuid()
+        .to_string()
+}

@@ -1,0 +1,14 @@
+//! The store: typed values in a backend, as plain targets or as verified records.
+//!
+//! | file | what |
+//! |---|---|
+//! | `result_store` | [`ResultStore`]: targets, records, locations from templates |
+//! | [`record`] | the record format: magic, version, header, payload, checks |
+//! | `serializer` | [`Serializer`]: JSON, MessagePack, raw bytes, text; zstd |
+
+pub mod record;
+pub(crate) mod result_store;
+pub(crate) mod serializer;
+
+pub use result_store::{Record, ResultStore};
+pub use serializer::{Compression, Format, Serializer};
