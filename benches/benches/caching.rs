@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Other knobs: `CAIRN_BENCH_CALLS` (timed calls per fast row, default 20000),
-//! `CAIRN_BENCH_SECTIONS` (a comma list of `latency,steps,scaling,flow,hashing`),
+//! `CAIRN_BENCH_SECTIONS` (a comma list of `latency,steps,scaling,flow,hashing,serialize`),
 //! `CAIRN_BENCH_REPS` (repetitions of the flow and hashing figures, default 11 and 5),
 //! `CAIRN_BENCH_DIR` (where the local stores go, default the system temp dir).
 //!
@@ -125,7 +125,7 @@ fn main() {
     println!();
 
     let sections = std::env::var("CAIRN_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "latency,steps,scaling,flow,hashing".into());
+        .unwrap_or_else(|_| "latency,steps,scaling,flow,hashing,serialize".into());
     let on = |name: &str| sections.split(',').any(|s| s.trim() == name);
     let mut report = Report::default();
     rt.block_on(async {
@@ -140,6 +140,9 @@ fn main() {
         }
         if on("flow") {
             flows(&config, scratch.path(), &mut report).await;
+        }
+        if on("serialize") {
+            serialize(&config, scratch.path()).await;
         }
     });
     if on("hashing") {
@@ -1214,4 +1217,93 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         start.elapsed().as_secs_f64(),
         us(start.elapsed()) / calls as f64
     );
+}
+
+/// `serialize` across processes: what the lease costs on an uncontended miss, next to
+/// the same miss without it; and how soon a waiter returns once the holder published.
+async fn serialize(config: &Config, dir: &Path) {
+    println!("serialize: leases in the store (uncontended misses, then holder → waiter)");
+    print_header();
+    let calls = (config.calls / 40).max(50);
+    let mut stores = vec![(
+        "local",
+        ResultStore::local(dir.join("serialize-local")).expect("a local store"),
+    )];
+    match s3_store().await {
+        Ok((store, _)) => stores.push(("S3 (LocalStack)", store)),
+        Err(e) => println!("  S3 skipped: {e}"),
+    }
+    for (name, store) in &stores {
+        let runs = Arc::new(AtomicU64::new(0));
+        let plain = add_one(&runs).result(store.clone()).memory_tier(false);
+        let leased = plain.clone().serialize(true);
+        // Alternate the two rows in rounds, so that both see the same noise.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for round in 0..5u64 {
+            let first = 1_000_000 * (round + 1);
+            a.push(miss_row(&plain, &runs, first, calls / 5).await.median);
+            b.push(
+                miss_row(&leased, &runs, first + 500_000, calls / 5)
+                    .await
+                    .median,
+            );
+        }
+        let (a, b) = (stats(a), stats(b));
+        print_row(&format!("{name}: miss + persist (median of 5 rounds)"), &a);
+        print_row(&format!("{name}: miss + persist + lease (serialize)"), &b);
+        println!(
+            "  {:<66} {:>9.2}x",
+            "  lease overhead on an uncontended miss",
+            b.median.as_secs_f64() / a.median.as_secs_f64()
+        );
+    }
+    // A holder and a waiter that share nothing in this process (the waiter opens the
+    // store through another path, so neither the in-process lock nor the memory tier
+    // joins them): the waiter returns by polling the store, as in another process.
+    let holder_dir = dir.join("serialize-pair");
+    std::fs::create_dir_all(&holder_dir).expect("a directory");
+    let alias = dir.join("serialize-pair-alias");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&holder_dir, &alias).expect("a symlink");
+    let runs = Arc::new(AtomicU64::new(0));
+    let slow = |store: ResultStore| {
+        let runs = runs.clone();
+        Task::new("slow", move |x: u64| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, Infallible>(x + 1)
+            }
+        })
+        .inputs(["x"])
+        .cache_policy(INPUTS)
+        .result(store)
+        .memory_tier(false)
+        .serialize(true)
+    };
+    let holder = slow(ResultStore::local(&holder_dir).expect("a store"));
+    let waiter = slow(ResultStore::local(&alias).expect("a store"));
+    let mut gaps = Vec::new();
+    for x in 0..20u64 {
+        let h = async {
+            holder.call(x).await.expect("the holder");
+            Instant::now()
+        };
+        let w = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waiter.call(x).await.expect("the waiter");
+            Instant::now()
+        };
+        let (h, w) = futures::join!(h, w);
+        gaps.push(w.saturating_duration_since(h));
+    }
+    print_row(
+        "local: holder returns → waiter returns (20 keys)",
+        &stats(gaps),
+    );
+    println!(
+        "  bodies run: {} for 20 keys (each once: the waiters took the holders' records)",
+        runs.load(Ordering::Relaxed)
+    );
+    println!();
 }

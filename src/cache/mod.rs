@@ -21,9 +21,12 @@
 //! case hits already seen in this process are served by the [`MemoryTier`].
 
 pub mod hashing;
+mod lease;
 pub(crate) mod memory;
 mod policy;
 
+pub(crate) use lease::lease_location;
+pub use lease::{Attempt, Lease, LeaseConfig, LeaseHolder, Reservation};
 pub use memory::{MemoryTier, DEFAULT_MEMORY_TIER_BYTES};
 pub use policy::{
     CachePolicy, KeyFn, DEFAULT, FLOW_PARAMETERS, IDENTITY, INPUTS, NONE, RUN_ID, SIGNATURE,

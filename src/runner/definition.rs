@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::backend::Error;
 use crate::cache::hashing::Digest;
-use crate::cache::CachePolicy;
+use crate::cache::{CachePolicy, LeaseConfig};
 use crate::runner::error::BoxError;
 use crate::{Context, ResultStore, Serializer, Template};
 
@@ -65,6 +65,7 @@ pub(crate) struct TaskDef<I, O> {
     pub cache_key: Option<String>,
     pub namespace: Option<String>,
     pub serialize: bool,
+    pub lease: LeaseConfig,
     pub memory_tier: bool,
     pub invalid: Option<Arc<Error>>,
     /// Key components that depend only on the definition, computed on first use.
@@ -96,6 +97,7 @@ impl<I, O> Clone for TaskDef<I, O> {
             cache_key: self.cache_key.clone(),
             namespace: self.namespace.clone(),
             serialize: self.serialize,
+            lease: self.lease,
             memory_tier: self.memory_tier,
             invalid: self.invalid.clone(),
             // Options may change after a clone: derive again.

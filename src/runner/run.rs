@@ -3,13 +3,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
 use crate::cache::hashing::{Digest, HashError, KeyHasher};
 use crate::cache::memory::TierKey;
-use crate::cache::{record_location, CachePolicy, MemoryTier};
+use crate::cache::{
+    lease_location, record_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier,
+    Reservation,
+};
 use crate::runner::definition::{TaskDef, TaskInput, TaskOutput};
 use crate::runner::error::{error_chain, TaskError, TaskErrorKind};
 use crate::runner::inputs::{visit_inputs, InputVisitor};
@@ -35,6 +39,8 @@ struct CacheSlot {
     tier_key: TierKey,
     replace: bool,
     components: BTreeMap<String, String>,
+    /// The lease on the key in the store, when `serialize` holds across processes.
+    lease: Option<Lease>,
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -66,6 +72,7 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
             attempts: 0,
             location: None,
             cache_key: None,
+            waited: None,
         },
         context: None,
     };
@@ -154,8 +161,24 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
 
+        // Steps 5–6, then the lease (if any) is given up, whatever the outcome: waiters
+        // either find the record or run at once.
+        let lease = slot.as_mut().and_then(|s| s.lease.take());
+        let outcome = self.compute_and_publish(target, slot, lease.as_ref()).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        outcome
+    }
+
+    async fn compute_and_publish(
+        &mut self,
+        target: Option<(ResultStore, String)>,
+        slot: Option<Box<CacheSlot>>,
+        lease: Option<&Lease>,
+    ) -> std::result::Result<(O, State), TaskError> {
         // Step 5: the body, with retries.
-        let value = self.attempts().await?;
+        let mut value = self.attempts().await?;
 
         // Step 6: publish.
         if let Some((store, location)) = target {
@@ -167,10 +190,21 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             match store.write_at_mode(&location, &value, mode).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    // Another run published first: what the store holds is the output,
+                    // for this caller as for every other.
                     tracing::debug!(
                         "Task run '{}' - target '{location}' was published by another run first",
                         self.info.name
                     );
+                    value = store.read::<O>(&location).await.map_err(|e| {
+                        self.error(
+                            TaskErrorKind::Store,
+                            Some(format!(
+                                "target '{location}' was published by another run, but cannot be read back"
+                            )),
+                            e,
+                        )
+                    })?;
                 }
                 Err(e) => {
                     return Err(self.error(
@@ -185,7 +219,10 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             self.checkpoint(&value).await?;
         }
         if let Some(slot) = slot {
-            self.write_record(slot, &value).await?;
+            let lost = lease.is_some_and(Lease::is_lost);
+            if let Some(published) = self.write_record(slot, &value, lost).await? {
+                value = published;
+            }
         }
         Ok((value, State::Completed))
     }
@@ -652,6 +689,13 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 }
             }
         }
+        let mut lease = None;
+        if self.def.serialize && !refresh && !store.url().starts_with("memory://") {
+            match self.reserve(&store, &location, &tier_key).await? {
+                Reserved::Hit(value) => return Ok(Lookup::Hit(value)),
+                Reserved::Lease(l) => lease = Some(l),
+            }
+        }
         let components = policy
             .component_names()
             .into_iter()
@@ -663,15 +707,134 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             tier_key,
             replace,
             components,
+            lease,
             _guard: guard,
         }))))
     }
 
+    /// Takes the lease on the key in the store, or waits for its holder's record.
+    async fn reserve(
+        &mut self,
+        store: &ResultStore,
+        record: &str,
+        tier_key: &TierKey,
+    ) -> std::result::Result<Reserved<O>, TaskError> {
+        let key_hex = tier_key.key.to_hex();
+        let location = lease_location(self.namespace().unwrap_or("default"), &key_hex);
+        let store_error = |this: &Self, e: Error| {
+            this.error(
+                TaskErrorKind::Store,
+                Some(format!("cannot take the lease '{location}'")),
+                e,
+            )
+        };
+        let me = LeaseHolder::new(&self.def.name, &self.scope.run_id);
+        let mut reservation = Reservation::new(store, &location, self.def.lease, me)
+            .map_err(|e| store_error(self, e))?;
+        let started = tokio::time::Instant::now();
+        let mut next_log = started;
+        let mut backoff = Duration::from_millis(20);
+        let mut waited = false;
+        loop {
+            match reservation
+                .try_acquire()
+                .await
+                .map_err(|e| store_error(self, e))?
+            {
+                Attempt::Acquired(lease) => {
+                    // The holder before may have published and let go between our last
+                    // look at the record and our taking the lease.
+                    if let Some(value) = self.read_valid(store, record, tier_key).await? {
+                        lease.release().await;
+                        self.info.waited = waited.then(|| started.elapsed());
+                        return Ok(Reserved::Hit(value));
+                    }
+                    if waited {
+                        self.info.waited = Some(started.elapsed());
+                        tracing::info!(
+                            "Task run '{}' - took the lease on key {key_hex} after waiting {:?}",
+                            self.info.name,
+                            started.elapsed()
+                        );
+                    }
+                    return Ok(Reserved::Lease(lease));
+                }
+                Attempt::Held(holder) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= next_log {
+                        let holder = holder
+                            .map_or_else(|| "an unknown holder".to_owned(), |h| h.to_string());
+                        if waited {
+                            tracing::info!(
+                                "Task run '{}' - still waiting for {holder} (key {key_hex}, {:?} so far)",
+                                self.info.name,
+                                now - started
+                            );
+                        } else {
+                            tracing::info!(
+                                "Task run '{}' - waiting for {holder}, which holds the lease on key {key_hex}",
+                                self.info.name
+                            );
+                        }
+                        next_log = now + Duration::from_secs(10);
+                    }
+                    waited = true;
+                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                    tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    if let Some(value) = self.read_valid(store, record, tier_key).await? {
+                        self.info.waited = Some(started.elapsed());
+                        return Ok(Reserved::Hit(value));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The record at `location` when it is present, intact and unexpired.
+    async fn read_valid(
+        &self,
+        store: &ResultStore,
+        location: &str,
+        tier_key: &TierKey,
+    ) -> std::result::Result<Option<O>, TaskError> {
+        match store.read_record::<O>(location).await {
+            Ok(record) if !record.header.is_expired(self.scope.clock.now()) => {
+                if self.def.memory_tier {
+                    MemoryTier::global().insert(
+                        tier_key,
+                        record.value.clone(),
+                        record.header.expires,
+                        record.header.payload_len as usize,
+                    );
+                }
+                Ok(Some(record.value))
+            }
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NotFound | ErrorKind::Corrupt | ErrorKind::Serialization
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.error(
+                TaskErrorKind::Store,
+                Some(format!("cannot read cache record '{location}'")),
+                e,
+            )),
+        }
+    }
+
+    /// Publishes the record; when another run published the key first, returns the
+    /// value it published (read back and verified), which is then this run's output.
     async fn write_record(
         &self,
         slot: Box<CacheSlot>,
         value: &O,
-    ) -> std::result::Result<(), TaskError> {
+        lease_lost: bool,
+    ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
         let expires = self
             .def
@@ -683,7 +846,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             task: Some(self.def.name.clone()),
             output_type: Some(std::any::type_name::<O>().to_owned()),
         };
-        let mode = if slot.replace {
+        // A run that lost its lease is no longer the holder: it must not replace what a
+        // successor may have published.
+        let mode = if slot.replace && !lease_lost {
             PutMode::Overwrite
         } else {
             PutMode::Create
@@ -697,11 +862,25 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 if self.def.memory_tier {
                     MemoryTier::global().insert(&slot.tier_key, value.clone(), expires, size);
                 }
-                Ok(())
+                Ok(None)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                // Another run published the same key first; its record stands.
-                Ok(())
+                // Another run published the same key first; its record stands, and its
+                // value is what every caller returns.
+                match self
+                    .read_valid(&slot.store, &slot.location, &slot.tier_key)
+                    .await
+                {
+                    Ok(Some(published)) => Ok(Some(published)),
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(
+                            "Task run '{}' - cache record '{}' was published by another run but cannot be read back; returning this run's value",
+                            self.info.name,
+                            slot.location
+                        );
+                        Ok(None)
+                    }
+                }
             }
             Err(e) => Err(self.error(
                 TaskErrorKind::Store,
@@ -715,6 +894,14 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
 enum Lookup<O> {
     Hit(O),
     Miss(Option<Box<CacheSlot>>),
+}
+
+/// The outcome of reserving a key across processes.
+enum Reserved<O> {
+    /// The holder's record appeared while waiting.
+    Hit(O),
+    /// This run holds the lease and computes.
+    Lease(Lease),
 }
 
 /// One lock per cache key in this process, for `serialize`.

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::backend::{Error, Result};
-use crate::cache::{Cache, CachePolicy, IDENTITY};
+use crate::cache::{Cache, CachePolicy, LeaseConfig, IDENTITY};
 use crate::runner::definition::{Body, Signature, TaskDef, TaskInput, TaskOutput};
 use crate::runner::error::{BoxError, TaskError};
 use crate::runner::scope::RunScope;
@@ -96,6 +96,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
                 cache_key: None,
                 namespace: None,
                 serialize: false,
+                lease: LeaseConfig::default(),
                 memory_tier: true,
                 invalid: None,
                 derived: OnceLock::new(),
@@ -312,9 +313,21 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         self.edit(|d| d.namespace = Some(namespace))
     }
 
-    /// Runs identical concurrent calls once; the others wait and take its result.
+    /// Runs identical concurrent calls once — in this process, and across processes
+    /// and machines that share the cache store — and the others wait and take its
+    /// result (Flyte's cache serialization).
+    ///
+    /// Across processes the run that computes holds a lease in the store
+    /// (`leases/v1/<namespace>/<ab>/<key>`, see [`crate::cache::Reservation`]); waiters
+    /// poll the record, and take the lease over only when its holder stopped renewing
+    /// it for longer than the lease allows ([`Task::lease`]).
     pub fn serialize(self, on: bool) -> Self {
         self.edit(|d| d.serialize = on)
+    }
+
+    /// The lease time and renewal interval of `serialize` (default 30 s and 10 s).
+    pub fn lease(self, config: LeaseConfig) -> Self {
+        self.edit(|d| d.lease = config)
     }
 
     /// Whether hits are also served from this process's memory tier (default on).

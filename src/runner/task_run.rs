@@ -27,6 +27,9 @@ pub struct TaskRunInfo {
     pub location: Option<String>,
     /// The cache key, when the task caches.
     pub cache_key: Option<String>,
+    /// How long the run waited for another run (in this process or another) that held
+    /// the lease on its cache key (`serialize`); `None` when it did not wait.
+    pub waited: Option<std::time::Duration>,
 }
 
 /// A finished task run: its state and its value or error.
