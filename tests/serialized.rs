@@ -36,8 +36,8 @@ struct Job<'a> {
     body_ms: u64,
     fail: bool,
     short_lease: bool,
-    /// `serialized` (default), or a race without `serialize` to publish a `target` or a
-    /// cache `record`.
+    /// `serialized` (default), a race without `serialize` to publish a `target` or a
+    /// cache `record`, or a shared `map` over `0..input`.
     mode: &'static str,
 }
 
@@ -140,6 +140,14 @@ fn child() {
             }
             "record" => task = task.serialize(false),
             _ => {}
+        }
+        if var("MODE") == "map" {
+            // A shared map over 0..INPUT: print every item's value, in order.
+            let n: u64 = var("INPUT").parse().unwrap();
+            let runs = task.serialize(false).map_shared(0..n).await;
+            let values: Vec<&str> = runs.iter().map(|r| r.value().unwrap().as_str()).collect();
+            println!("MAP {}", values.join(","));
+            return;
         }
         let run = task.run(var("INPUT").parse().unwrap()).await;
         match run.value() {
@@ -444,6 +452,76 @@ async fn losers_of_a_publish_race_return_the_published_value(backend: &'static s
     }
 }
 
+/// Reads a map worker's result line.
+fn map_result(mut child: Child) -> String {
+    let lines = read_until(&mut child, "MAP ");
+    assert!(child.wait().unwrap().success(), "worker failed: {lines:?}");
+    lines
+        .last()
+        .unwrap()
+        .strip_prefix("MAP ")
+        .unwrap()
+        .to_owned()
+}
+
+/// 4 processes share a 40-item map: every item's body runs once in all, and every
+/// worker returns the same complete result. Then a worker is killed mid-item: its
+/// item is taken over once its lease is stale, and the others still finish.
+async fn workers_share_a_map(backend: &'static str) {
+    let case = Case::new(backend, "map");
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            spawn(&Job {
+                mode: "map",
+                ..case.job(40, 200)
+            })
+        })
+        .collect();
+    let results: Vec<String> = workers.into_iter().map(map_result).collect();
+    assert_eq!(
+        executions(&case.count_file()),
+        40,
+        "{backend}: each item ran once in all"
+    );
+    assert!(
+        results.iter().all(|r| r == &results[0]),
+        "{backend}: {results:?}"
+    );
+    let items: Vec<&str> = results[0].split(',').collect();
+    assert_eq!(items.len(), 40);
+    for (i, item) in items.iter().enumerate() {
+        assert!(item.starts_with(&format!("{}:", i * i)), "item {i}: {item}");
+    }
+
+    let case = Case::new(backend, "map-killed");
+    let job = || Job {
+        mode: "map",
+        short_lease: true,
+        ..case.job(12, 1000)
+    };
+    let mut victim = spawn(&job());
+    read_until(&mut victim, "BODY_STARTED");
+    let survivors: Vec<_> = (0..2).map(|_| spawn(&job())).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let results: Vec<String> = survivors.into_iter().map(map_result).collect();
+    assert!(
+        results.iter().all(|r| r == &results[0]),
+        "{backend}: {results:?}"
+    );
+    assert_eq!(results[0].split(',').count(), 12);
+    assert_eq!(
+        executions(&case.count_file()),
+        13,
+        "{backend}: 12 items, and the killed worker's item once more"
+    );
+    assert_eq!(
+        keys_under(&case.store().await, "leases/").await,
+        Vec::<String>::new()
+    );
+}
+
 fn main() {
     if std::env::var(ROLE).is_ok() {
         return child();
@@ -466,9 +544,10 @@ fn main() {
             a_killed_holder_is_taken_over_once_its_lease_is_stale(backend).await;
             a_paused_holder_cannot_replace_its_successors_record(backend).await;
             losers_of_a_publish_race_return_the_published_value(backend).await;
+            workers_share_a_map(backend).await;
         });
         eprintln!(
-            "serialized: {backend}: 7 behaviours passed in {:?}",
+            "serialized: {backend}: 8 behaviours passed in {:?}",
             t.elapsed()
         );
     }

@@ -27,8 +27,9 @@
 //! # Ok::<(), cairn::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -224,20 +225,43 @@ impl Reservation {
     ///
     /// # Errors
     /// When `location` is not a valid key.
+    ///
+    /// What an earlier reservation of the same lease in this process saw carries
+    /// over, so that a worker that comes back to a lease later (a shared map) still
+    /// recognizes one that has not changed since.
     pub fn new(
         store: &ResultStore,
         location: &str,
         config: LeaseConfig,
         me: LeaseHolder,
     ) -> Result<Self> {
+        let observed = observations()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(store.url().to_owned(), location.to_owned()))
+            .cloned();
         Ok(Reservation {
             store: store.clone(),
             key: Key::parse(location)?,
             location: location.to_owned(),
             config,
             me,
-            observed: None,
+            observed,
         })
+    }
+
+    /// Remembers (or forgets) what this reservation saw, for later ones in this process.
+    fn remember(&self) {
+        let mut all = observations().lock().unwrap_or_else(|e| e.into_inner());
+        let id = (self.store.url().to_owned(), self.location.clone());
+        match &self.observed {
+            Some(seen) => {
+                all.insert(id, seen.clone());
+            }
+            None => {
+                all.remove(&id);
+            }
+        }
     }
 
     /// The lease's location in the store.
@@ -253,6 +277,15 @@ impl Reservation {
     /// # Errors
     /// When the store fails other than by a lost race or a transient error.
     pub async fn try_acquire(&mut self) -> Result<Attempt> {
+        let attempt = self.attempt().await;
+        if let Ok(Attempt::Acquired(_)) = &attempt {
+            self.observed = None;
+        }
+        self.remember();
+        attempt
+    }
+
+    async fn attempt(&mut self) -> Result<Attempt> {
         // A lease deleted between our Create and our read is free again: try at once.
         for _ in 0..3 {
             let mut mine = self.me.clone();
@@ -332,6 +365,15 @@ impl Reservation {
     async fn read(&self) -> Result<Option<(Option<LeaseHolder>, String)>> {
         read_lease(&self.store, &self.key).await
     }
+}
+
+/// Lease versions seen by this process, with when they were first seen, by (store,
+/// lease location).
+type Observations = Mutex<HashMap<(String, String), (String, Instant)>>;
+
+fn observations() -> &'static Observations {
+    static SEEN: OnceLock<Observations> = OnceLock::new();
+    SEEN.get_or_init(Default::default)
 }
 
 /// Whether a failed conditional write lost a race (or may have: a transient error),
@@ -477,29 +519,53 @@ async fn release(shared: &Shared) {
     if shared.lost.load(Ordering::SeqCst) {
         return;
     }
-    let version = shared
+    let mut version = shared
         .version
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let mut last = shared.holder.clone();
     last.released = true;
-    // Marking it released with IfMatch proves it is still ours; only then delete.
-    let result = match put_lease(&shared.store, &shared.key, &last, PutMode::IfMatch(version)).await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_contended(&e) => match read_lease(&shared.store, &shared.key).await {
-            Ok(Some((Some(now), _))) if now.holder == shared.holder.holder && now.released => {
-                Ok(())
+    // Marking it released with IfMatch proves it is still ours; only then delete. A
+    // renewal cut short may have moved the version on: read it back and try again.
+    let mut marked = None;
+    for _ in 0..3 {
+        let mode = PutMode::IfMatch(version.clone());
+        match put_lease(&shared.store, &shared.key, &last, mode).await {
+            Ok(_) => {
+                marked = Some(Ok(()));
+                break;
             }
-            Ok(_) => return, // taken over, or already gone: not ours to delete
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
-    let result = match result {
-        Ok(()) => shared.store.backend().delete(&shared.key).await,
-        Err(e) => Err(e),
+            Err(e) if is_contended(&e) => match read_lease(&shared.store, &shared.key).await {
+                Ok(Some((Some(now), now_version))) if now.holder == shared.holder.holder => {
+                    if now.released {
+                        marked = Some(Ok(()));
+                        break;
+                    }
+                    version = now_version;
+                }
+                Ok(_) => return, // taken over, or already gone: not ours to delete
+                Err(e) => {
+                    marked = Some(Err(e));
+                    break;
+                }
+            },
+            Err(e) => {
+                marked = Some(Err(e));
+                break;
+            }
+        }
+    }
+    let result = match marked {
+        Some(Ok(())) => shared.store.backend().delete(&shared.key).await,
+        Some(Err(e)) => Err(e),
+        None => {
+            tracing::warn!(
+                "lease '{}' kept changing while it was released; waiters take it over once it is stale",
+                shared.location
+            );
+            return;
+        }
     };
     if let Err(e) = result {
         tracing::warn!(

@@ -55,6 +55,7 @@ pub struct Flow {
     date: Option<DateTime<Utc>>,
     context: Context,
     namespace: Option<String>,
+    run_id: Option<String>,
 }
 
 /// A finished flow run.
@@ -83,6 +84,7 @@ impl Flow {
             date: None,
             context: Context::new(),
             namespace: None,
+            run_id: None,
         }
     }
 
@@ -138,6 +140,16 @@ impl Flow {
     /// Adds a user key to every task's template context.
     pub fn context(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
         self.context.insert(name, value);
+        self
+    }
+
+    /// Runs under this flow run id instead of a new one: several processes that run
+    /// the same flow under one id share its runs — a shared map's items
+    /// ([`Task::map_shared`](crate::Task::map_shared)) and `RUN_ID` cache keys. Without
+    /// it, `CAIRN_RUN_ID` in the environment gives the id, so any program built on cairn
+    /// can be started as several workers of one run without code changes.
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
         self
     }
 
@@ -274,7 +286,15 @@ impl InputVisitor for ParameterDigests<'_> {
 impl RunScope {
     fn for_flow<P: Serialize>(flow: &Flow, parameters: &P) -> Self {
         let clock = flow.clock.clone().unwrap_or_else(system_clock);
-        let id = crate::runner::task_run::new_id();
+        let id = flow
+            .run_id
+            .clone()
+            .or_else(|| {
+                std::env::var("CAIRN_RUN_ID")
+                    .ok()
+                    .filter(|id| !id.is_empty())
+            })
+            .unwrap_or_else(crate::runner::task_run::new_id);
         let mut digests = BTreeMap::new();
         let parameter_digests = match visit_inputs(
             parameters,
@@ -315,7 +335,15 @@ impl RunScope {
 
 /// A readable name derived from the run id, such as `outgoing-cicada`.
 fn run_name(id: &str) -> String {
-    let bits = u64::from_str_radix(&id.replace('-', "")[..12], 16).unwrap_or(0);
+    let hex = id.replace('-', "");
+    let bits = hex
+        .get(..12)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| {
+            // Ids given by users need not be UUIDs: name them by a digest of the id.
+            let digest = crate::cache::hashing::hash_str(id);
+            u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+        });
     format!(
         "{}-{}",
         ADJECTIVES[(bits % ADJECTIVES.len() as u64) as usize],

@@ -30,6 +30,10 @@ struct Progress<'a, I, O> {
     input: &'a I,
     info: TaskRunInfo,
     context: Option<Context>,
+    /// A shared map's item: when another worker holds the item's lease, give up
+    /// instead of waiting ([`Progress::busy`] then says so).
+    try_once: bool,
+    busy: bool,
 }
 
 /// A cache lookup that missed: where the fresh value goes.
@@ -50,6 +54,29 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
     scope: Option<Arc<RunScope>>,
     map_index: Option<u64>,
 ) -> TaskRun<O> {
+    run_once(def, input, scope, map_index, false)
+        .await
+        .expect("a run that may wait always finishes")
+}
+
+/// One item of a shared map: runs it unless another worker holds its lease, in which
+/// case `None` (the item is tried again later).
+pub(crate) async fn try_execute<I: TaskInput, O: TaskOutput>(
+    def: &Arc<TaskDef<I, O>>,
+    input: I,
+    scope: Arc<RunScope>,
+    map_index: u64,
+) -> Option<TaskRun<O>> {
+    run_once(def, input, Some(scope), Some(map_index), true).await
+}
+
+async fn run_once<I: TaskInput, O: TaskOutput>(
+    def: &Arc<TaskDef<I, O>>,
+    input: I,
+    scope: Option<Arc<RunScope>>,
+    map_index: Option<u64>,
+    try_once: bool,
+) -> Option<TaskRun<O>> {
     let id = new_id();
     let scope = scope.unwrap_or_else(|| Arc::new(RunScope::ephemeral(&id)));
     let map_index = map_index.unwrap_or_else(|| scope.next_index(&def.name));
@@ -75,8 +102,13 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
             waited: None,
         },
         context: None,
+        try_once,
+        busy: false,
     };
     let result = progress.run().await;
+    if progress.busy {
+        return None;
+    }
     let state = match &result {
         Ok((_, state)) => state.clone(),
         Err(e) => State::failed(e.to_string()),
@@ -88,10 +120,10 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
     );
     let info = progress.info;
     scope.record(&info);
-    TaskRun {
+    Some(TaskRun {
         info,
         result: result.map(|(value, _)| value),
-    }
+    })
 }
 
 impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
@@ -154,6 +186,13 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // Step 3–4: the cache.
         let mut slot = None;
         let def = self.def;
+        if self.try_once && def.cache_policy.as_ref().is_none_or(CachePolicy::is_none) {
+            return Err(self.error(
+                TaskErrorKind::Definition,
+                None,
+                "a shared map needs a cache policy: its key is how workers know each item",
+            ));
+        }
         if let Some(policy) = def.cache_policy.as_ref().filter(|p| !p.is_none()) {
             match self.lookup(policy).await? {
                 Lookup::Hit(value) => return Ok((value, State::Cached)),
@@ -690,7 +729,10 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
         let mut lease = None;
-        if self.def.serialize && !refresh && !store.url().starts_with("memory://") {
+        if (self.def.serialize || self.try_once)
+            && !refresh
+            && !store.url().starts_with("memory://")
+        {
             match self.reserve(&store, &location, &tier_key).await? {
                 Reserved::Hit(value) => return Ok(Lookup::Hit(value)),
                 Reserved::Lease(l) => lease = Some(l),
@@ -758,6 +800,14 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         );
                     }
                     return Ok(Reserved::Lease(lease));
+                }
+                Attempt::Held(_) if self.try_once => {
+                    // A shared map moves on to its next item and comes back later.
+                    if let Some(value) = self.read_valid(store, record, tier_key).await? {
+                        return Ok(Reserved::Hit(value));
+                    }
+                    self.busy = true;
+                    return Err(self.error(TaskErrorKind::Store, None, "held by another worker"));
                 }
                 Attempt::Held(holder) => {
                     let now = tokio::time::Instant::now();

@@ -386,6 +386,73 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         crate::runner::run::execute(&self.def, input, scope, None).await
     }
 
+    /// Runs the task once per input, sharing the work with every other process that
+    /// maps the same inputs through the same store: each item's body runs once across
+    /// all of them. Returns every item's run, in input order, once all are done.
+    ///
+    /// Each item is keyed by the task's cache policy (required) and guarded by a lease
+    /// in the store, as with [`Task::serialize`]: a worker that finds an item leased by
+    /// another moves on to its next item and comes back for it later, taking it over if
+    /// its worker died (its lease went stale). Items finished elsewhere come back as
+    /// `Cached`. Items run one at a time in each worker; start more workers (processes
+    /// or machines, under one flow run id: [`crate::Flow::run_id`] or `CAIRN_RUN_ID`)
+    /// to go faster.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cairn::{cache::INPUTS, ResultStore, State, Task};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let square = Task::infallible("square", |x: u64| async move { x * x })
+    ///     .cache_policy(INPUTS)
+    ///     .result(ResultStore::local(dir.path())?);
+    /// // Other processes running this line against the same directory share the items.
+    /// let runs = square.map_shared(0..4).await;
+    /// let values: Vec<u64> = runs.iter().map(|r| *r.value().unwrap()).collect();
+    /// assert_eq!(values, [0, 1, 4, 9]);
+    /// # Ok::<(), cairn::Error>(()) }).unwrap();
+    /// ```
+    pub async fn map_shared(&self, inputs: impl IntoIterator<Item = I>) -> Vec<TaskRun<O>> {
+        let scope = RunScope::current().unwrap_or_else(|| Arc::new(RunScope::ephemeral(&new_id())));
+        let inputs: Vec<I> = inputs.into_iter().collect();
+        let indices: Vec<u64> = inputs
+            .iter()
+            .map(|_| scope.next_index(&self.def.name))
+            .collect();
+        let mut runs: Vec<Option<TaskRun<O>>> = inputs.iter().map(|_| None).collect();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mut progressed = false;
+            for (i, input) in inputs.iter().enumerate() {
+                if runs[i].is_some() {
+                    continue;
+                }
+                let run = crate::runner::run::try_execute(
+                    &self.def,
+                    input.clone(),
+                    scope.clone(),
+                    indices[i],
+                )
+                .await;
+                if run.is_some() {
+                    runs[i] = run;
+                    progressed = true;
+                }
+            }
+            if runs.iter().all(Option::is_some) {
+                return runs.into_iter().flatten().collect();
+            }
+            // Every item left is being run elsewhere: wait, then look again.
+            if progressed {
+                pause = Duration::from_millis(50);
+            } else {
+                let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                tokio::time::sleep(pause.mul_f64(jitter)).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
     /// Runs the task once per input, concurrently, and returns the runs in input order.
     pub async fn map(&self, inputs: impl IntoIterator<Item = I>) -> Vec<TaskRun<O>> {
         // Outside a flow, the runs of one map share one ephemeral flow run, so their
