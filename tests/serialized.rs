@@ -7,6 +7,7 @@
 //! - 16 processes, one input: the body runs once, all return the same value, one
 //!   record, no lease left;
 //! - the holder is SIGKILLed mid-body: one waiter takes over once the lease is stale;
+//! - a holder that runs longer than its lease, renewing it, is never taken over;
 //! - the holder's body fails: a waiter runs at once, without waiting out the lease;
 //! - different keys never wait on each other;
 //! - the holder is SIGSTOPped past its lease and resumed after another took over: it
@@ -323,6 +324,30 @@ async fn a_killed_holder_is_taken_over_once_its_lease_is_stale(backend: &'static
     assert_eq!(keys_under(&store, "leases/").await, Vec::<String>::new());
 }
 
+/// A holder whose body outlasts the lease several times over keeps it by renewing:
+/// its waiter never takes over (on S3 every renewal must change the ETag).
+async fn a_live_holder_is_never_taken_over(backend: &'static str) {
+    let case = Case::new(backend, "live");
+    let mut holder = spawn(&Job {
+        short_lease: true,
+        ..case.job(8, 9000)
+    });
+    read_until(&mut holder, "BODY_STARTED");
+    let waiter = spawn(&Job {
+        short_lease: true,
+        ..case.job(8, 100)
+    });
+    let (value, waited) = finish(waiter);
+    let (held, _) = finish(holder);
+    assert!(waited);
+    assert_eq!(value, held, "{backend}: the waiter took the holder's value");
+    assert_eq!(
+        executions(&case.count_file()),
+        1,
+        "{backend}: no takeover of a live lease"
+    );
+}
+
 async fn a_failed_holder_lets_a_waiter_run_at_once(backend: &'static str) {
     let case = Case::new(backend, "failed");
     // The default 30 s lease: a waiter that ran only after it went stale would need 60 s.
@@ -545,9 +570,10 @@ fn main() {
             a_paused_holder_cannot_replace_its_successors_record(backend).await;
             losers_of_a_publish_race_return_the_published_value(backend).await;
             workers_share_a_map(backend).await;
+            a_live_holder_is_never_taken_over(backend).await;
         });
         eprintln!(
-            "serialized: {backend}: 8 behaviours passed in {:?}",
+            "serialized: {backend}: 9 behaviours passed in {:?}",
             t.elapsed()
         );
     }

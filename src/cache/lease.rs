@@ -154,6 +154,10 @@ pub struct LeaseHolder {
     /// Set in the last write before the holder deletes the lease.
     #[serde(default)]
     pub released: bool,
+    /// Counts the holder's renewals, so that every renewal writes new content: stores
+    /// whose versions are content digests (S3's ETag) see a new version each time.
+    #[serde(default)]
+    pub renewals: u64,
 }
 
 impl LeaseHolder {
@@ -169,6 +173,7 @@ impl LeaseHolder {
             task: task.to_owned(),
             generation: 0,
             released: false,
+            renewals: 0,
         }
     }
 
@@ -267,6 +272,12 @@ impl Reservation {
     /// The lease's location in the store.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The version of the lease another holder has, as last seen (`None` before any
+    /// attempt, or once this reservation took it).
+    pub fn observed_version(&self) -> Option<&str> {
+        self.observed.as_ref().map(|(v, _)| v.as_str())
     }
 
     /// One attempt: take the lease if it is free or stale; otherwise report its holder.
@@ -577,7 +588,9 @@ async fn release(shared: &Shared) {
 
 async fn renew(shared: Arc<Shared>, config: LeaseConfig) {
     let mut renewed_at = Instant::now();
+    let mut current = shared.holder.clone();
     loop {
+        current.renewals += 1;
         tokio::time::sleep(config.renew_every()).await;
         let version = shared
             .version
@@ -587,7 +600,7 @@ async fn renew(shared: Arc<Shared>, config: LeaseConfig) {
         match put_lease(
             &shared.store,
             &shared.key,
-            &shared.holder,
+            &current,
             PutMode::IfMatch(version),
         )
         .await

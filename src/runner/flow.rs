@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::backend::{Error, Result};
 use crate::cache::hashing::Digest;
+use crate::cache::LeaseConfig;
 use crate::runner::clock::Clock;
 use crate::runner::error::BoxError;
 use crate::runner::inputs::{visit_inputs, InputVisitor};
@@ -56,6 +57,9 @@ pub struct Flow {
     context: Context,
     namespace: Option<String>,
     run_id: Option<String>,
+    resume: bool,
+    allow_parameter_change: bool,
+    lease: LeaseConfig,
 }
 
 /// A finished flow run.
@@ -85,6 +89,9 @@ impl Flow {
             context: Context::new(),
             namespace: None,
             run_id: None,
+            resume: false,
+            allow_parameter_change: false,
+            lease: LeaseConfig::default(),
         }
     }
 
@@ -153,6 +160,37 @@ impl Flow {
         self
     }
 
+    /// Resumes the flow run `run_id`, which ran (and failed, or was killed) in this
+    /// process or another: the body runs again under the same id, task runs whose
+    /// results were recorded and verify are `Cached` without running, and the others
+    /// run. The flow must persist (checkpointing on, for the flow or in the settings).
+    /// `CAIRN_RESUME=<run id>` in the environment does the same for a flow run with no
+    /// id of its own, so any program built on cairn can be resumed without code changes.
+    ///
+    /// A task run is recognized by its task's name and the digest of its inputs, never
+    /// by its position. The run is refused, with the reason, when no such flow run was
+    /// recorded, when its parameters differ (unless
+    /// [`Flow::allow_parameter_change`]), and when it is still running elsewhere: a
+    /// run holds a lease while it runs, and a resume waits until that lease has stopped
+    /// changing for its stale time before taking it over.
+    pub fn resume(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self.resume = true;
+        self
+    }
+
+    /// Lets [`Flow::resume`] run a flow run again with parameters other than it had.
+    pub fn allow_parameter_change(mut self, allow: bool) -> Self {
+        self.allow_parameter_change = allow;
+        self
+    }
+
+    /// The lease a persisting flow run holds while it runs (see [`Flow::resume`]).
+    pub fn lease(mut self, config: LeaseConfig) -> Self {
+        self.lease = config;
+        self
+    }
+
     /// Keeps the cache entries of this flow's tasks apart from other namespaces
     /// (Flyte's project and domain), unless a task names its own.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
@@ -179,7 +217,32 @@ impl Flow {
             scope.run_name,
             scope.flow_name
         );
+        let prepared = if scope.persisting() || scope.resuming {
+            crate::runner::resume::prepare(&scope, self.lease, self.allow_parameter_change).await
+        } else {
+            Ok(None)
+        };
+        let run_lease = match prepared {
+            Ok(lease) => lease,
+            Err(e) => {
+                let e: BoxError = Box::new(e);
+                let state = State::failed(crate::runner::error::error_chain(&*e));
+                tracing::info!("Flow run '{}' - Finished in state {state}", scope.run_name);
+                return FlowRun {
+                    id: scope.run_id.to_string(),
+                    name: scope.run_name.to_string(),
+                    flow_name: scope.flow_name.to_string(),
+                    state,
+                    value: None,
+                    error: Some(Arc::new(e)),
+                    task_runs: Vec::new(),
+                };
+            }
+        };
         let outcome = CURRENT.scope(scope.clone(), body(parameters)).await;
+        if let Some(lease) = run_lease {
+            lease.release().await;
+        }
         let (state, value, error) = match outcome {
             Ok(value) => (State::Completed, Some(value), None),
             Err(e) => {
@@ -286,15 +349,15 @@ impl InputVisitor for ParameterDigests<'_> {
 impl RunScope {
     fn for_flow<P: Serialize>(flow: &Flow, parameters: &P) -> Self {
         let clock = flow.clock.clone().unwrap_or_else(system_clock);
-        let id = flow
-            .run_id
-            .clone()
-            .or_else(|| {
-                std::env::var("CAIRN_RUN_ID")
-                    .ok()
-                    .filter(|id| !id.is_empty())
-            })
-            .unwrap_or_else(crate::runner::task_run::new_id);
+        let env = |name: &str| std::env::var(name).ok().filter(|id| !id.is_empty());
+        let (id, resuming) = match (&flow.run_id, env("CAIRN_RESUME")) {
+            (Some(id), _) => (id.clone(), flow.resume),
+            (None, Some(id)) => (id, true),
+            (None, None) => (
+                env("CAIRN_RUN_ID").unwrap_or_else(crate::runner::task_run::new_id),
+                false,
+            ),
+        };
         let mut digests = BTreeMap::new();
         let parameter_digests = match visit_inputs(
             parameters,
@@ -321,6 +384,7 @@ impl RunScope {
             settings: flow.settings.clone().unwrap_or_else(global_settings),
             clock,
             namespace: flow.namespace.clone(),
+            resuming,
             ephemeral: false,
             parameters,
             parameter_digests,

@@ -19,6 +19,7 @@ pub(crate) mod definition;
 pub(crate) mod error;
 pub(crate) mod flow;
 pub(crate) mod inputs;
+pub(crate) mod resume;
 pub(crate) mod run;
 pub(crate) mod scope;
 pub(crate) mod settings;

@@ -183,6 +183,30 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             None => None,
         };
 
+        // Resuming: a task run this flow run recorded as completed is Cached.
+        let resume_at = self.resume_location();
+        if let (true, Some(location)) = (self.scope.resuming, &resume_at) {
+            let store = self.store().await?;
+            match store.read_record::<O>(location).await {
+                Ok(record) => {
+                    self.info.location = Some(location.clone());
+                    return Ok((record.value, State::Cached));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::NotFound | ErrorKind::Corrupt | ErrorKind::Serialization
+                    ) => {}
+                Err(e) => {
+                    return Err(self.error(
+                        TaskErrorKind::Store,
+                        Some(format!("cannot read the recorded result '{location}'")),
+                        e,
+                    ))
+                }
+            }
+        }
+
         // Step 3–4: the cache.
         let mut slot = None;
         let def = self.def;
@@ -207,7 +231,54 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         if let Some(lease) = lease {
             lease.release().await;
         }
+        if let (Ok((value, _)), Some(location)) = (&outcome, resume_at) {
+            self.record_result(&location, value).await;
+        }
         outcome
+    }
+
+    /// Where this task run's result is recorded for resuming its flow run, when the
+    /// flow run persists and the inputs can be hashed.
+    fn resume_location(&self) -> Option<String> {
+        if self.scope.ephemeral || !self.scope.persisting() {
+            return None;
+        }
+        let identity =
+            crate::runner::resume::identity(&self.def.name, self.input, &self.def.input_names)?;
+        Some(crate::runner::resume::result_location(
+            self.scope,
+            &self.def.name,
+            &identity,
+        ))
+    }
+
+    /// Records a completed run's result, so that a resumed flow run finds it.
+    async fn record_result(&self, location: &str, value: &O) {
+        let info = RecordInfo {
+            task: Some(self.def.name.clone()),
+            output_type: Some(std::any::type_name::<O>().to_owned()),
+            ..RecordInfo::default()
+        };
+        let result = match self.store().await {
+            Ok(store) => store
+                .write_record(location, value, info, PutMode::Create)
+                .await
+                .map(|_| ())
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e.to_string())
+                    }
+                }),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(
+                "Task run '{}' - could not record its result for resuming: {e}",
+                self.info.name
+            );
+        }
     }
 
     async fn compute_and_publish(

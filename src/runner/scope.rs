@@ -33,6 +33,8 @@ pub(crate) struct RunScope {
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub namespace: Option<String>,
+    /// Resuming an earlier run of this id ([`crate::Flow::resume`]).
+    pub resuming: bool,
     pub(super) ephemeral: bool,
     pub(super) parameters: std::result::Result<Option<Value>, String>,
     pub(super) parameter_digests: std::result::Result<BTreeMap<String, Digest>, String>,
@@ -72,6 +74,7 @@ impl RunScope {
             settings: global_settings(),
             clock,
             namespace: None,
+            resuming: false,
             ephemeral: true,
             parameters: Ok(None),
             parameter_digests: Ok(BTreeMap::new()),
@@ -158,7 +161,7 @@ impl RunScope {
     }
 
     /// Whether the flow as a whole persists (its summary is written).
-    pub(super) fn persisting(&self) -> bool {
+    pub(crate) fn persisting(&self) -> bool {
         self.checkpointing
             .or(self.settings.checkpointing)
             .unwrap_or(false)
