@@ -19,7 +19,7 @@ pub(crate) type Body<I, O> =
 
 /// What a task's input must be: one value, passed by value to the body, cloned for
 /// retries. A tuple's elements and a struct's fields are separate inputs (see
-/// [`Task::inputs`]).
+/// [`Task::inputs`](crate::Task::inputs)).
 pub trait TaskInput: Serialize + Clone + Send + Sync + 'static {}
 impl<T: Serialize + Clone + Send + Sync + 'static> TaskInput for T {}
 

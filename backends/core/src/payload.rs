@@ -143,7 +143,7 @@ pub enum PutMode {
 pub struct PutOptions {
     /// How an existing object is treated.
     pub mode: PutMode,
-    /// User metadata stored with the object (where [`Capabilities::user_metadata`]).
+    /// User metadata stored with the object (where [`Capabilities::user_metadata`](crate::Capabilities::user_metadata)).
     pub metadata: BTreeMap<String, String>,
     /// The MIME type, where the store records one.
     pub content_type: Option<String>,

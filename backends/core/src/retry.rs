@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::Result;
 
-/// How often and how patiently [`Error::Unavailable`] failures are retried.
+/// How often and how patiently [`Error::Unavailable`](crate::Error::Unavailable) failures are retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
