@@ -11,7 +11,9 @@ mod capabilities;
 mod error;
 mod key;
 mod payload;
+mod resume;
 mod retry;
+mod timeouts;
 
 pub use backend::{Backend, BackendExt, DynBackend};
 pub use capabilities::Capabilities;
@@ -20,7 +22,15 @@ pub use key::{validate_prefix, Key, MAX_KEY_LEN};
 pub use payload::{
     resolve_range, GetRange, GetResult, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
 };
-pub use retry::{is_transient_status, RetryPolicy};
+pub use resume::{resuming_body, Body, Reopen};
+pub use retry::{
+    is_transient_status, parse_retry_after, retry_after_of, RetryAfter, RetryPolicy,
+    DEFAULT_MAX_ELAPSED,
+};
+pub use timeouts::{
+    parse_duration, split_url_options, Timeouts, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_READ_TIMEOUT, TIMEOUT_OPTIONS,
+};
 
 /// Whether `name` is a staged (not yet published) file name of the local backend; such
 /// names are never valid object keys of any backend, so every backend skips them.
