@@ -17,6 +17,8 @@ use crate::backend::{Error, Result};
 /// | checkpoint every task | `[flows] checkpointing = true` | `CAIRN__FLOWS__CHECKPOINTING=true` |
 /// | refresh every cache | `[tasks] refresh_cache = true` | `CAIRN__TASKS__REFRESH_CACHE=true` |
 /// | the store used when no task or flow names one | `[results] store = "s3://bucket/prefix"` | `CAIRN__RESULTS__STORE=...` |
+/// | time limits and attempts of that store (S3, GCS) | `[results] read_timeout = "10s"` (also `connect_timeout`, `operation_timeout`, `max_attempts`) | `CAIRN__RESULTS__READ_TIMEOUT=10s` |
+/// | fail a task when its cache store fails | `[tasks] strict_cache = true` | `CAIRN__TASKS__STRICT_CACHE=true` |
 ///
 /// `CAIRN_HOME` defaults to `~/.cairn`. When no store is named anywhere, persisted
 /// results go to `$CAIRN_HOME/storage` on the local disk.
@@ -47,6 +49,13 @@ pub struct Settings {
     pub refresh_cache: Option<bool>,
     /// `[results] store`: the URL of the store used when none is named.
     pub store: Option<String>,
+    /// `[results] connect_timeout`, `read_timeout`, `operation_timeout`,
+    /// `max_attempts`: options of the default store, added to its URL (an option the
+    /// URL names itself wins).
+    pub store_options: BTreeMap<String, String>,
+    /// `[tasks] strict_cache`: a cache store that fails fails the task, instead of
+    /// being a logged miss or warning; `None` when neither source sets it.
+    pub strict_cache: Option<bool>,
 }
 
 static GLOBAL: OnceLock<Settings> = OnceLock::new();
@@ -113,10 +122,25 @@ impl Settings {
 
     /// The URL of the store persisted results go to when no task or flow names one.
     pub fn default_store_url(&self) -> String {
-        match &self.store {
+        let url = match &self.store {
             Some(url) => url.clone(),
-            None => format!("file://{}", self.home.join("storage").display()),
+            None => return format!("file://{}", self.home.join("storage").display()),
+        };
+        if self.store_options.is_empty() || !(url.starts_with("s3://") || url.starts_with("gs://"))
+        {
+            return url;
         }
+        let mut url = url;
+        for (name, value) in &self.store_options {
+            let named = url
+                .split_once('?')
+                .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next() == Some(name)));
+            if !named {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&format!("{name}={value}"));
+            }
+        }
+        url
     }
 
     fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
@@ -131,7 +155,7 @@ impl Settings {
             for (key, value) in values {
                 let name = format!("{section}.{key}");
                 match name.as_str() {
-                    "flows.checkpointing" | "tasks.refresh_cache" => {
+                    "flows.checkpointing" | "tasks.refresh_cache" | "tasks.strict_cache" => {
                         let flag = value
                             .as_bool()
                             .ok_or_else(|| bad(format!("{name} must be true or false")))?;
@@ -142,6 +166,17 @@ impl Settings {
                             .as_str()
                             .ok_or_else(|| bad(format!("{name} must be a URL string")))?;
                         self.store = Some(url.to_owned());
+                    }
+                    "results.connect_timeout"
+                    | "results.read_timeout"
+                    | "results.operation_timeout"
+                    | "results.max_attempts" => {
+                        let v = match value {
+                            toml::Value::String(v) => v.clone(),
+                            toml::Value::Integer(n) => n.to_string(),
+                            _ => return Err(bad(format!("{name} must be a string or a number"))),
+                        };
+                        self.set_store_option(&name, &v).map_err(bad)?;
                     }
                     _ => tracing::warn!("{}: unknown setting {name}", path.display()),
                 }
@@ -155,13 +190,22 @@ impl Settings {
             .to_ascii_lowercase()
             .replacen("__", ".", 1);
         match name.as_str() {
-            "flows.checkpointing" | "tasks.refresh_cache" => {
+            "flows.checkpointing" | "tasks.refresh_cache" | "tasks.strict_cache" => {
                 let flag = parse_flag(value).ok_or_else(|| Error::Config {
                     message: format!("{variable}={value}: expected true or false"),
                 })?;
                 self.set_flag(&name, flag);
             }
             "results.store" => self.store = Some(value.to_owned()),
+            "results.connect_timeout"
+            | "results.read_timeout"
+            | "results.operation_timeout"
+            | "results.max_attempts" => {
+                self.set_store_option(&name, value)
+                    .map_err(|why| Error::Config {
+                        message: format!("{variable}={value}: {why}"),
+                    })?
+            }
             _ => tracing::warn!("unknown setting {variable}"),
         }
         Ok(())
@@ -170,8 +214,28 @@ impl Settings {
     fn set_flag(&mut self, name: &str, flag: bool) {
         match name {
             "flows.checkpointing" => self.checkpointing = Some(flag),
+            "tasks.strict_cache" => self.strict_cache = Some(flag),
             _ => self.refresh_cache = Some(flag),
         }
+    }
+
+    /// `results.read_timeout` and the like, checked here so that a bad value is
+    /// reported where it is set.
+    fn set_store_option(&mut self, name: &str, value: &str) -> std::result::Result<(), String> {
+        let option = &name["results.".len()..];
+        if option == "max_attempts" {
+            value
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{name} must be a positive number"))?;
+        } else {
+            crate::backend::parse_duration(value).map_err(|e| format!("{name}: {e}"))?;
+        }
+        self.store_options
+            .insert(option.to_owned(), value.trim().to_owned());
+        Ok(())
     }
 }
 
@@ -271,5 +335,36 @@ mod tests {
                 .contains("CAIRN__FLOWS__CHECKPOINTING=maybe"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn store_time_limits_and_strict_cache_are_settings() {
+        let home = home_with(Some(
+            "[results]\nstore = \"s3://b/p?read_timeout=9s\"\nread_timeout = \"2s\"\nmax_attempts = 2\n[tasks]\nstrict_cache = true\n",
+        ));
+        let s = Settings::from_sources(
+            home.path(),
+            env(&[("CAIRN__RESULTS__CONNECT_TIMEOUT", "500ms")]),
+        )
+        .unwrap();
+        assert_eq!(s.strict_cache, Some(true));
+        // The URL's own option wins over the setting.
+        assert_eq!(
+            s.default_store_url(),
+            "s3://b/p?read_timeout=9s&connect_timeout=500ms&max_attempts=2"
+        );
+        let err = Settings::from_sources(
+            home.path(),
+            env(&[("CAIRN__RESULTS__OPERATION_TIMEOUT", "forever")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CAIRN__RESULTS__OPERATION_TIMEOUT=forever"),
+            "{err}"
+        );
+        let home = home_with(Some("[results]\nmax_attempts = 0\n"));
+        let err = Settings::from_sources(home.path(), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("results.max_attempts"), "{err}");
     }
 }

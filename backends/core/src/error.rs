@@ -200,9 +200,22 @@ impl Error {
         }
     }
 
-    /// Whether a later attempt of the same call may succeed.
+    /// Whether a later attempt of the same call may succeed soon enough to retry it:
+    /// every [`Error::Unavailable`] but a refused connection ([`ConnectionRefused`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        match self {
+            Error::Unavailable { source, .. } => {
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(e) = cur {
+                    if e.is::<ConnectionRefused>() {
+                        return false;
+                    }
+                    cur = e.source();
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether this is [`ErrorKind::NotFound`].
@@ -223,3 +236,17 @@ impl Error {
         }
     }
 }
+
+/// The source of an [`Error::Unavailable`] when nothing accepts connections at the
+/// store's endpoint: reported at once rather than retried (a wrong endpoint or a store
+/// that is not running does not come back within a retry budget).
+#[derive(Debug)]
+pub struct ConnectionRefused(pub String);
+
+impl fmt::Display for ConnectionRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectionRefused {}

@@ -6,6 +6,7 @@
 //! Users normally reach these through the `cairn` crate, which re-exports them.
 #![warn(missing_docs)]
 
+mod applied;
 mod backend;
 mod capabilities;
 mod error;
@@ -15,9 +16,10 @@ mod resume;
 mod retry;
 mod timeouts;
 
+pub use applied::recognize_applied;
 pub use backend::{Backend, BackendExt, DynBackend};
 pub use capabilities::Capabilities;
-pub use error::{Error, ErrorKind, Result, Source};
+pub use error::{ConnectionRefused, Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};
 pub use payload::{
     resolve_range, GetRange, GetResult, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use cairn_backend::{Error, Key, Result, RetryPolicy};
+use std::time::Duration;
+
+use cairn_backend::{split_url_options, Error, Key, Result, RetryPolicy, Timeouts};
 use google_cloud_auth::credentials::Credentials;
 
 /// The public Google Cloud Storage endpoint, used unless an endpoint or an emulator is named.
@@ -63,6 +65,7 @@ pub struct GcsBuilder {
     pub(crate) resumable_threshold: u64,
     pub(crate) chunk_size: u64,
     pub(crate) retry: RetryPolicy,
+    pub(crate) timeouts: Timeouts,
     pub(crate) credentials: GcsCredentials,
 }
 
@@ -77,6 +80,7 @@ impl GcsBuilder {
             resumable_threshold: DEFAULT_RESUMABLE_THRESHOLD,
             chunk_size: DEFAULT_CHUNK_SIZE,
             retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
             credentials: GcsCredentials::Auto,
         }
     }
@@ -86,8 +90,39 @@ impl GcsBuilder {
     /// # Errors
     /// [`Error::Config`] when the URL is not of that form.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (bucket, prefix) = parse_gs_url(url)?;
-        Ok(GcsBuilder::new(bucket).prefix(prefix))
+        let (base, options) = split_url_options(url)?;
+        let (bucket, prefix) = parse_gs_url(base)?;
+        let mut b = GcsBuilder::new(bucket).prefix(prefix);
+        for (k, v) in options {
+            match k.as_str() {
+                "max_attempts" => {
+                    b.retry.max_attempts =
+                        v.parse()
+                            .ok()
+                            .filter(|&n| n > 0)
+                            .ok_or_else(|| Error::Config {
+                                message: format!(
+                                    "'{url}': max_attempts '{v}' is not a positive number"
+                                ),
+                            })?
+                }
+                "endpoint" => b.endpoint = Some(v),
+                "connect_timeout" | "read_timeout" | "operation_timeout" => {
+                    b.timeouts.set(&k, &v).map_err(|e| Error::Config {
+                        message: format!("'{url}': {e}"),
+                    })?
+                }
+                _ => {
+                    return Err(Error::Config {
+                        message: format!(
+                            "'{url}': unknown option '{k}' (known: connect_timeout, read_timeout, \
+                             operation_timeout, max_attempts, endpoint)"
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(b)
     }
 
     /// Objects are stored at `prefix/key`; listings strip it again. Leading and trailing
@@ -132,6 +167,31 @@ impl GcsBuilder {
         self
     }
 
+    /// Connect, read-idle and whole-operation time limits (defaults 5 s, 30 s, 120 s):
+    /// a stalled store gives [`Error::Unavailable`] within them, never a hang.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The time allowed to open a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.connect = timeout;
+        self
+    }
+
+    /// The time a request may go without receiving a byte (default 30 s).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.read = timeout;
+        self
+    }
+
+    /// The bound on one request, every attempt included (default 120 s).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.operation = timeout;
+        self
+    }
+
     /// Where credentials come from (default [`GcsCredentials::Auto`]).
     pub fn credentials(mut self, credentials: GcsCredentials) -> Self {
         self.credentials = credentials;
@@ -155,6 +215,11 @@ impl GcsBuilder {
 
 /// Splits `gs://bucket/prefix` into the bucket and the prefix (without surrounding `/`).
 pub(crate) fn parse_gs_url(url: &str) -> Result<(String, String)> {
+    if url.contains(['?', '#']) {
+        return Err(Error::Config {
+            message: format!("'{url}': options are read by GcsBuilder::from_url"),
+        });
+    }
     let rest = url.strip_prefix("gs://").ok_or_else(|| Error::Config {
         message: format!("'{url}' is not a GCS URL: expected gs://bucket/prefix"),
     })?;

@@ -39,9 +39,9 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -56,8 +56,9 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use cairn_backend::{
-    is_transient_status, validate_prefix, Backend, Capabilities, Error, GetRange, GetResult, Key,
-    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result, RetryPolicy,
+    is_transient_status, parse_retry_after, recognize_applied, resuming_body, validate_prefix,
+    Backend, Capabilities, ConnectionRefused, Error, GetRange, GetResult, Key, ObjectMeta, PutMode,
+    PutOptions, PutPayload, PutResult, Reopen, Result, RetryAfter, RetryPolicy, Timeouts,
 };
 
 pub use config::{
@@ -103,6 +104,7 @@ struct Inner {
     threshold: u64,
     chunk_size: u64,
     retry: RetryPolicy,
+    timeouts: Timeouts,
     auth: Auth,
     url: String,
     /// Set once the bucket is known to exist, so that an ambiguous 404 (the emulator's
@@ -184,7 +186,8 @@ impl GcsBackend {
         let client = reqwest::Client::builder()
             .user_agent(concat!("cairn-gcs/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(b.timeouts.connect)
+            .read_timeout(b.timeouts.read)
             .build()
             .map_err(|e| Error::Config {
                 message: format!("cannot build the HTTP client for {url}: {}", chain(&e)),
@@ -198,7 +201,11 @@ impl GcsBackend {
                 emulator,
                 threshold: b.resumable_threshold,
                 chunk_size: b.chunk_size,
-                retry: b.retry,
+                retry: RetryPolicy {
+                    max_elapsed: b.retry.max_elapsed.min(b.timeouts.operation),
+                    ..b.retry
+                },
+                timeouts: b.timeouts,
                 auth,
                 url,
                 bucket_seen: AtomicBool::new(false),
@@ -230,6 +237,20 @@ impl GcsBackend {
     pub fn is_anonymous(&self) -> bool {
         matches!(self.inner.auth, Auth::Anonymous)
     }
+}
+
+/// Whether a request failed because nothing accepted the connection.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Loads the credentials `choice` names.
@@ -372,22 +393,55 @@ impl Inner {
         let req = self.authorize(req, key).await?;
         match req.send().await {
             Err(e) if e.is_builder() => Err(self.other(key, chain(&e))),
+            Err(e) if refused(&e) => Err(Error::Unavailable {
+                backend: self.url.clone(),
+                key: key.to_string(),
+                source: Box::new(ConnectionRefused(format!(
+                    "connection refused: nothing listens at the GCS endpoint {} (is the \
+                     endpoint right and the store running?)",
+                    self.endpoint
+                ))),
+            }),
             Err(e) => Err(self.unavailable(key, format!("request failed: {}", chain(&e)))),
             Ok(resp) if is_transient_status(resp.status().as_u16()) => {
                 let status = resp.status();
+                let after = header_str(resp.headers(), "retry-after").and_then(parse_retry_after);
                 let body = resp.bytes().await.unwrap_or_default();
                 let api = wire::ApiError::parse(&body);
-                Err(self.unavailable(key, format!("HTTP {status}: {}", api.message)))
+                let message = format!("HTTP {status}: {}", api.message);
+                Err(match after {
+                    Some(after) => Error::Unavailable {
+                        backend: self.url.clone(),
+                        key: key.to_string(),
+                        source: Box::new(RetryAfter { after, message }),
+                    },
+                    None => self.unavailable(key, message),
+                })
             }
             Ok(resp) => Ok(resp),
         }
     }
 
+    /// Runs `op` within the operation timeout.
+    async fn bounded<T>(&self, key: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.timeouts.operation;
+        match tokio::time::timeout(limit, op).await {
+            Ok(out) => out,
+            Err(_) => Err(self.unavailable(
+                key,
+                format!("no complete answer within the operation timeout ({limit:?})"),
+            )),
+        }
+    }
+
     /// Sends a request built by `make`, retrying transient failures.
     async fn send(&self, key: &str, make: impl Fn() -> RequestBuilder) -> Result<Response> {
-        self.retry
-            .run(|| async { self.send_once(key, make()).await })
-            .await
+        self.bounded(
+            key,
+            self.retry
+                .run(|| async { self.send_once(key, make()).await }),
+        )
+        .await
     }
 
     /// Sends a request and decodes its JSON answer, retrying transient failures
@@ -398,15 +452,17 @@ impl Inner {
         op: Op<'_>,
         make: impl Fn() -> RequestBuilder,
     ) -> Result<T> {
-        self.retry
-            .run(|| async {
+        self.bounded(
+            key,
+            self.retry.run(|| async {
                 let resp = self.send_once(key, make()).await?;
                 if !resp.status().is_success() {
                     return Err(self.error_for(resp, key, op).await);
                 }
                 self.read_json(resp, key).await
-            })
-            .await
+            }),
+        )
+        .await
     }
 
     async fn read_json<T: DeserializeOwned>(&self, resp: Response, key: &str) -> Result<T> {
@@ -561,7 +617,7 @@ impl Inner {
         })
     }
 
-    async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
+    async fn get_opts(self: &Arc<Self>, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
         let header = match &range {
             None => None,
             // No HTTP range is empty: resolve it against the size instead.
@@ -612,26 +668,39 @@ impl Inner {
             Some(meta) => meta,
             None => self.head(key).await?,
         };
-        let backend = self.url.clone();
-        let k = key.to_string();
-        let body = resp
-            .bytes_stream()
-            .map_err(move |e| Error::Unavailable {
-                backend: backend.clone(),
-                key: k.clone(),
-                source: format!("reading the object failed: {}", chain(&e)).into(),
-            })
-            .boxed();
+        let body = self.body_of(resp, key.as_str());
+        // A body that breaks off or stalls is read on from where it stopped, at the
+        // same generation.
+        let resume = |body, range: std::ops::Range<u64>| {
+            let inner = Arc::clone(self);
+            let generation = meta.version.clone();
+            let k = key.as_str().to_owned();
+            let reopen: Reopen = Arc::new(move |rest| {
+                let inner = Arc::clone(&inner);
+                let generation = generation.clone();
+                let k = k.clone();
+                Box::pin(async move { inner.reopen(&k, generation, rest).await })
+            });
+            resuming_body(
+                body,
+                range,
+                self.timeouts.read,
+                self.retry.clone(),
+                self.url.clone(),
+                key.as_str().to_owned(),
+                reopen,
+            )
+        };
         match (served, range) {
             (Some(served), _) => Ok(GetResult {
+                body: resume(body, served.clone()),
                 meta,
                 range: served,
-                body,
             }),
             (None, None) => Ok(GetResult {
+                body: resume(body, 0..meta.size),
                 range: 0..meta.size,
                 meta,
-                body,
             }),
             // The server ignored the Range header and sent everything: cut it here.
             (None, Some(range)) => {
@@ -647,11 +716,83 @@ impl Inner {
         }
     }
 
-    async fn put_opts(
+    fn body_of(&self, resp: Response, key: &str) -> cairn_backend::Body {
+        let backend = self.url.clone();
+        let k = key.to_string();
+        resp.bytes_stream()
+            .map_err(move |e| Error::Unavailable {
+                backend: backend.clone(),
+                key: k.clone(),
+                source: format!("reading the object failed: {}", chain(&e)).into(),
+            })
+            .boxed()
+    }
+
+    /// The body of bytes `rest` of an object, at `generation`.
+    async fn reopen(
         &self,
+        key: &str,
+        generation: Option<String>,
+        rest: std::ops::Range<u64>,
+    ) -> Result<cairn_backend::Body> {
+        let url = self.object_url(&self.object_name(key));
+        let range = wire::range_header(rest.start, Some(rest.end));
+        let resp = self
+            .send(key, || {
+                let mut q = vec![("alt", "media".to_string())];
+                if let Some(g) = &generation {
+                    q.push(("ifGenerationMatch", g.clone()));
+                }
+                self.client.get(&url).query(&q).header(RANGE, &range)
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => Ok(self.body_of(resp, key)),
+            StatusCode::PRECONDITION_FAILED => Err(self.other(
+                key,
+                "the object was replaced while it was being read".into(),
+            )),
+            StatusCode::OK => {
+                // The range was ignored: skip to where the read stopped.
+                let body = self.body_of(resp, key);
+                Ok(wire::slice_stream(body, rest))
+            }
+            _ => Err(self.error_for(resp, key, Op::Read).await),
+        }
+    }
+
+    async fn put_opts(
+        self: &Arc<Self>,
         key: &Key,
         payload: PutPayload,
         opts: PutOptions,
+    ) -> Result<PutResult> {
+        match self.put_attempts(key, &payload, &opts).await {
+            // A conditional write retried after the store applied it is refused by
+            // its own first attempt: recognized by reading it back.
+            Err(e @ (Error::AlreadyExists { .. } | Error::PreconditionFailed { .. })) => {
+                match recognize_applied(
+                    &GcsBackend {
+                        inner: Arc::clone(self),
+                    },
+                    key,
+                    &payload,
+                )
+                .await
+                {
+                    Some(done) => Ok(done),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn put_attempts(
+        &self,
+        key: &Key,
+        payload: &PutPayload,
+        opts: &PutOptions,
     ) -> Result<PutResult> {
         let k = key.as_str();
         let generation_match = match &opts.mode {
@@ -683,7 +824,7 @@ impl Inner {
             content_type,
             metadata_json,
             generation_match: generation_match.as_deref(),
-            payload: &payload,
+            payload,
         };
         let res = if single {
             self.multipart_upload(&upload).await?
@@ -975,6 +1116,7 @@ impl Backend for GcsBackend {
 mod tests {
     use super::*;
     use cairn_backend::BackendExt;
+    use std::time::Duration;
 
     async fn backend(prefix: &str, emulator: bool) -> GcsBackend {
         GcsBuilder::new("bkt")
@@ -1115,6 +1257,7 @@ mod tests {
             max_attempts: attempts,
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
+            ..RetryPolicy::default()
         }
     }
 

@@ -6,7 +6,10 @@ use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::Region;
-use cairn_backend::{Error, Key, Result};
+use std::time::Duration;
+
+use aws_smithy_types::timeout::TimeoutConfig;
+use cairn_backend::{split_url_options, Error, Key, Result, RetryPolicy, Timeouts};
 
 use crate::S3Backend;
 
@@ -63,9 +66,18 @@ pub struct S3Config {
     pub part_size: u64,
     /// How many parts of one upload are sent at once.
     pub concurrency: usize,
-    /// Attempts per request, the first included (the SDK's standard retry strategy,
-    /// exponential backoff with jitter).
+    /// Attempts per request, the first included: transient failures (throttling, 5xx,
+    /// timeouts, a dropped connection) are retried with jittered exponential backoff,
+    /// waiting as long as a `Retry-After` answer asks, within [`S3Config::retry_budget`].
+    /// A refused connection, a missing bucket and rejected credentials are not retried.
     pub max_attempts: u32,
+    /// No new attempt of a request starts after this much time (default 30 s).
+    pub retry_budget: Duration,
+    /// Connect, read-idle and whole-operation time limits (defaults 5 s, 30 s, 120 s).
+    /// A stalled store gives [`Error::Unavailable`] within them. With a client given to
+    /// [`S3BackendBuilder::client`], the connect and read limits are the client's own;
+    /// the operation limit and body-idle limit of reads still apply.
+    pub timeouts: Timeouts,
     /// Whether `Create` and `IfMatch` writes above the threshold may be multipart uploads
     /// whose completion carries the condition (`If-None-Match: *`, `If-Match`). AWS S3
     /// decides such a completion atomically; some S3-compatible stores and emulators
@@ -93,7 +105,18 @@ impl S3Config {
             part_size: DEFAULT_PART_SIZE,
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_budget: cairn_backend::DEFAULT_MAX_ELAPSED,
+            timeouts: Timeouts::default(),
             conditional_multipart: None,
+        }
+    }
+
+    /// The retry policy of one request.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            max_elapsed: self.retry_budget.min(self.timeouts.operation),
+            ..RetryPolicy::default()
         }
     }
 
@@ -124,6 +147,10 @@ impl S3Config {
         if self.max_attempts == 0 {
             return Err(config_error("max_attempts must be at least 1"));
         }
+        let t = &self.timeouts;
+        if [t.connect, t.read, t.operation].contains(&Duration::ZERO) {
+            return Err(config_error("timeouts must be longer than zero"));
+        }
         Ok(())
     }
 }
@@ -145,6 +172,52 @@ pub(crate) fn normalize_prefix(prefix: &str) -> Result<String> {
         .map_err(|e| config_error(format!("invalid S3 prefix '{prefix}': {e}")))
 }
 
+/// Settings from an `s3://bucket/prefix?option=value&...` URL. The options are
+/// `connect_timeout`, `read_timeout`, `operation_timeout` (durations such as `5s`,
+/// `250ms`, `2m`), `max_attempts`, `region` and `endpoint`.
+///
+/// ```
+/// use std::time::Duration;
+/// let c = cairn_s3::S3Config::from_url("s3://b/runs?read_timeout=2s&max_attempts=2")?;
+/// assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("b", "runs"));
+/// assert_eq!((c.timeouts.read, c.max_attempts), (Duration::from_secs(2), 2));
+/// assert!(cairn_s3::S3Config::from_url("s3://b?colour=red").is_err());
+/// # Ok::<(), cairn_backend::Error>(())
+/// ```
+impl S3Config {
+    /// # Errors
+    /// [`Error::Config`] for a URL that is not `s3://bucket[/prefix]`, or an unknown
+    /// or invalid option.
+    pub fn from_url(url: &str) -> Result<S3Config> {
+        let (base, options) = split_url_options(url)?;
+        let (bucket, prefix) = parse_s3_url(base)?;
+        let mut c = S3Config::new(bucket);
+        c.prefix = prefix;
+        for (k, v) in options {
+            match k.as_str() {
+                "max_attempts" => {
+                    c.max_attempts = v.parse().map_err(|_| {
+                        config_error(format!("'{url}': max_attempts '{v}' is not a number"))
+                    })?
+                }
+                "region" => c.region = Some(v),
+                "endpoint" => c.endpoint = Some(v),
+                "connect_timeout" | "read_timeout" | "operation_timeout" => c
+                    .timeouts
+                    .set(&k, &v)
+                    .map_err(|e| config_error(format!("'{url}': {e}")))?,
+                _ => {
+                    return Err(config_error(format!(
+                        "'{url}': unknown option '{k}' (known: connect_timeout, read_timeout, \
+                         operation_timeout, max_attempts, region, endpoint)"
+                    )))
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// Splits an `s3://bucket/prefix` URL into bucket and prefix.
 ///
 /// # Errors
@@ -156,7 +229,7 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String)> {
         .ok_or_else(|| config_error(format!("'{url}' is not an s3:// URL")))?;
     if rest.contains(['?', '#']) {
         return Err(config_error(format!(
-            "'{url}': s3:// URLs take no query or fragment; use the builder for options"
+            "'{url}': options are read by S3Config::from_url, and a fragment is never valid"
         )));
     }
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -253,6 +326,36 @@ impl S3BackendBuilder {
         self
     }
 
+    /// No new attempt of a request starts after this much time (default 30 s).
+    pub fn retry_budget(mut self, budget: Duration) -> Self {
+        self.config.retry_budget = budget;
+        self
+    }
+
+    /// All three time limits at once (see [`S3Config::timeouts`]).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
+    }
+
+    /// The time allowed to open a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.connect = timeout;
+        self
+    }
+
+    /// The time a request may go without receiving a byte (default 30 s).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.read = timeout;
+        self
+    }
+
+    /// The bound on one operation, every attempt included (default 120 s).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.operation = timeout;
+        self
+    }
+
     /// Whether large conditional writes may be multipart uploads with a conditional
     /// completion (see [`S3Config::conditional_multipart`]; default: on for AWS, off
     /// with a custom endpoint).
@@ -299,8 +402,17 @@ impl S3BackendBuilder {
 /// Loads the AWS configuration as `aws-config` does and makes an S3 client from it;
 /// also tells whether a custom endpoint URL is in use.
 async fn make_client(config: &S3Config) -> (aws_sdk_s3::Client, bool) {
+    // Retries are cairn's (see `S3Config::max_attempts`): one attempt per SDK call.
+    let t = &config.timeouts;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(t.connect)
+                .read_timeout(t.read)
+                .operation_timeout(t.operation)
+                .build(),
+        );
     if let Some(profile) = &config.profile {
         loader = loader.profile_name(profile).credentials_provider(
             ProfileFileCredentialsProvider::builder()
@@ -397,5 +509,28 @@ mod tests {
         bad(&|c| c.part_size = 1024);
         bad(&|c| c.concurrency = 0);
         bad(&|c| c.max_attempts = 0);
+        bad(&|c| c.timeouts.read = Duration::ZERO);
+    }
+
+    #[test]
+    fn url_options_set_timeouts_and_attempts() {
+        let c = S3Config::from_url(
+            "s3://b/p?connect_timeout=1s&read_timeout=250ms&operation_timeout=1m&max_attempts=2&region=eu-west-1",
+        )
+        .unwrap();
+        assert_eq!(c.timeouts.connect, Duration::from_secs(1));
+        assert_eq!(c.timeouts.read, Duration::from_millis(250));
+        assert_eq!(c.timeouts.operation, Duration::from_secs(60));
+        assert_eq!(c.max_attempts, 2);
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        for bad in [
+            "s3://b?read_timeout=fast",
+            "s3://b?max_attempts=x",
+            "s3://b?colour=red",
+            "s3://b?x",
+        ] {
+            let e = S3Config::from_url(bad).unwrap_err();
+            assert_eq!(e.kind(), cairn_backend::ErrorKind::Config, "{bad}: {e}");
+        }
     }
 }

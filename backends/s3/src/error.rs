@@ -25,6 +25,9 @@ pub(crate) enum Class {
     NoCredentials,
     /// Worth another attempt: throttling, 5xx, timeouts, connection failures.
     Transient,
+    /// Nothing listens at the endpoint (connection refused): reported at once, not
+    /// retried.
+    Refused,
     /// Anything else.
     Other,
 }
@@ -112,6 +115,8 @@ pub(crate) struct Failure {
     pub(crate) class: Class,
     message: String,
     source: Option<Source>,
+    /// How long the store asked to wait (`Retry-After`), for throttling answers.
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl Failure {
@@ -121,6 +126,10 @@ impl Failure {
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
+        let retry_after = err
+            .raw_response()
+            .and_then(|r| r.headers().get("retry-after"))
+            .and_then(cairn_backend::parse_retry_after);
         let code = err.code().map(str::to_owned);
         let service_message = err.message().map(str::to_owned);
         let (class, message) = match &err {
@@ -161,6 +170,17 @@ impl Failure {
                         Class::Other,
                         format!("cannot resolve the S3 endpoint: {}", chain(&err)),
                     )
+                } else if chain_has::<std::io::Error>(&err)
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+                {
+                    (
+                        Class::Refused,
+                        format!(
+                            "connection refused: nothing listens at the S3 endpoint (is the \
+                             endpoint right and the store running?): {}",
+                            chain(&err)
+                        ),
+                    )
                 } else if let SdkError::DispatchFailure(d) = &err {
                     if d.is_user() {
                         (Class::Other, chain(&err))
@@ -180,6 +200,17 @@ impl Failure {
             class,
             message,
             source: Some(Box::new(err)),
+            retry_after,
+        }
+    }
+
+    /// A transient failure: an operation that ran out of time.
+    pub(crate) fn timed_out(message: String) -> Failure {
+        Failure {
+            class: Class::Transient,
+            message,
+            source: None,
+            retry_after: None,
         }
     }
 
@@ -190,6 +221,7 @@ impl Failure {
             class,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
     }
 
@@ -231,11 +263,27 @@ impl Failure {
                 key,
                 source: self.into_source(),
             },
-            (Class::Transient, _) => Error::Unavailable {
+            (Class::Refused, _) => Error::Unavailable {
                 backend,
                 key,
-                source: self.into_source(),
+                source: Box::new(cairn_backend::ConnectionRefused(self.message)),
             },
+            (Class::Transient, _) => {
+                let retry_after = self.retry_after;
+                let source = self.into_source();
+                Error::Unavailable {
+                    backend,
+                    key,
+                    source: match retry_after {
+                        // Kept for callers that retry again (RetryPolicy::run).
+                        Some(after) => Box::new(cairn_backend::RetryAfter {
+                            after,
+                            message: source.to_string(),
+                        }),
+                        None => source,
+                    },
+                }
+            }
             _ => Error::Other {
                 backend,
                 key,

@@ -34,11 +34,14 @@ mod config;
 mod error;
 
 use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
@@ -46,8 +49,9 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
 use cairn_backend::{
-    is_staged_name, validate_prefix, Backend, Capabilities, Error, GetRange, GetResult, Key,
-    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
+    is_staged_name, recognize_applied, resuming_body, validate_prefix, Backend, Capabilities,
+    Error, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
+    Reopen, Result,
 };
 
 pub use config::{
@@ -103,13 +107,15 @@ impl S3Backend {
         S3Backend::builder(bucket).prefix(prefix).build().await
     }
 
-    /// A backend from an `s3://bucket/prefix` URL, configured as [`S3Backend::from_env`].
+    /// A backend from an `s3://bucket/prefix[?options]` URL, configured as
+    /// [`S3Backend::from_env`] and by the options of [`S3Config::from_url`].
     ///
     /// # Errors
-    /// [`Error::Config`] for a URL that is not `s3://bucket[/prefix]`.
+    /// [`Error::Config`] for a URL that is not `s3://bucket[/prefix]`, or a bad option.
     pub async fn from_url(url: &str) -> Result<Self> {
-        let (bucket, prefix) = parse_s3_url(url)?;
-        S3Backend::from_env(bucket, prefix).await
+        S3BackendBuilder::from_config(S3Config::from_url(url)?)
+            .build()
+            .await
     }
 
     /// A backend using an existing client as it is configured, with default settings
@@ -171,7 +177,74 @@ impl S3Backend {
     }
 }
 
+/// What an SDK call returns.
+type SdkResult<T, E> = std::result::Result<T, SdkError<E>>;
+
 impl Inner {
+    /// Sends the request `make` builds, retrying transient failures with the
+    /// configured policy (jittered backoff, `Retry-After`, attempts and time budget),
+    /// all of it within the operation timeout. `ambiguous` is set when an attempt
+    /// failed in a way that may hide a request the store applied.
+    async fn call<T, E, F, Fut>(
+        &self,
+        ambiguous: &mut bool,
+        mut make: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = SdkResult<T, E>>,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let policy = self.config.retry_policy();
+        let limit = self.config.timeouts.operation;
+        let started = tokio::time::Instant::now();
+        let attempts = async {
+            let mut retry = 0;
+            loop {
+                let f = match make().await {
+                    Ok(out) => return Ok(out),
+                    Err(e) => Failure::from_sdk(e),
+                };
+                if f.class != Class::Transient {
+                    return Err(f);
+                }
+                *ambiguous = true;
+                retry += 1;
+                match policy.next_delay(retry, f.retry_after, started.elapsed()) {
+                    Some(delay) => {
+                        tracing::debug!(backend = %self.url, attempt = retry, ?delay, "retrying a transient S3 failure");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        return Err(f.with_context(&format!(
+                            " (gave up after {retry} attempt(s) in {:.1?})",
+                            started.elapsed()
+                        )))
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
+            Ok(out) => out,
+            Err(_) => {
+                *ambiguous = true;
+                Err(Failure::timed_out(format!(
+                    "no complete answer within the operation timeout ({limit:?})"
+                )))
+            }
+        }
+    }
+
+    /// [`Inner::call`] for requests that change nothing.
+    async fn read_call<T, E, F, Fut>(&self, make: F) -> std::result::Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = SdkResult<T, E>>,
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        self.call(&mut false, make).await
+    }
+
     fn conditional_multipart(&self) -> bool {
         self.config.conditional_multipart.unwrap_or(true)
     }
@@ -211,18 +284,14 @@ impl Inner {
             return false;
         }
         match self
-            .client
-            .head_bucket()
-            .bucket(&self.config.bucket)
-            .send()
+            .read_call(|| self.client.head_bucket().bucket(&self.config.bucket).send())
             .await
         {
             Ok(_) => {
                 self.bucket_seen.store(true, Ordering::Relaxed);
                 false
             }
-            Err(e) => {
-                let f = Failure::from_sdk(e);
+            Err(f) => {
                 // HeadBucket has no body either: its 404 is the missing bucket.
                 matches!(f.class, Class::NotFound | Class::NoSuchBucket)
             }
@@ -237,12 +306,15 @@ impl Inner {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let object_key = self.object_key(key.as_str());
         let out = self
-            .client
-            .head_object()
-            .bucket(&self.config.bucket)
-            .key(self.object_key(key.as_str()))
-            .send()
+            .read_call(|| {
+                self.client
+                    .head_object()
+                    .bucket(&self.config.bucket)
+                    .key(&object_key)
+                    .send()
+            })
             .await;
         match out {
             Ok(out) => {
@@ -255,8 +327,7 @@ impl Inner {
                     metadata: to_btree(out.metadata()),
                 })
             }
-            Err(e) => {
-                let f = Failure::from_sdk(e);
+            Err(f) => {
                 if f.class == Class::NotFound && self.bucket_missing().await {
                     return Err(self.bucket_not_found());
                 }
@@ -265,7 +336,7 @@ impl Inner {
         }
     }
 
-    async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
+    async fn get_opts(self: &Arc<Self>, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
         let header = match &range {
             None => None,
             Some(GetRange::Bounded(r)) if r.start >= r.end => {
@@ -275,18 +346,20 @@ impl Inner {
             Some(GetRange::Bounded(r)) => Some(format!("bytes={}-{}", r.start, r.end - 1)),
             Some(GetRange::From(start)) => Some(format!("bytes={start}-")),
         };
+        let object_key = self.object_key(key.as_str());
         let out = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(self.object_key(key.as_str()))
-            .set_range(header)
-            .send()
+            .read_call(|| {
+                self.client
+                    .get_object()
+                    .bucket(&self.config.bucket)
+                    .key(&object_key)
+                    .set_range(header.clone())
+                    .send()
+            })
             .await;
         let out = match out {
             Ok(out) => out,
-            Err(e) => {
-                let f = Failure::from_sdk(e);
+            Err(f) => {
                 if f.class == Class::InvalidRange {
                     self.bucket_seen.store(true, Ordering::Relaxed);
                     return self.empty_read(key, range.as_ref()).await;
@@ -307,29 +380,64 @@ impl Inner {
             version: out.e_tag().map(str::to_owned),
             metadata: to_btree(out.metadata()),
         };
-        let backend = self.url.clone();
-        let k = key.as_str().to_owned();
-        let body = stream::try_unfold(out.body, move |mut body| {
-            let backend = backend.clone();
-            let k = k.clone();
-            async move {
-                match body.try_next().await {
-                    Ok(Some(chunk)) => Ok(Some((chunk, body))),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(Error::Unavailable {
-                        backend,
-                        key: k,
-                        source: format!("reading the object's body failed: {e}").into(),
-                    }),
-                }
-            }
-        })
-        .boxed();
+        let body = byte_stream(self.url.clone(), key.as_str().to_owned(), out.body);
+        // A body that breaks off or stalls is read on from where it stopped, at the
+        // same version (If-Match on its ETag).
+        let reopen: Reopen = {
+            let inner = Arc::clone(self);
+            let etag = meta.version.clone();
+            let key = key.as_str().to_owned();
+            Arc::new(move |rest: Range<u64>| {
+                let inner = Arc::clone(&inner);
+                let etag = etag.clone();
+                let key = key.clone();
+                Box::pin(async move { inner.reopen(&key, etag, rest).await })
+            })
+        };
+        let body = resuming_body(
+            body,
+            returned.clone(),
+            self.config.timeouts.read,
+            self.config.retry_policy(),
+            self.url.clone(),
+            key.as_str().to_owned(),
+            reopen,
+        );
         Ok(GetResult {
             meta,
             range: returned,
             body,
         })
+    }
+
+    /// The body of bytes `rest` of an object, at version `etag`.
+    async fn reopen(
+        &self,
+        key: &str,
+        etag: Option<String>,
+        rest: Range<u64>,
+    ) -> Result<cairn_backend::Body> {
+        let object_key = self.object_key(key);
+        let out = self
+            .read_call(|| {
+                self.client
+                    .get_object()
+                    .bucket(&self.config.bucket)
+                    .key(&object_key)
+                    .set_if_match(etag.clone())
+                    .range(format!("bytes={}-{}", rest.start, rest.end - 1))
+                    .send()
+            })
+            .await
+            .map_err(|f| {
+                let f = if f.class == Class::Precondition {
+                    f.with_context(" (the object was replaced while it was being read)")
+                } else {
+                    f
+                };
+                self.error(f, key, Op::Other)
+            })?;
+        Ok(byte_stream(self.url.clone(), key.to_owned(), out.body))
     }
 
     /// A read whose range selects no bytes: the object's metadata and an empty body, or
@@ -366,29 +474,60 @@ impl Inner {
         opts: &PutOptions,
     ) -> Result<PutResult> {
         let len = payload.len();
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(object_key)
-            .content_length(len as i64)
-            .body(ByteStream::from(payload.into_contiguous()))
-            .set_content_type(opts.content_type.clone())
-            .set_metadata(metadata(&opts.metadata));
-        match &opts.mode {
-            PutMode::Overwrite => {}
-            PutMode::Create => req = req.if_none_match("*"),
-            PutMode::IfMatch(v) => req = req.if_match(v),
-        }
-        match req.send().await {
+        let body = payload.clone().into_contiguous();
+        let mut ambiguous = false;
+        let out = self
+            .call(&mut ambiguous, || {
+                let mut req = self
+                    .client
+                    .put_object()
+                    .bucket(&self.config.bucket)
+                    .key(&object_key)
+                    .content_length(len as i64)
+                    .body(ByteStream::from(body.clone()))
+                    .set_content_type(opts.content_type.clone())
+                    .set_metadata(metadata(&opts.metadata));
+                match &opts.mode {
+                    PutMode::Overwrite => {}
+                    PutMode::Create => req = req.if_none_match("*"),
+                    PutMode::IfMatch(v) => req = req.if_match(v),
+                }
+                req.send()
+            })
+            .await;
+        match out {
             Ok(out) => {
                 self.bucket_seen.store(true, Ordering::Relaxed);
                 Ok(PutResult {
                     version: out.e_tag().map(str::to_owned),
                 })
             }
-            Err(e) => Err(self.error(Failure::from_sdk(e), key.as_str(), Op::Write(&opts.mode))),
+            Err(f) => self.write_failed(f, ambiguous, key, &payload, opts).await,
         }
+    }
+
+    /// The outcome of a write whose last attempt failed with `f`: when an earlier
+    /// attempt failed ambiguously and the retry was refused, the store may hold this
+    /// very write (a reset after the store applied it): read back and compared, it is
+    /// then a success, not a false "already exists".
+    async fn write_failed(
+        &self,
+        f: Failure,
+        ambiguous: bool,
+        key: &Key,
+        payload: &PutPayload,
+        opts: &PutOptions,
+    ) -> Result<PutResult> {
+        let refused = matches!(
+            f.class,
+            Class::Precondition | Class::NotFound | Class::Other
+        );
+        if ambiguous && refused && opts.mode != PutMode::Overwrite {
+            if let Some(done) = recognize_applied_inner(self, key, payload).await {
+                return Ok(done);
+            }
+        }
+        Err(self.error(f, key.as_str(), Op::Write(&opts.mode)))
     }
 
     async fn put_multipart(
@@ -398,17 +537,21 @@ impl Inner {
         payload: PutPayload,
         opts: &PutOptions,
     ) -> Result<PutResult> {
+        // A retried CreateMultipartUpload whose first answer was lost leaves an
+        // upload that nobody completes: the clean-up removes it after a grace period.
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(&object_key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .set_content_type(opts.content_type.clone())
-            .set_metadata(metadata(&opts.metadata))
-            .send()
+            .read_call(|| {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(&object_key)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .set_content_type(opts.content_type.clone())
+                    .set_metadata(metadata(&opts.metadata))
+                    .send()
+            })
             .await
-            .map_err(|e| self.error(Failure::from_sdk(e), key.as_str(), Op::Other))?;
+            .map_err(|f| self.error(f, key.as_str(), Op::Other))?;
         self.bucket_seen.store(true, Ordering::Relaxed);
         let upload_id = created.upload_id().map(str::to_owned).ok_or_else(|| {
             Error::other(
@@ -456,29 +599,41 @@ impl Inner {
             .buffered(self.config.concurrency)
             .try_collect()
             .await?;
-        let mut req = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(object_key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            );
-        match &opts.mode {
-            PutMode::Overwrite => {}
-            PutMode::Create => req = req.if_none_match("*"),
-            PutMode::IfMatch(v) => req = req.if_match(v),
+        let mut ambiguous = false;
+        let out = self
+            .call(&mut ambiguous, || {
+                let mut req = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(object_key)
+                    .upload_id(upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts.clone()))
+                            .build(),
+                    );
+                match &opts.mode {
+                    PutMode::Overwrite => {}
+                    PutMode::Create => req = req.if_none_match("*"),
+                    PutMode::IfMatch(v) => req = req.if_match(v),
+                }
+                req.send()
+            })
+            .await;
+        match out {
+            Ok(out) => Ok(PutResult {
+                version: out.e_tag().map(str::to_owned),
+            }),
+            // A completion retried after the store applied it finds no such upload.
+            Err(f) if ambiguous && opts.mode == PutMode::Overwrite => {
+                match recognize_applied_inner(self, key, payload).await {
+                    Some(done) => Ok(done),
+                    None => Err(self.error(f, key.as_str(), Op::Write(&opts.mode))),
+                }
+            }
+            Err(f) => self.write_failed(f, ambiguous, key, payload, opts).await,
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.error(Failure::from_sdk(e), key.as_str(), Op::Write(&opts.mode)))?;
-        Ok(PutResult {
-            version: out.e_tag().map(str::to_owned),
-        })
     }
 
     async fn upload_part(
@@ -493,18 +648,20 @@ impl Inner {
         // A slice of the payload's chunks: copied only when it spans two of them.
         let body = payload.range(range.clone());
         let out = self
-            .client
-            .upload_part()
-            .bucket(&self.config.bucket)
-            .key(object_key)
-            .upload_id(upload_id)
-            .part_number(number)
-            .content_length((range.end - range.start) as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .body(ByteStream::from(body))
-            .send()
+            .read_call(|| {
+                self.client
+                    .upload_part()
+                    .bucket(&self.config.bucket)
+                    .key(object_key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length((range.end - range.start) as i64)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(body.clone()))
+                    .send()
+            })
             .await
-            .map_err(|e| self.error(Failure::from_sdk(e), key.as_str(), Op::Other))?;
+            .map_err(|f| self.error(f, key.as_str(), Op::Other))?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_owned))
@@ -514,20 +671,22 @@ impl Inner {
 
     /// Aborts a multipart upload, best effort: its parts are discarded.
     async fn abort(&self, object_key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.config.bucket)
-            .key(object_key)
-            .upload_id(upload_id)
-            .send()
+        if let Err(f) = self
+            .read_call(|| {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.config.bucket)
+                    .key(object_key)
+                    .upload_id(upload_id)
+                    .send()
+            })
             .await
         {
             tracing::warn!(
                 backend = %self.url,
                 key = object_key,
                 upload_id,
-                error = %error::chain(&e),
+                error = %f.into_error(&self.url, &self.config.bucket, object_key, Op::Other),
                 "could not abort a failed multipart upload; a lifecycle rule for \
                  incomplete multipart uploads will remove its parts"
             );
@@ -592,6 +751,16 @@ impl Backend for S3Backend {
         self.inner.get_opts(key, range).await
     }
 
+    async fn get_bytes(
+        &self,
+        key: &Key,
+        range: Option<GetRange>,
+    ) -> Result<(ObjectMeta, bytes::Bytes)> {
+        let result = self.inner.get_opts(key, range).await?;
+        let meta = result.meta.clone();
+        Ok((meta, result.bytes().await?))
+    }
+
     async fn put_opts(
         &self,
         key: &Key,
@@ -624,18 +793,21 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
+        let object_key = self.inner.object_key(key.as_str());
         let out = self
             .inner
-            .client
-            .delete_object()
-            .bucket(&self.inner.config.bucket)
-            .key(self.inner.object_key(key.as_str()))
-            .send()
+            .read_call(|| {
+                self.inner
+                    .client
+                    .delete_object()
+                    .bucket(&self.inner.config.bucket)
+                    .key(&object_key)
+                    .send()
+            })
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let f = Failure::from_sdk(e);
+            Err(f) => {
                 if f.class == Class::NotFound {
                     return Ok(());
                 }
@@ -655,16 +827,36 @@ impl Backend for S3Backend {
             format!("{}/", inner.config.prefix)
         };
         let full_prefix = format!("{strip}{prefix}");
-        let mut pages = inner
-            .client
-            .list_objects_v2()
-            .bucket(&inner.config.bucket)
-            .prefix(full_prefix)
-            .max_keys(LIST_PAGE_SIZE)
-            .into_paginator()
-            .send();
-        // The paginator sends the next request only when polled: lazy paging.
-        let pages = stream::poll_fn(move |cx| pages.poll_next(cx));
+        // One request per page, sent only when the stream is polled: lazy paging.
+        let pages = {
+            let inner = Arc::clone(&inner);
+            stream::unfold(Some(None::<String>), move |token| {
+                let inner = Arc::clone(&inner);
+                let full_prefix = full_prefix.clone();
+                async move {
+                    let token = token?;
+                    let page = inner
+                        .read_call(|| {
+                            inner
+                                .client
+                                .list_objects_v2()
+                                .bucket(&inner.config.bucket)
+                                .prefix(&full_prefix)
+                                .max_keys(LIST_PAGE_SIZE)
+                                .set_continuation_token(token.clone())
+                                .send()
+                        })
+                        .await;
+                    let next = match &page {
+                        Ok(p) if p.is_truncated() == Some(true) => {
+                            p.next_continuation_token().map(|t| Some(t.to_owned()))
+                        }
+                        _ => None,
+                    };
+                    Some((page, next))
+                }
+            })
+        };
         let prefix = prefix.to_owned();
         pages
             .map(move |page| match page {
@@ -678,11 +870,7 @@ impl Backend for S3Backend {
                         .collect();
                     stream::iter(metas)
                 }
-                Err(e) => stream::iter(vec![Err(inner.error(
-                    Failure::from_sdk(e),
-                    &prefix,
-                    Op::Other,
-                ))]),
+                Err(f) => stream::iter(vec![Err(inner.error(f, &prefix, Op::Other))]),
             })
             .flatten()
             .boxed()
@@ -744,6 +932,43 @@ fn listed(url: &str, strip: &str, o: &aws_sdk_s3::types::Object) -> Option<Objec
             None
         }
     }
+}
+
+/// An SDK body as a stream of cairn results.
+fn byte_stream(backend: String, key: String, body: ByteStream) -> cairn_backend::Body {
+    stream::try_unfold(body, move |mut body| {
+        let backend = backend.clone();
+        let key = key.clone();
+        async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(Error::Unavailable {
+                    backend,
+                    key,
+                    source: format!("reading the object's body failed: {e}").into(),
+                }),
+            }
+        }
+    })
+    .boxed()
+}
+
+/// [`recognize_applied`] from inside the backend.
+async fn recognize_applied_inner(
+    inner: &Inner,
+    key: &Key,
+    payload: &PutPayload,
+) -> Option<PutResult> {
+    let me = S3Backend {
+        inner: Arc::new(Inner {
+            client: inner.client.clone(),
+            config: inner.config.clone(),
+            url: inner.url.clone(),
+            bucket_seen: AtomicBool::new(true),
+        }),
+    };
+    recognize_applied(&me, key, payload).await
 }
 
 fn non_negative(n: Option<i64>) -> u64 {
