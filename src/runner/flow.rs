@@ -51,6 +51,7 @@ pub struct Flow {
     checkpointing: Option<bool>,
     overwrite: bool,
     overwrite_cache: bool,
+    strict_cache: Option<bool>,
     settings: Option<Arc<Settings>>,
     clock: Option<Arc<dyn Clock>>,
     date: Option<DateTime<Utc>>,
@@ -83,6 +84,7 @@ impl Flow {
             checkpointing: None,
             overwrite: false,
             overwrite_cache: false,
+            strict_cache: None,
             settings: None,
             clock: None,
             date: None,
@@ -122,6 +124,13 @@ impl Flow {
     /// `overwrite_cache`).
     pub fn overwrite_cache(mut self, on: bool) -> Self {
         self.overwrite_cache = on;
+        self
+    }
+
+    /// Whether a cache store that fails fails the flow's cached tasks (`true`), or is
+    /// a logged miss or warning (`false`, the default): see [`Task::strict_cache`](crate::Task::strict_cache).
+    pub fn strict_cache(mut self, on: bool) -> Self {
+        self.strict_cache = Some(on);
         self
     }
 
@@ -381,6 +390,7 @@ impl RunScope {
             checkpointing: flow.checkpointing,
             overwrite: flow.overwrite,
             overwrite_cache: flow.overwrite_cache,
+            strict_cache: flow.strict_cache,
             settings: flow.settings.clone().unwrap_or_else(global_settings),
             clock,
             namespace: flow.namespace.clone(),

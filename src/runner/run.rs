@@ -167,14 +167,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         }
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
                         Err(e) => {
-                            return Err(self.error(
-                                TaskErrorKind::Store,
-                                Some(format!(
+                            let context = if e.kind() == ErrorKind::Serialization {
+                                format!(
                                     "target '{location}' exists but cannot be read as {}",
                                     std::any::type_name::<O>()
-                                )),
-                                e,
-                            ))
+                                )
+                            } else {
+                                format!("cannot look for target '{location}'")
+                            };
+                            return Err(self.error(TaskErrorKind::Store, Some(context), e));
                         }
                     }
                 }
@@ -790,12 +791,19 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     );
                     replace = true;
                 }
-                Err(e) => {
+                Err(e) if self.strict_cache() => {
                     return Err(self.error(
                         TaskErrorKind::Store,
                         Some(format!("cannot read cache record '{location}'")),
                         e,
                     ))
+                }
+                Err(e) => {
+                    // A cache is an optimization: a store that cannot answer is a miss.
+                    tracing::warn!(
+                        "Task run '{}' - cache record '{location}' cannot be read, running the task: {e}",
+                        self.info.name
+                    );
                 }
             }
         }
@@ -1003,12 +1011,30 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     }
                 }
             }
-            Err(e) => Err(self.error(
+            Err(e) if self.strict_cache() => Err(self.error(
                 TaskErrorKind::Store,
                 Some(format!("cannot write cache record '{}'", slot.location)),
                 e,
             )),
+            Err(e) => {
+                // The value is computed and correct: it is returned, uncached.
+                tracing::warn!(
+                    "Task run '{}' - cache record '{}' cannot be written, returning the value uncached: {e}",
+                    self.info.name,
+                    slot.location
+                );
+                Ok(None)
+            }
         }
+    }
+
+    /// Whether a failing cache store fails this run ([`crate::Task::strict_cache`]).
+    fn strict_cache(&self) -> bool {
+        self.def
+            .strict_cache
+            .or(self.scope.strict_cache)
+            .or(self.scope.settings.strict_cache)
+            .unwrap_or(false)
     }
 }
 

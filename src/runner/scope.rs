@@ -30,6 +30,8 @@ pub(crate) struct RunScope {
     pub checkpointing: Option<bool>,
     pub overwrite: bool,
     pub overwrite_cache: bool,
+    /// [`crate::Flow::strict_cache`].
+    pub strict_cache: Option<bool>,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
     pub namespace: Option<String>,
@@ -71,6 +73,7 @@ impl RunScope {
             checkpointing: None,
             overwrite: false,
             overwrite_cache: false,
+            strict_cache: None,
             settings: global_settings(),
             clock,
             namespace: None,

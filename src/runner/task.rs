@@ -92,6 +92,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
                 cache_policy: None,
                 cache_expiration: None,
                 refresh_cache: None,
+                strict_cache: None,
                 cache_store: None,
                 cache_key: None,
                 namespace: None,
@@ -291,6 +292,25 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// the cache even under `CAIRN__TASKS__REFRESH_CACHE=true`.
     pub fn refresh_cache(self, on: bool) -> Self {
         self.edit(|d| d.refresh_cache = Some(on))
+    }
+
+    /// What a failing cache store does to this task. A cache is an optimization: by
+    /// default (`false`) a cache record that cannot be read (the store fails after its
+    /// retries) is a logged miss and the body runs, and one that cannot be written is
+    /// a logged warning and the computed value is returned. `true` fails the task run
+    /// instead. The task's setting wins over its flow's
+    /// ([`Flow::strict_cache`](crate::Flow::strict_cache)), which wins over
+    /// `[tasks] strict_cache` / `CAIRN__TASKS__STRICT_CACHE`. Targets and checkpoints
+    /// are outputs, not caches: one that cannot be published always fails the run.
+    ///
+    /// ```
+    /// let strict = cairn::Task::infallible("double", |x: i64| async move { 2 * x })
+    ///     .cache_policy(cairn::cache::INPUTS)
+    ///     .strict_cache(true);
+    /// # let _ = strict;
+    /// ```
+    pub fn strict_cache(self, on: bool) -> Self {
+        self.edit(|d| d.strict_cache = Some(on))
     }
 
     /// The store for this task's cache records (Prefect's `result_storage`): an S3 or
