@@ -297,6 +297,23 @@ impl ResultStore {
         self.backend.delete(&Key::parse(location)?).await
     }
 
+    /// Removes what killed or failed writers left behind (staged files on the local
+    /// disk, open multipart uploads on S3) that is older than `grace`, on whatever
+    /// backend the store is on. Run it from time to time, with a grace period longer
+    /// than any write takes (an hour is safe); see [`Backend::clean_up`](crate::backend::Backend::clean_up).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = cairn::ResultStore::local(dir.path())?;
+    /// let removed = store.clean_up(std::time::Duration::from_secs(3600)).await?;
+    /// assert_eq!(removed.total(), 0);
+    /// # Ok::<(), cairn::Error>(()) }).unwrap();
+    /// ```
+    pub async fn clean_up(&self, grace: std::time::Duration) -> Result<crate::backend::CleanUp> {
+        self.backend.clean_up(grace).await
+    }
+
     /// Lists the objects under `prefix`.
     pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         self.backend.list(prefix)

@@ -70,6 +70,31 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// for all), paging through the store's listing as the stream is polled. The order
     /// is unspecified.
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>>;
+
+    /// Removes what writers that were killed or failed left behind, unseen by readers
+    /// but taking space (staged files on a disk, open multipart uploads on S3), when
+    /// it is older than `older_than`; writes still in progress are younger than any
+    /// sensible grace period. The provided implementation has nothing to remove.
+    async fn clean_up(&self, older_than: std::time::Duration) -> Result<CleanUp> {
+        let _ = older_than;
+        Ok(CleanUp::default())
+    }
+}
+
+/// What [`Backend::clean_up`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanUp {
+    /// Staged files of unfinished writes.
+    pub staged_files: usize,
+    /// Multipart (or resumable) uploads that were never completed, aborted.
+    pub open_uploads: usize,
+}
+
+impl CleanUp {
+    /// Everything removed.
+    pub fn total(&self) -> usize {
+        self.staged_files + self.open_uploads
+    }
 }
 
 /// Conveniences over [`Backend`], implemented for every backend.
@@ -145,5 +170,8 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         (**self).list(prefix)
+    }
+    async fn clean_up(&self, older_than: std::time::Duration) -> Result<CleanUp> {
+        (**self).clean_up(older_than).await
     }
 }

@@ -17,7 +17,7 @@ mod retry;
 mod timeouts;
 
 pub use applied::recognize_applied;
-pub use backend::{Backend, BackendExt, DynBackend};
+pub use backend::{Backend, BackendExt, CleanUp, DynBackend};
 pub use capabilities::Capabilities;
 pub use error::{ConnectionRefused, Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};

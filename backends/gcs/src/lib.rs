@@ -1070,6 +1070,13 @@ impl Backend for GcsBackend {
         self.inner.put_opts(key, payload, opts).await
     }
 
+    /// Nothing to remove: a resumable upload that is never finalized creates no
+    /// object, cannot be listed, and GCS discards its session after a week; a write
+    /// cairn cancels is not finalized.
+    async fn clean_up(&self, _older_than: std::time::Duration) -> Result<cairn_backend::CleanUp> {
+        Ok(cairn_backend::CleanUp::default())
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         self.inner.delete(key).await
     }

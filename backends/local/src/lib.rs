@@ -602,6 +602,13 @@ impl Backend for LocalBackend {
         .await
     }
 
+    async fn clean_up(&self, older_than: Duration) -> Result<cairn_backend::CleanUp> {
+        Ok(cairn_backend::CleanUp {
+            staged_files: self.clean_staged(older_than).await?,
+            open_uploads: 0,
+        })
+    }
+
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
         let prefix = prefix.to_string();

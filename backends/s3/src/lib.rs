@@ -816,6 +816,58 @@ impl Backend for S3Backend {
         }
     }
 
+    /// Aborts the multipart uploads under the backend's prefix that were started more
+    /// than `older_than` ago and never completed (a writer killed mid-upload leaves
+    /// one, and S3 bills for its parts until it is aborted).
+    async fn clean_up(&self, older_than: std::time::Duration) -> Result<cairn_backend::CleanUp> {
+        let inner = &self.inner;
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let prefix = if inner.config.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", inner.config.prefix)
+        };
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = inner
+                .read_call(|| {
+                    inner
+                        .client
+                        .list_multipart_uploads()
+                        .bucket(&inner.config.bucket)
+                        .prefix(&prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send()
+                })
+                .await
+                .map_err(|f| inner.error(f, &prefix, Op::Other))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                if to_chrono(upload.initiated()) <= cutoff {
+                    inner.abort(key, id).await;
+                    aborted += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(cairn_backend::CleanUp {
+            staged_files: 0,
+            open_uploads: aborted,
+        })
+    }
+
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         if let Err(e) = validate_prefix(prefix) {
             return stream::once(async { Err(e) }).boxed();
