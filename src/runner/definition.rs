@@ -102,6 +102,9 @@ pub(crate) struct TaskDef<I, O> {
     pub body: Body<I, O>,
     pub input_names: Vec<String>,
     pub signature: Option<Signature>,
+    /// Whether `signature` was given (`#[cairn::task]`, `Task::signature`) rather than
+    /// taken from the builder's types.
+    pub signature_declared: bool,
     pub source: Option<Arc<str>>,
     pub store: Option<ResultStore>,
     pub serializer: Option<Serializer>,
@@ -141,6 +144,7 @@ impl<I, O> Clone for TaskDef<I, O> {
             body: self.body.clone(),
             input_names: self.input_names.clone(),
             signature: self.signature.clone(),
+            signature_declared: self.signature_declared,
             source: self.source.clone(),
             store: self.store.clone(),
             serializer: self.serializer,

@@ -181,7 +181,8 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                             return Err(self.error(
                                 TaskErrorKind::Store,
                                 Some(format!(
-                                    "target '{location}' exists but cannot be read as {}",
+                                    "target '{}' exists but cannot be read as {}",
+                                    crate::backend::shorten(&location, 160),
                                     type_name_of::<O>()
                                 )),
                                 e,

@@ -77,7 +77,8 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
                 name: name.into(),
                 body,
                 input_names: Vec::new(),
-                signature: None,
+                signature: Some(Signature::of::<I, O>(&[])),
+                signature_declared: false,
                 source: None,
                 store: None,
                 serializer: None,
@@ -125,6 +126,9 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         let def = Arc::make_mut(&mut self.def);
         def.derived = OnceLock::new();
         f(def);
+        if !def.signature_declared {
+            def.signature = Some(Signature::of::<I, O>(&def.input_names));
+        }
         def.problem = Self::problem(def).map(Arc::new);
         self
     }
@@ -236,6 +240,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     pub fn signature(self, inputs: &[(&str, &str)], output: &str) -> Self {
         self.edit(|d| {
             d.input_names = inputs.iter().map(|(n, _)| (*n).to_owned()).collect();
+            d.signature_declared = true;
             d.signature = Some(Signature {
                 inputs: inputs
                     .iter()
@@ -246,7 +251,17 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         })
     }
 
-    /// The recorded signature.
+    /// The signature: as `#[cairn::task]` or [`Task::signature`] recorded it, else the
+    /// builder task's input and output types (part of the key under
+    /// [`crate::cache::SIGNATURE`], so changing an input's type is a miss).
+    ///
+    /// ```
+    /// use cairn::Task;
+    /// let t = Task::infallible("t", |(x, _s): (u32, String)| async move { x }).inputs(["x", "s"]);
+    /// let signature = t.signature_info().unwrap();
+    /// assert_eq!(signature.inputs, [("x".into(), "u32".into()), ("s".into(), "String".into())]);
+    /// assert_eq!(signature.output, "u32");
+    /// ```
     pub fn signature_info(&self) -> Option<&Signature> {
         self.def.signature.as_ref()
     }
