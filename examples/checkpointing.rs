@@ -26,7 +26,7 @@ mod common;
 
 use std::process::ExitCode;
 
-use cairn::{Flow, ResultStore, Settings, Task, TaskError};
+use cairn::{Flow, ResultStore, Settings, Task};
 
 fn main() -> ExitCode {
     common::main(run())
@@ -47,7 +47,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .checkpoint(true)
         .result(result.clone())
         // A location template: the checkpoint is a plain JSON file at this path.
-        .location("{flow_name}/{flow_run_name}/{task_name}.json")?;
+        .location("{flow_name}/{flow_run_name}/{task_name}.json");
     // No checkpoint setting at any level (task, flow, environment, config file): the
     // output lives in memory only, as in Prefect Core.
     let in_memory = Task::infallible("in_memory", |(): ()| async { 7u64 }).result(result.clone());
@@ -62,7 +62,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let a = class_task.call(()).await?;
             let b = func_task.call(()).await?;
             let c = in_memory.call(()).await?;
-            Ok::<_, TaskError>((a, b, c))
+            Ok((a, b, c))
         })
         .await;
     println!(

@@ -42,7 +42,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             async { 99u64 }
         })
         .result(result.clone())
-        .target("{date:%A}/{task_name}.txt")?
+        .target("{date:%A}/{task_name}.txt")
     };
 
     let now = chrono::Utc::now();

@@ -138,7 +138,7 @@ impl Pipeline {
         })
         .inputs(["stations"])
         .result(store.clone())
-        .target("{flow_name}/{today}/raw/{task_name}.json")?;
+        .target("{flow_name}/{today}/raw/{task_name}.json");
         let ran = counted(&bodies);
         let clean = Task::infallible("clean", move |raw: Vec<Reading>| {
             ran();
@@ -146,7 +146,7 @@ impl Pipeline {
         })
         .inputs(["raw"])
         .result(store.clone())
-        .target("{flow_name}/{today}/clean/{task_name}.msgpack")?;
+        .target("{flow_name}/{today}/clean/{task_name}.msgpack");
         let ran = counted(&bodies);
         let aggregate = Task::infallible("aggregate", move |clean: Vec<Reading>| {
             ran();
@@ -154,7 +154,7 @@ impl Pipeline {
         })
         .inputs(["clean"])
         .result(store.clone())
-        .target("{flow_name}/{today}/{task_name}.json")?;
+        .target("{flow_name}/{today}/{task_name}.json");
         let ran = counted(&bodies);
         let report = Task::infallible("report", move |(day, summaries): (String, Vec<Summary>)| {
             ran();
@@ -162,7 +162,7 @@ impl Pipeline {
         })
         .inputs(["day", "summaries"])
         .result(store.clone())
-        .target("{flow_name}/{today}/{task_name}.csv")?;
+        .target("{flow_name}/{today}/{task_name}.csv");
         Ok(Pipeline {
             fetch,
             clean,

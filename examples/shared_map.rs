@@ -80,7 +80,7 @@ async fn worker(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
                 .into_iter()
                 .map(|r| r.into_result())
                 .collect::<Result<_, _>>()?;
-            Ok::<_, cairn::TaskError>((ran_here, values))
+            Ok((ran_here, values))
         })
         .await;
     let (ran_here, values) = run.into_result().map_err(|e| e.to_string())?;

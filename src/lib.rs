@@ -58,19 +58,22 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use cairn::{cache::INPUTS, Flow, State, TaskError};
+//! use cairn::{cache::INPUTS, Flow, ResultStore, State};
 //!
 //! #[cairn::task(cache_policy = INPUTS)]
 //! async fn add_one(x: i64) -> i64 {
 //!     x + 1
 //! }
 //!
+//! // Cache records persist to `$CAIRN_HOME/storage` unless a store is named; this
+//! // example keeps them in the process.
 //! let run = Flow::new("my-flow")
+//!     .result_store(ResultStore::memory())
 //!     .run((), |_| async {
 //!         let a = add_one(1).await?; // Completed
 //!         let b = add_one(1).await?; // Cached: the body does not run
 //!         let c = add_one(2).await?; // Completed
-//!         Ok::<_, TaskError>((a, b, c))
+//!         Ok((a, b, c))
 //!     })
 //!     .await;
 //! assert_eq!(run.value(), Some(&(2, 2, 3)));
@@ -93,7 +96,7 @@
 //!     })
 //!     .inputs(["day"])
 //!     .result(ResultStore::local(dir.path())?)
-//!     .target("{day}/{task_name}.txt")?   // checked now: `day` is an input
+//!     .target("{day}/{task_name}.txt")   // checked now: `day` is an input
 //!     .retries(2)
 //!     .retry_delay(Duration::from_millis(100));
 //!
@@ -102,7 +105,8 @@
 //! assert_eq!(report.run("monday".into()).await.state(), &State::Cached);
 //! assert!(Task::new("bad", |_: ()| async { Ok::<u8, std::io::Error>(1) })
 //!     .target("{dat:%A}.txt")
-//!     .is_err()); // an unknown key, named with the available ones
+//!     .check()
+//!     .is_err()); // an unknown key, named with the available ones (runs fail with it too)
 //! # Ok::<(), cairn::Error>(()) }).unwrap();
 //! ```
 //!
@@ -135,7 +139,7 @@ mod runner;
 mod store;
 mod template;
 
-pub use backend::{Error, ErrorKind, Key, PutMode, Result};
+pub use backend::{expand_home, Error, ErrorKind, Key, PutMode, Result};
 pub use cache::hashing;
 pub use store::record;
 pub use store::{Compression, Format, Record, ResultStore, Serializer};

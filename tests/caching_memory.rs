@@ -61,7 +61,7 @@ async fn separate_memory_stores_do_not_share_the_memory_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_output_hash_keys_the_downstream_task() {
     use cairn::hashing::{hash_value, Hashed, KeyHasher};
-    use cairn::{cache::INPUTS, Flow, State, Task, TaskError};
+    use cairn::{cache::INPUTS, Flow, State, Task};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let store = ResultStore::memory();
@@ -93,7 +93,7 @@ async fn a_declared_output_hash_keys_the_downstream_task() {
                 .run((), |_| async move {
                     let rows = load.call(3).await?;
                     let total = sum.call(rows).await?;
-                    Ok::<_, TaskError>(total)
+                    Ok(total)
                 })
                 .await
         }

@@ -71,7 +71,6 @@ fn export_task(store: ResultStore, len: usize, runs: Arc<AtomicUsize>) -> Task<(
     })
     .result(store)
     .target(TARGET)
-    .unwrap()
 }
 
 fn main() {

@@ -93,7 +93,7 @@ fn child() {
                 let rows = extract.call(day).await?;
                 let upper = transform.call(rows).await?;
                 let done = load.call(upper.clone()).await?;
-                Ok::<_, cairn::TaskError>(format!("{upper} / {done}"))
+                Ok(format!("{upper} / {done}"))
             })
             .await;
         let states: Vec<String> = run

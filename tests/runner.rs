@@ -141,9 +141,7 @@ async fn a_successful_run_goes_pending_running_completed() {
     let runs = counter();
     let add_one = counted("add_one", &runs, |x: i64, _| Ok(x + 1));
     let (flow, _home) = flow("states");
-    let run = flow
-        .run((), |_| async { Ok::<_, TaskError>(add_one.run(1).await) })
-        .await;
+    let run = flow.run((), |_| async { Ok(add_one.run(1).await) }).await;
     let task_run = run.value().unwrap();
     assert_eq!(task_run.state(), &State::Completed);
     assert_eq!(task_run.value(), Some(&2));
@@ -161,8 +159,7 @@ async fn an_existing_target_gives_cached_and_the_body_does_not_run() {
     let store = ResultStore::memory();
     let task = counted("answer", &runs, |(): (), _| Ok(42u64))
         .result(store.clone())
-        .target("answers/{task_name}.json")
-        .unwrap();
+        .target("answers/{task_name}.json");
     store.write_at("answers/answer.json", &41u64).await.unwrap();
 
     let run = task.run(()).await;
@@ -284,8 +281,7 @@ fn task_and_flow_runs_log_their_states_as_the_seeds_do() {
     let store = ResultStore::memory();
     let add_one = Task::infallible("add_one", |x: i64| async move { x + 1 })
         .inputs(["x"])
-        .target("{task_name}/{x}.json")
-        .unwrap();
+        .target("{task_name}/{x}.json");
     let flaky_runs = counter();
     let flaky = counted("flaky", &flaky_runs, |(): (), n| {
         if n == 1 {
@@ -302,7 +298,7 @@ fn task_and_flow_runs_log_their_states_as_the_seeds_do() {
         add_one.call(1).await?; // Completed
         add_one.call(1).await?; // the target exists: Cached
         flaky.call(()).await?;
-        Ok::<_, TaskError>(())
+        Ok(())
     }));
 
     assert_eq!(run.state(), &State::Completed);
@@ -704,8 +700,7 @@ async fn a_location_template_writes_plain_json_there() {
     let store = ResultStore::local(data.path()).unwrap();
     let task = Task::infallible("func_task", |x: u32| async move { vec![x; 3] })
         .checkpoint(true)
-        .location("{flow_name}/{task_name}-{map_index}.json")
-        .unwrap();
+        .location("{flow_name}/{task_name}-{map_index}.json");
     let (flow, _home) = flow("seed");
     let run = flow
         .result_store(store.clone())
@@ -752,9 +747,8 @@ async fn a_date_target_lands_under_the_weekday_and_is_cached_the_next_run() {
     let data = tempfile::tempdir().unwrap();
     let store = ResultStore::local(data.path()).unwrap();
     let runs = counter();
-    let func_task = counted("func_task", &runs, |(): (), _| Ok(99u64))
-        .target("{date:%A}/{task_name}.txt")
-        .unwrap();
+    let func_task =
+        counted("func_task", &runs, |(): (), _| Ok(99u64)).target("{date:%A}/{task_name}.txt");
     let (flow, _home) = flow("seed");
     let flow = flow.result_store(store).date(a_friday());
 
@@ -778,7 +772,6 @@ async fn a_date_target_lands_under_the_weekday_and_is_cached_the_next_run() {
 fn numbered(runs: &Arc<AtomicUsize>) -> Task<(), String> {
     counted("func_task", runs, |(): (), n| Ok(format!("run {n}")))
         .target("{date:%A}/{task_name}.txt")
-        .unwrap()
 }
 
 #[tokio::test]
@@ -859,9 +852,7 @@ async fn a_target_that_does_not_decode_fails_the_run_naming_the_target() {
     )
     .unwrap();
     let runs = counter();
-    let sum = counted("sum", &runs, |(): (), _| Ok(6u64))
-        .target("totals/{task_name}.json")
-        .unwrap();
+    let sum = counted("sum", &runs, |(): (), _| Ok(6u64)).target("totals/{task_name}.json");
     let (flow, _home) = flow("seed");
     let run = flow
         .result_store(store)
@@ -899,8 +890,7 @@ async fn an_input_that_would_escape_the_store_is_refused() {
         Ok(format!("sunny in {city}"))
     })
     .inputs(["city"])
-    .target("weather/{city}.json")
-    .unwrap();
+    .target("weather/{city}.json");
     let (flow, _home) = flow("seed");
     let flow = flow.result_store(store);
 
@@ -933,6 +923,7 @@ fn an_unknown_template_key_is_an_error_when_the_task_is_defined() {
     let error = Task::infallible("forecast", |city: String| async move { city })
         .inputs(["city"])
         .target("weather/{citty}/{task_name}.json")
+        .check()
         .unwrap_err();
     let text = error.to_string();
     assert_eq!(error.kind(), ErrorKind::Config);
@@ -955,6 +946,7 @@ fn an_unknown_template_key_is_an_error_when_the_task_is_defined() {
     let error = Task::infallible("forecast", |city: String| async move { city })
         .inputs(["city"])
         .location("{flow_nam}/{city}.json")
+        .check()
         .unwrap_err();
     assert!(
         error.to_string().contains("unknown key 'flow_nam'"),
@@ -966,9 +958,8 @@ fn an_unknown_template_key_is_an_error_when_the_task_is_defined() {
 async fn without_declared_inputs_an_unknown_key_fails_the_first_run_before_the_body() {
     // Input names are only known once a value arrives, so the check waits for the run.
     let runs = counter();
-    let task = counted("forecast", &runs, |city: String, _| Ok(city))
-        .target("weather/{citty}.json")
-        .expect("undeclared inputs: checked at the first run");
+    let task =
+        counted("forecast", &runs, |city: String, _| Ok(city)).target("weather/{citty}.json");
     let (flow, _home) = flow("seed");
     let run = flow
         .result_store(ResultStore::memory())
@@ -1052,7 +1043,7 @@ async fn tasks_joined_in_a_flow_run_concurrently() {
         Duration::from_secs(20),
         flow.run((), |_| async {
             let (a, b) = futures::join!(left.call(1), right.call(2));
-            Ok::<_, TaskError>((a?, b?))
+            Ok((a?, b?))
         }),
     )
     .await
@@ -1094,8 +1085,7 @@ async fn a_task_called_outside_a_flow_runs_on_its_own() {
         .clone()
         .inputs(["x"])
         .result(store.clone())
-        .target("{flow_name}/{task_name}-{x}.json")
-        .unwrap();
+        .target("{flow_name}/{task_name}-{x}.json");
     assert_eq!(targeted.run(9).await.state(), &State::Completed);
     assert!(store.exists("ephemeral/add_one-9.json").await.unwrap());
     let again = targeted.run(9).await;
@@ -1116,7 +1106,7 @@ async fn a_flow_run_has_an_id_a_name_a_state_and_its_task_runs() {
             let doubled = double.map(xs).await;
             let total: u32 = doubled.iter().filter_map(|r| r.value()).sum();
             let last = double.call(total).await?;
-            Ok::<_, TaskError>(last)
+            Ok(last)
         })
         .await;
 
@@ -1144,9 +1134,7 @@ async fn a_flow_run_has_an_id_a_name_a_state_and_its_task_runs() {
 
     // `map` returns the runs in input order, with their indices.
     let mapped = flow
-        .run((), |_| async {
-            Ok::<_, TaskError>(double.map([10, 20, 30]).await)
-        })
+        .run((), |_| async { Ok(double.map([10, 20, 30]).await) })
         .await;
     let mapped = mapped.value().unwrap();
     let seen: Vec<(u64, u32)> = mapped
@@ -1310,4 +1298,198 @@ async fn with_checkpointing_the_flow_run_leaves_a_summary() {
         .await;
     let location = format!("runs/v1/summarised/{}/flow.json", run.id());
     assert!(!store.exists(&location).await.unwrap());
+}
+
+// ---------------------------------------------------------------------------------
+// Defaults and definition errors a first-time user meets
+
+/// With a cache policy and no store named, cache records persist to
+/// `$CAIRN_HOME/storage` (as checkpoints do): a second program run (a new task value,
+/// no memory tier) is a hit. `ResultStore::memory()` keeps them in the process, and
+/// Prefect 3's `persist_result(true)` spells the default policy with persistence.
+#[tokio::test]
+async fn caches_persist_to_cairn_home_unless_told_otherwise() {
+    let home = tempfile::tempdir().unwrap();
+    let runs = counter();
+    let make = || {
+        counted("persisted", &runs, |x: i64, _| Ok(x + 1))
+            .inputs(["x"])
+            .cache_policy(cairn::cache::INPUTS)
+            .memory_tier(false)
+    };
+    let program = |task: Task<i64, i64>| {
+        let flow = Flow::new("persisting").settings(clean_settings(&home));
+        async move { flow.run((), |_| async move { task.call(1).await }).await }
+    };
+    let first = program(make()).await;
+    let second = program(make()).await;
+    assert_eq!(first.task_runs()[0].state, State::Completed);
+    assert_eq!(second.task_runs()[0].state, State::Cached);
+    assert_eq!(count(&runs), 1);
+    let record = first.task_runs()[0].cache_record.clone().unwrap();
+    assert!(home.path().join("storage").join(&record).is_file());
+    let store = first.task_runs()[0].cache_store.clone().unwrap();
+    assert!(
+        store.starts_with("file://") && store.ends_with("/storage"),
+        "{store}"
+    );
+
+    // In the process only, explicitly: nothing under CAIRN_HOME.
+    let home = tempfile::tempdir().unwrap();
+    let in_memory = make().result_storage(ResultStore::memory());
+    let flow = Flow::new("in-memory").settings(clean_settings(&home));
+    let run = flow.run((), |_| async { in_memory.call(5).await }).await;
+    assert_eq!(run.value(), Some(&6));
+    assert!(!home.path().join("storage").exists());
+
+    // persist_result(true): DEFAULT (inputs, source, run id) with persistence.
+    let home = tempfile::tempdir().unwrap();
+    let persisted = counted("persist_result", &runs, |x: i64, _| Ok(x * 2))
+        .inputs(["x"])
+        .task_source("x * 2")
+        .persist_result(true);
+    let flow = Flow::new("p3").settings(clean_settings(&home));
+    let run = flow
+        .run((), |_| async {
+            Ok(persisted.call(2).await? + persisted.call(2).await?)
+        })
+        .await;
+    assert_eq!(run.value(), Some(&8));
+    let states: Vec<State> = run.task_runs().iter().map(|r| r.state.clone()).collect();
+    assert_eq!(states, [State::Completed, State::Cached]);
+    assert!(home.path().join("storage/cache/v1").is_dir());
+}
+
+/// `INPUTS - "debg"` on a task without a `debg` input, and `TASK_SOURCE` on a builder
+/// task without a source, are reported when the task is defined (`Task::check`) and
+/// fail every run before the body.
+#[tokio::test]
+async fn policy_typos_are_reported_when_the_task_is_defined() {
+    let runs = counter();
+    let add = counted("add", &runs, |(x, _): (i64, bool), _| Ok(x + 1)).inputs(["x", "debug"]);
+    add.clone()
+        .cache_policy(cairn::cache::INPUTS - "debug")
+        .check()
+        .unwrap();
+
+    let typo = add.clone().cache_policy(cairn::cache::INPUTS - "debg");
+    let error = typo.check().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let text = error.to_string();
+    assert!(
+        text.contains("'debg'") && text.contains("x, debug"),
+        "{text}"
+    );
+    assert_eq!(text.matches("invalid configuration").count(), 1, "{text}");
+    let run = typo.run((1, true)).await;
+    assert_eq!(
+        run.error().map(TaskError::kind),
+        Some(TaskErrorKind::Definition)
+    );
+
+    let no_source = add.clone().cache_policy(cairn::cache::TASK_SOURCE);
+    assert!(no_source
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("TASK_SOURCE"));
+    let run = no_source.run((1, true)).await;
+    assert_eq!(
+        run.error().map(TaskError::kind),
+        Some(TaskErrorKind::Definition)
+    );
+    // Giving the source later in the chain fixes it.
+    no_source.task_source("x + 1").check().unwrap();
+
+    // A bad template: the builder chain goes on; the task reports it.
+    let bad = add.target("{nope}/x.json").retries(2);
+    assert!(bad
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("unknown key 'nope'"));
+    assert_eq!(
+        bad.run((1, true)).await.error().map(TaskError::kind),
+        Some(TaskErrorKind::Definition)
+    );
+    assert_eq!(count(&runs), 0);
+}
+
+/// Errors say their cause once: a template error names the task and the template
+/// once, an over-long name is shortened, control characters are escaped.
+#[tokio::test]
+async fn errors_say_the_cause_once_shortened_and_escaped() {
+    let long = "t".repeat(5000);
+    let error = Task::infallible(long.as_str(), |x: u8| async move { x })
+        .inputs(["x"])
+        .target("{x}/{missing}.json")
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error.matches("invalid configuration").count(), 1, "{error}");
+    assert_eq!(error.matches("{x}/{missing}.json").count(), 1, "{error}");
+    assert!(error.len() < 600, "{} characters: {error}", error.len());
+
+    let home = tempfile::tempdir().unwrap();
+    let task = Task::infallible("echo", |name: String| async move { name })
+        .inputs(["name"])
+        .result(ResultStore::local(home.path()).unwrap())
+        .target("{name}.txt");
+    let run = task.run("a\nb\u{1b}[31m".into()).await;
+    let error = run.error().unwrap().to_string();
+    assert!(
+        !error.contains('\n') && !error.contains('\u{1b}'),
+        "{error:?}"
+    );
+    assert!(error.contains("a\\nb\\u{1b}[31m"), "{error}");
+
+    let run = task.run("n".repeat(5000)).await;
+    let error = run.error().unwrap().to_string();
+    assert!(error.contains("(5004 characters)"), "{error}");
+    assert!(error.len() < 800, "{} characters: {error}", error.len());
+
+    // User-facing type names.
+    std::fs::write(home.path().join("not-json.txt"), [0xff, 0xfe]).unwrap();
+    let run = task.run("not-json".into()).await;
+    let error = run.error().unwrap().to_string();
+    assert!(error.contains("cannot be read as String"), "{error}");
+    assert!(!error.contains("alloc::"), "{error}");
+}
+
+/// A local store whose directory cannot be created says so, with the directory and
+/// the operating system's reason.
+#[test]
+fn an_uncreatable_local_root_is_named_with_the_reason() {
+    let error = ResultStore::local("/proc/cairn-store/results").unwrap_err();
+    let text = error.to_string();
+    assert_eq!(error.kind(), ErrorKind::Config, "{text}");
+    assert!(
+        text.contains("cannot create the local store's directory '/proc/cairn-store/results'"),
+        "{text}"
+    );
+    assert!(!text.contains("not found"), "{text}");
+}
+
+/// A leading `~` in a local store's path — in code and in a plain-path URL — is the
+/// home directory, never a directory named `~`.
+#[tokio::test]
+async fn a_tilde_in_a_local_store_path_is_the_home_directory() {
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap());
+    let name = format!(".cairn-test-{:016x}", rand::random::<u64>());
+    let cwd_tilde = std::path::Path::new("~").exists();
+    let store = ResultStore::local(format!("~/{name}")).unwrap();
+    store.write_at("x.json", &1u8).await.unwrap();
+    assert!(home.join(&name).join("x.json").is_file());
+    let by_url = ResultStore::from_url(&format!("~/{name}")).await.unwrap();
+    assert_eq!(by_url.read::<u8>("x.json").await.unwrap(), 1);
+    let by_file_url = ResultStore::from_url(&format!("file://~/{name}"))
+        .await
+        .unwrap();
+    assert_eq!(by_file_url.read::<u8>("x.json").await.unwrap(), 1);
+    assert_eq!(
+        std::path::Path::new("~").exists(),
+        cwd_tilde,
+        "no './~' made"
+    );
+    std::fs::remove_dir_all(home.join(&name)).unwrap();
 }

@@ -137,7 +137,6 @@ fn child() {
                     .cache_policy(cairn::cache::NONE)
                     .serialize(false)
                     .target(RACE_TARGET)
-                    .unwrap()
             }
             "record" => task = task.serialize(false),
             _ => {}

@@ -131,7 +131,9 @@ async fn a_task_with_a_target_runs_its_body_once() {
 
 static LOOKUP_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-#[cairn::task(cache_policy = INPUTS - "debug", retries = 1)]
+// Records in this process only (an explicit choice: caches persist by default), so
+// that every run of the test starts empty.
+#[cairn::task(cache_policy = INPUTS - "debug", retries = 1, result_storage = cairn::ResultStore::memory())]
 async fn lookup(key: String, debug: bool) -> Result<usize, Boom> {
     LOOKUP_RUNS.fetch_add(1, Ordering::SeqCst);
     if debug {

@@ -14,6 +14,7 @@ pub const FLAGS: &[&str] = &[
     "refresh_cache",
     "serialize",
     "memory_tier",
+    "persist_result",
 ];
 
 /// One `key` or `key = value` argument, as written.
@@ -49,10 +50,10 @@ impl Parse for RawArgs {
 pub enum Opt {
     /// A bare flag: `.key(true)`.
     Flag(Ident),
-    /// `target` / `location` as a string literal: `.key("...")?`, checked at
+    /// `target` / `location` as a string literal: `.try_key("...")?`, checked at
     /// compile time.
     Template { key: Ident, template: LitStr },
-    /// `location = expr`: `.location(expr)?`.
+    /// `location = expr`: `.try_location(expr)?`.
     Fallible { key: Ident, value: Expr },
     /// `target = expr` (not a literal): `.target_fn(expr)`.
     TargetFn { key: Ident, value: Expr },

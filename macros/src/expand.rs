@@ -375,8 +375,14 @@ pub fn generate(
 
     let calls = args.options.iter().map(|opt| match opt {
         Opt::Flag(key) => quote_spanned!(key.span()=> .#key(true)),
-        Opt::Template { key, template } => quote_spanned!(key.span()=> .#key(#template)?),
-        Opt::Fallible { key, value } => quote_spanned!(key.span()=> .#key(#value)?),
+        Opt::Template { key, template } => {
+            let method = Ident::new(&format!("try_{key}"), key.span());
+            quote_spanned!(key.span()=> .#method(#template)?)
+        }
+        Opt::Fallible { key, value } => {
+            let method = Ident::new(&format!("try_{key}"), key.span());
+            quote_spanned!(key.span()=> .#method(#value)?)
+        }
         Opt::TargetFn { key, value } => {
             let method = Ident::new("target_fn", key.span());
             quote_spanned!(key.span()=> .#method(#value))
@@ -412,13 +418,12 @@ pub fn generate(
             static __CAIRN_TASK: ::std::sync::OnceLock<#task_ty> = ::std::sync::OnceLock::new();
             __CAIRN_TASK.get_or_init(|| {
                 let __cairn_define = || -> ::core::result::Result<#task_ty, ::cairn::Error> {
-                    ::core::result::Result::Ok(
-                        ::cairn::Task::new(#task_name, #closure)
-                            .inputs(#input_names)
-                            .signature(&[#((#names, #type_texts)),*], #out_text)
-                            .task_source(#source)
-                            #(#calls)*
-                    )
+                    ::cairn::Task::new(#task_name, #closure)
+                        .inputs(#input_names)
+                        .signature(&[#((#names, #type_texts)),*], #out_text)
+                        .task_source(#source)
+                        #(#calls)*
+                        .checked()
                 };
                 __cairn_define().unwrap_or_else(|e| ::cairn::__private::invalid_task(#task_name, e))
             })
@@ -586,7 +591,7 @@ mod tests {
             "::cairn::Task::new(\"add_one\",|(x,debug,):(i64,bool,)|__cairn_body(x,debug))",
             ".inputs([\"x\",\"debug\"]).signature(&[(\"x\",\"i64\"),(\"debug\",\"bool\")],\"i64\")",
             ".task_source(\"{x+=1;Ok(x)}\")",
-            ".checkpoint(true).target(\"{date:%A}/{task_name}-{x}.txt\")?.result(my_store()).retries(2))",
+            ".checkpoint(true).try_target(\"{date:%A}/{task_name}-{x}.txt\")?.result(my_store()).retries(2).checked()",
             "__cairn_define().unwrap_or_else(|e|::cairn::__private::invalid_task(\"add_one\",e))",
         ] {
             let part: String = part.split_whitespace().collect();
@@ -614,7 +619,7 @@ mod tests {
             "fnnothing_task()->&'static::cairn::Task<(),()>",
             "::cairn::Task::new(\"renamed\",|():()|asyncmove{::core::result::Result::<_,::core::convert::Infallible>::Ok(__cairn_body().await)})",
             ".inputs([\"\";0]).signature(&[],\"()\")",
-            ".user_keys([\"region\"]).target_fn(my_target).refresh_cache(true))",
+            ".user_keys([\"region\"]).target_fn(my_target).refresh_cache(true).checked()",
         ] {
             let part: String = part.split_whitespace().collect();
             assert!(out.contains(&part), "missing {part}\nin {out}");

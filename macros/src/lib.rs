@@ -26,14 +26,15 @@
 //!     static __CAIRN_TASK: OnceLock<cairn::Task<(i64, bool), i64>> = OnceLock::new();
 //!     __CAIRN_TASK.get_or_init(|| {
 //!         let define = || -> Result<cairn::Task<(i64, bool), i64>, cairn::Error> {
-//!             Ok(cairn::Task::new("add_one", |(x, debug,): (i64, bool,)| __cairn_body(x, debug))
+//!             cairn::Task::new("add_one", |(x, debug,): (i64, bool,)| __cairn_body(x, debug))
 //!                 .inputs(["x", "debug"])
 //!                 .signature(&[("x", "i64"), ("debug", "bool")], "i64")
 //!                 .task_source("{ /* the body's canonical text */ }")
 //!                 .checkpoint(true)
-//!                 .target("{date:%A}/{task_name}.txt")?
+//!                 .try_target("{date:%A}/{task_name}.txt")?
 //!                 .result(my_store())
-//!                 .retries(2))
+//!                 .retries(2)
+//!                 .checked() // the first definition error, if any
 //!         };
 //!         define().unwrap_or_else(|e| cairn::__private::invalid_task("add_one", e))
 //!     })
@@ -71,9 +72,9 @@
 //! |---|---|
 //! | `name = "..."` | the task's name (default: the function's name) |
 //! | `checkpoint`, `refresh`, `refresh_cache`, `serialize`, `memory_tier` (bare flags) | `.checkpoint(true)`... |
-//! | `target = "template"` / `location = "template"` | `.target("...")?` / `.location("...")?`, checked at compile time |
+//! | `target = "template"` / `location = "template"` | `.try_target("...")?` / `.try_location("...")?`, checked at compile time |
 //! | `target = expr` (not a literal) | `.target_fn(expr)`: a location computed from the `cairn::Context` |
-//! | `location = expr` (not a literal) | `.location(expr)?` |
+//! | `location = expr` (not a literal) | `.try_location(expr)?` |
 //! | `user_keys = ["region", ...]` | `.user_keys([...])`, called first; the keys become known to template checks |
 //! | any other `key = expr` | `.key(expr)`: `retries = 3`, `retry_delay = ...`, `result = ...`, `cache_policy = ...`, `version = "1.0"`... |
 //!

@@ -49,11 +49,30 @@ type DigestMap<V> = HashMap<TierKey, V, std::hash::BuildHasherDefault<DigestHash
 /// The default bound on the memory tier: 256 MiB of values.
 pub const DEFAULT_MEMORY_TIER_BYTES: usize = 256 << 20;
 
+/// The default time a memory-tier entry is trusted before the store is asked whether
+/// the record changed: 1 s.
+pub const DEFAULT_REVALIDATE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Entry {
     value: Arc<dyn Any + Send + Sync>,
     expires: Option<DateTime<Utc>>,
     size: usize,
     generation: u64,
+    /// The store's version of the record the value was read from or written as.
+    version: Option<String>,
+    /// When the store last confirmed that version.
+    checked: DateTime<Utc>,
+    /// The task that read or wrote it.
+    task: Option<Arc<str>>,
+}
+
+/// What the tier holds for a key.
+pub(crate) enum TierHit<T> {
+    /// Confirmed by the store within the trust bound: serve it.
+    Fresh(T),
+    /// Held, but last confirmed longer ago than the bound: serve it only if the store
+    /// still holds `version`.
+    Stale { value: T, version: Option<String> },
 }
 
 #[derive(Default)]
@@ -70,6 +89,19 @@ struct Inner {
 ///
 /// When the values held exceed the limit (counted as their serialized size), the
 /// oldest entries are dropped first. Expiry is checked on every hit.
+///
+/// **How long an entry is trusted.** Another process may replace a record this tier
+/// holds (`overwrite_cache`, `refresh_cache`). An entry is served without asking the
+/// store for a bounded time after the store last confirmed it — 1 s by default
+/// ([`DEFAULT_REVALIDATE_AFTER`]; [`crate::Task::memory_tier_revalidate_after`],
+/// `[cache] memory_tier_revalidate_after_ms`, `CAIRN__CACHE__MEMORY_TIER_REVALIDATE_AFTER_MS`).
+/// After that, a hit asks the store for the record's version (a HEAD, a `stat`): the
+/// same version is served and trusted for another bound; another version (or none)
+/// makes the run read the record again. `0` checks on every hit. So a value replaced
+/// in the store is served by other processes for at most the bound.
+///
+/// Entries can be dropped one by one ([`MemoryTier::remove_task_run`]), by task
+/// ([`MemoryTier::remove_task`]) or all at once ([`MemoryTier::clear`]).
 pub struct MemoryTier {
     inner: Mutex<Inner>,
 }
@@ -133,30 +165,143 @@ impl MemoryTier {
         inner.bytes = 0;
     }
 
+    /// Drops the entry of one task run's cache record, as its [`crate::TaskRunInfo`]
+    /// names it (`cache_key` and `cache_store`); returns whether one was held.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cairn::{cache::{MemoryTier, INPUTS}, ResultStore, Task};
+    /// let task = Task::infallible("one", |x: u8| async move { x })
+    ///     .cache_policy(INPUTS)
+    ///     .result(ResultStore::memory());
+    /// let run = task.run(1).await;
+    /// assert!(MemoryTier::global().remove_task_run(run.info()));
+    /// assert!(!MemoryTier::global().remove_task_run(run.info()));
+    /// assert_eq!(MemoryTier::global().remove_task("one"), 0);
+    /// # });
+    /// ```
+    pub fn remove_task_run(&self, run: &crate::TaskRunInfo) -> bool {
+        let (Some(store), Some(hex)) = (&run.cache_store, &run.cache_key) else {
+            return false;
+        };
+        let Ok(key) = hex.parse::<Digest>() else {
+            return false;
+        };
+        let key = TierKey {
+            store: Arc::from(store.as_str()),
+            key,
+        };
+        let mut inner = self.lock();
+        inner.remove(&key)
+    }
+
+    /// Drops every entry mirroring the store at `url` ([`crate::ResultStore::url`]);
+    /// returns how many.
+    pub fn remove_store(&self, url: &str) -> usize {
+        let mut inner = self.lock();
+        let keys: Vec<TierKey> = inner
+            .entries
+            .keys()
+            .filter(|k| &*k.store == url)
+            .cloned()
+            .collect();
+        for key in &keys {
+            inner.remove(key);
+        }
+        keys.len()
+    }
+
+    /// Drops every entry that task `task` wrote or read; returns how many.
+    pub fn remove_task(&self, task: &str) -> usize {
+        let mut inner = self.lock();
+        let keys: Vec<TierKey> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.task.as_deref() == Some(task))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            inner.remove(key);
+        }
+        keys.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The value at `key` if present, unexpired at `now` and of type `T`.
+    /// The value at `key` if present, unexpired at `now` and of type `T`, whatever
+    /// its age.
+    #[cfg(test)]
     pub(crate) fn get<T: Clone + 'static>(&self, key: &TierKey, now: DateTime<Utc>) -> Option<T> {
-        let value = {
+        match self.lookup(key, now, chrono::Duration::MAX)? {
+            TierHit::Fresh(v) | TierHit::Stale { value: v, .. } => Some(v),
+        }
+    }
+
+    /// The value at `key` if present, unexpired at `now` and of type `T`: fresh when
+    /// the store confirmed it less than `trust` before `now`.
+    pub(crate) fn lookup<T: Clone + 'static>(
+        &self,
+        key: &TierKey,
+        now: DateTime<Utc>,
+        trust: chrono::Duration,
+    ) -> Option<TierHit<T>> {
+        let (value, fresh, version) = {
             let inner = self.lock();
             let entry = inner.entries.get(key)?;
             if entry.expires.is_some_and(|e| e <= now) {
                 return None;
             }
-            entry.value.clone()
+            let fresh = trust > chrono::Duration::zero()
+                && now.signed_duration_since(entry.checked) < trust;
+            let version = if fresh { None } else { entry.version.clone() };
+            (entry.value.clone(), fresh, version)
         };
-        value.downcast_ref::<T>().cloned()
+        let value = value.downcast_ref::<T>().cloned()?;
+        Some(if fresh {
+            TierHit::Fresh(value)
+        } else {
+            TierHit::Stale { value, version }
+        })
+    }
+
+    /// Records that the store confirmed the entry at `key` at `now`.
+    pub(crate) fn confirm(&self, key: &TierKey, now: DateTime<Utc>) {
+        if let Some(entry) = self.lock().entries.get_mut(key) {
+            entry.checked = now;
+        }
+    }
+
+    /// Drops the entry at `key`, if any.
+    pub(crate) fn forget(&self, key: &TierKey) {
+        self.lock().remove(key);
     }
 
     /// Holds `value` at `key`.
+    #[cfg(test)]
     pub(crate) fn insert<T: Send + Sync + 'static>(
         &self,
         key: &TierKey,
         value: T,
         expires: Option<DateTime<Utc>>,
         size: usize,
+    ) {
+        self.insert_versioned(key, value, expires, size, None, Utc::now(), None);
+    }
+
+    /// Holds `value` at `key`, as the record of `version` that the store confirmed at
+    /// `checked`, written or read by `task`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_versioned<T: Send + Sync + 'static>(
+        &self,
+        key: &TierKey,
+        value: T,
+        expires: Option<DateTime<Utc>>,
+        size: usize,
+        version: Option<String>,
+        checked: DateTime<Utc>,
+        task: Option<&str>,
     ) {
         let mut inner = self.lock();
         if size > inner.limit {
@@ -173,6 +318,9 @@ impl MemoryTier {
                 expires,
                 size,
                 generation,
+                version,
+                checked,
+                task: task.map(Arc::from),
             },
         );
         if let Some(old) = old {
@@ -185,9 +333,13 @@ impl MemoryTier {
 }
 
 impl Inner {
-    fn remove(&mut self, key: &TierKey) {
-        if let Some(old) = self.entries.remove(key) {
-            self.bytes -= old.size;
+    fn remove(&mut self, key: &TierKey) -> bool {
+        match self.entries.remove(key) {
+            Some(old) => {
+                self.bytes -= old.size;
+                true
+            }
+            None => false,
         }
     }
 

@@ -29,7 +29,7 @@ mod policy;
 pub(crate) use lease::{host_name, lease_location};
 pub use lease::{Attempt, Lease, LeaseConfig, LeaseHolder, Reservation};
 pub use lease_probe::{probe_leases, LeaseProbe};
-pub use memory::{MemoryTier, DEFAULT_MEMORY_TIER_BYTES};
+pub use memory::{MemoryTier, DEFAULT_MEMORY_TIER_BYTES, DEFAULT_REVALIDATE_AFTER};
 pub use policy::{
     CachePolicy, KeyFn, DEFAULT, FLOW_PARAMETERS, IDENTITY, INPUTS, NONE, RUN_ID, SIGNATURE,
     TASK_SOURCE,
@@ -111,6 +111,42 @@ pub struct Cache {
     pub salt: Option<String>,
 }
 
+/// One input name or a list of them: `"debug"`, `["a", "b"]`, `vec![...]`.
+pub trait InputNames {
+    /// The names.
+    fn into_names(self) -> Vec<String>;
+}
+
+impl InputNames for &str {
+    fn into_names(self) -> Vec<String> {
+        vec![self.to_owned()]
+    }
+}
+
+impl InputNames for String {
+    fn into_names(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl<S: Into<String>> InputNames for Vec<S> {
+    fn into_names(self) -> Vec<String> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+impl<S: Into<String>, const N: usize> InputNames for [S; N] {
+    fn into_names(self) -> Vec<String> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+impl<S: Into<String> + Clone> InputNames for &[S] {
+    fn into_names(self) -> Vec<String> {
+        self.iter().cloned().map(Into::into).collect()
+    }
+}
+
 impl Cache {
     /// The default configuration: the version comes from the task's source.
     pub fn new() -> Self {
@@ -126,9 +162,16 @@ impl Cache {
         self.serialize = serialize;
         self
     }
-    /// Sets `ignored_inputs`.
-    pub fn ignored_inputs<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.ignored_inputs = names.into_iter().map(Into::into).collect();
+    /// Sets `ignored_inputs`: one name or a list, as Flyte takes them.
+    ///
+    /// ```
+    /// use cairn::cache::Cache;
+    /// assert_eq!(Cache::new().ignored_inputs("debug").ignored_inputs, ["debug"]);
+    /// assert_eq!(Cache::new().ignored_inputs(["a", "b"]).ignored_inputs, ["a", "b"]);
+    /// assert_eq!(Cache::new().ignored_inputs(vec!["a".to_string()]).ignored_inputs, ["a"]);
+    /// ```
+    pub fn ignored_inputs(mut self, names: impl InputNames) -> Self {
+        self.ignored_inputs = names.into_names();
         self
     }
     /// Adds a policy that generates the version.

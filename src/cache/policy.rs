@@ -152,6 +152,14 @@ impl CachePolicy {
                 .is_some_and(|only| !only.iter().any(|o| o == name))
     }
 
+    /// The input names the policy names (`- "debug"`, `inputs_only([...])`).
+    pub(crate) fn named_inputs(&self) -> impl Iterator<Item = &str> {
+        self.excluded
+            .iter()
+            .chain(self.only_inputs.iter().flatten())
+            .map(String::as_str)
+    }
+
     pub(crate) fn uses_inputs(&self) -> bool {
         self.bits & INPUTS_BIT != 0
     }

@@ -71,7 +71,7 @@ impl TaskError {
 
 impl std::fmt::Display for TaskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "task run '{}'", self.run)?;
+        write!(f, "task run '{}'", crate::backend::shorten(&self.run, 80))?;
         if let Some(context) = &self.context {
             write!(f, ": {context}")?;
         }

@@ -11,7 +11,7 @@ use crate::backend::{Error, Result};
 use crate::cache::hashing::Digest;
 use crate::cache::LeaseConfig;
 use crate::runner::clock::Clock;
-use crate::runner::error::BoxError;
+use crate::runner::error::{BoxError, TaskError};
 use crate::runner::inputs::{visit_inputs, InputVisitor};
 use crate::runner::scope::{global_settings, system_clock, RunScope, CURRENT};
 use crate::runner::settings::Settings;
@@ -32,7 +32,7 @@ use crate::{Context, ResultStore, Value};
 ///     .run((), |_| async {
 ///         let a = add_one.call(1).await?;
 ///         let b = add_one.call(a).await?;
-///         Ok::<_, cairn::TaskError>(b)
+///         Ok(b)
 ///     })
 ///     .await;
 /// assert_eq!(run.state(), &State::Completed);
@@ -211,8 +211,31 @@ impl Flow {
     /// is done.
     ///
     /// The run is `Completed` when the body returns `Ok`, and `Failed` with the error
-    /// otherwise.
-    pub async fn run<P, F, Fut, T, E>(&self, parameters: P, body: F) -> FlowRun<T>
+    /// otherwise. The body's error type is [`TaskError`], the error of task calls, so
+    /// `?` on them needs no annotation and the body ends in a plain `Ok(value)`; a body
+    /// that fails with errors of its own runs with [`Flow::run_with_errors`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cairn::{Flow, Task};
+    /// let double = Task::infallible("double", |x: u32| async move { x * 2 });
+    /// let run = Flow::new("numbers")
+    ///     .run(21, |x| async move { Ok(double.call(x).await? + 0) })
+    ///     .await;
+    /// assert_eq!(run.value(), Some(&42));
+    /// # });
+    /// ```
+    pub async fn run<P, F, Fut, T>(&self, parameters: P, body: F) -> FlowRun<T>
+    where
+        P: Serialize,
+        F: FnOnce(P) -> Fut,
+        Fut: Future<Output = std::result::Result<T, TaskError>>,
+    {
+        self.run_with_errors(parameters, body).await
+    }
+
+    /// [`Flow::run`] for a body whose error is any error type `E`.
+    pub async fn run_with_errors<P, F, Fut, T, E>(&self, parameters: P, body: F) -> FlowRun<T>
     where
         P: Serialize,
         F: FnOnce(P) -> Fut,

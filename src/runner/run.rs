@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
 use crate::cache::hashing::{Digest, HashError, KeyHasher};
-use crate::cache::memory::TierKey;
+use crate::cache::memory::{TierHit, TierKey, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
     lease_location, record_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier,
     Reservation,
 };
-use crate::runner::definition::{TaskDef, TaskInput, TaskOutput};
+use crate::runner::definition::{type_name_of, TaskDef, TaskInput, TaskOutput};
 use crate::runner::error::{error_chain, TaskError, TaskErrorKind};
 use crate::runner::inputs::{visit_inputs, InputVisitor};
 use crate::runner::scope::RunScope;
@@ -78,7 +78,13 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
     try_once: bool,
 ) -> Option<TaskRun<O>> {
     let id = new_id();
-    let scope = scope.unwrap_or_else(|| Arc::new(RunScope::ephemeral(&id)));
+    let scope = scope.unwrap_or_else(|| {
+        Arc::new(RunScope::ephemeral(
+            &id,
+            def.clock.clone(),
+            def.settings.clone(),
+        ))
+    });
     let map_index = map_index.unwrap_or_else(|| scope.next_index(&def.name));
     let name = format!("{}-{}", def.name, &id[..3]);
     let mut progress = Progress {
@@ -99,6 +105,8 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
             attempts: 0,
             location: None,
             cache_key: None,
+            cache_record: None,
+            cache_store: None,
             waited: None,
         },
         context: None,
@@ -143,7 +151,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     }
 
     async fn run(&mut self) -> std::result::Result<(O, State), TaskError> {
-        if let Some(error) = &self.def.invalid {
+        if let Some(error) = self.def.invalid.as_ref().or(self.def.problem.as_ref()) {
             return Err(self.error(TaskErrorKind::Definition, None, error.to_string()));
         }
         self.enter(State::Running);
@@ -156,7 +164,8 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 let location = template.render(context).map_err(|e| {
                     self.error(
                         TaskErrorKind::Template,
-                        Some(format!("target {:?}", template.as_str())),
+                        // The template's error names the template.
+                        Some("target".into()),
                         e,
                     )
                 })?;
@@ -168,16 +177,26 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                             return Ok((value, State::Cached));
                         }
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) if e.kind() == ErrorKind::Serialization => {
+                            return Err(self.error(
+                                TaskErrorKind::Store,
+                                Some(format!(
+                                    "target '{}' exists but cannot be read as {}",
+                                    crate::backend::shorten(&location, 160),
+                                    type_name_of::<O>()
+                                )),
+                                e,
+                            ))
+                        }
                         Err(e) => {
-                            let context = if e.kind() == ErrorKind::Serialization {
-                                format!(
-                                    "target '{location}' exists but cannot be read as {}",
-                                    std::any::type_name::<O>()
-                                )
-                            } else {
-                                format!("cannot look for target '{location}'")
-                            };
-                            return Err(self.error(TaskErrorKind::Store, Some(context), e));
+                            return Err(self.error(
+                                TaskErrorKind::Store,
+                                Some(format!(
+                                    "cannot look for target '{}'",
+                                    crate::backend::shorten(&location, 160)
+                                )),
+                                e,
+                            ))
                         }
                     }
                 }
@@ -224,6 +243,17 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             match self.lookup(policy).await? {
                 Lookup::Hit(value) => return Ok((value, State::Cached)),
                 Lookup::Miss(s) => slot = s,
+            }
+        }
+
+        // A checkpoint that could never be written fails the run before the body runs,
+        // not after (a location over the key length limit).
+        if target.is_none() && self.checkpointing() {
+            if let Err(e) = self.checkpoint_location() {
+                if let Some(lease) = slot.as_mut().and_then(|s| s.lease.take()) {
+                    lease.release().await;
+                }
+                return Err(e);
             }
         }
 
@@ -392,16 +422,33 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             context.insert("task_name", self.def.name.clone());
             context.insert("task_run_id", self.info.id.clone());
             context.insert("map_index", self.info.map_index);
-            struct AddInputs<'c>(&'c mut Context);
+            // Only an input a template names must be a template value: any other is
+            // left out of the context when it cannot be one (a map with tuple keys).
+            let named: Vec<&str> = [&self.def.target, &self.def.location]
+                .into_iter()
+                .flatten()
+                .flat_map(|t| t.names())
+                .map(|n| n.split(['.', '[']).next().unwrap_or(n))
+                .collect();
+            struct AddInputs<'c> {
+                context: &'c mut Context,
+                named: &'c [&'c str],
+            }
             impl InputVisitor for AddInputs<'_> {
                 fn visit<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
-                    self.0.insert_input(name, value)
+                    match self.context.insert_input(name, value) {
+                        Err(e) if self.named.contains(&name) => Err(e),
+                        _ => Ok(()),
+                    }
                 }
             }
             visit_inputs(
                 self.input,
                 &self.def.input_names,
-                &mut AddInputs(&mut context),
+                &mut AddInputs {
+                    context: &mut context,
+                    named: &named,
+                },
             )
             .map_err(|e| self.error(TaskErrorKind::Template, None, e))?;
             self.context = Some(context);
@@ -569,22 +616,38 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         }
     }
 
-    async fn checkpoint(&mut self, value: &O) -> std::result::Result<(), TaskError> {
-        let store = self.store().await?;
-        let result = match self.def.location.clone() {
+    /// Where this run's checkpoint goes, rendered and checked as a store key.
+    fn checkpoint_location(&mut self) -> std::result::Result<String, TaskError> {
+        match self.def.location.clone() {
             Some(template) => {
-                let attempts = self.info.attempts;
-                let location = template.render(self.context(attempts)?).map_err(|e| {
+                let attempts = self.info.attempts.max(1);
+                template
+                    .render(self.context(attempts)?)
+                    .map_err(|e| self.error(TaskErrorKind::Template, Some("location".into()), e))
+            }
+            None => {
+                let location = self.run_prefix();
+                crate::backend::Key::parse(location.as_str()).map_err(|e| {
                     self.error(
-                        TaskErrorKind::Template,
-                        Some(format!("location {:?}", template.as_str())),
+                        TaskErrorKind::Definition,
+                        Some("the checkpoint location of this task and flow".into()),
                         e,
                     )
                 })?;
+                Ok(location)
+            }
+        }
+    }
+
+    async fn checkpoint(&mut self, value: &O) -> std::result::Result<(), TaskError> {
+        let store = self.store().await?;
+        let result = match self.def.location.is_some() {
+            true => {
+                let location = self.checkpoint_location()?;
                 let written = store.write_at(&location, value).await;
                 (location, written.map(|_| ()))
             }
-            None => {
+            false => {
                 let location = self.run_prefix();
                 let info = RecordInfo {
                     task: Some(self.def.name.clone()),
@@ -640,14 +703,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 if policy.uses_signature() {
                     let signature = match &def.signature {
                         Some(s) => s.clone(),
-                        None => crate::runner::definition::Signature {
-                            inputs: def
-                                .input_names
-                                .iter()
-                                .map(|n| (n.clone(), String::new()))
-                                .collect(),
-                            output: std::any::type_name::<O>().to_owned(),
-                        },
+                        None => crate::runner::definition::Signature::of::<I, O>(&def.input_names),
                     };
                     key.component_value("signature", &(&def.name, &signature))?;
                 }
@@ -796,28 +852,32 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         };
         let mut replace = refresh;
         let now = self.scope.clock.now();
+        let location = record_location(self.namespace().unwrap_or("default"), &hex);
+        self.info.cache_key = Some(hex);
+        self.info.cache_record = Some(location.clone());
+        self.info.cache_store = Some(store.url().to_owned());
         if !refresh && self.def.memory_tier {
-            if let Some(value) = MemoryTier::global().get::<O>(&tier_key, now) {
-                self.info.cache_key = Some(hex);
+            if let Some(value) = self.tier_hit(&store, &location, &tier_key, now).await {
                 return Ok(Lookup::Hit(value));
             }
         }
-        let location = record_location(self.namespace().unwrap_or("default"), &hex);
-        self.info.cache_key = Some(hex);
         if !refresh {
-            match store.read_record::<O>(&location).await {
-                Ok(record) if !record.header.is_expired(now) => {
+            match store.read_record_versioned::<O>(&location).await {
+                Ok((record, version)) if !record.header.is_expired(now) => {
                     if self.def.memory_tier {
-                        MemoryTier::global().insert(
+                        MemoryTier::global().insert_versioned(
                             &tier_key,
                             record.value.clone(),
                             record.header.expires,
                             record.header.payload_len as usize,
+                            version,
+                            now,
+                            Some(&self.def.name),
                         );
                     }
                     return Ok(Lookup::Hit(record.value));
                 }
-                Ok(record) => {
+                Ok((record, _)) => {
                     tracing::debug!(
                         "Task run '{}' - cache record '{location}' expired at {:?}",
                         self.info.name,
@@ -873,6 +933,43 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             lease,
             _guard: guard,
         }))))
+    }
+
+    /// How long a memory-tier entry is served without asking the store: the task's
+    /// bound, else the settings', else [`DEFAULT_REVALIDATE_AFTER`].
+    fn revalidate_after(&self) -> chrono::Duration {
+        let bound = self
+            .def
+            .memory_tier_revalidate_after
+            .or(self.scope.settings.memory_tier_revalidate_after)
+            .unwrap_or(DEFAULT_REVALIDATE_AFTER);
+        chrono::Duration::from_std(bound).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// The memory tier's value for the key, when it holds one the store still has:
+    /// served as is within the trust bound, after a version check (HEAD) beyond it.
+    async fn tier_hit(
+        &self,
+        store: &ResultStore,
+        location: &str,
+        tier_key: &TierKey,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<O> {
+        let tier = MemoryTier::global();
+        match tier.lookup::<O>(tier_key, now, self.revalidate_after())? {
+            TierHit::Fresh(value) => Some(value),
+            TierHit::Stale { value, version } => match store.version_of(location).await {
+                Ok(current) if current.is_some() && current == version => {
+                    tier.confirm(tier_key, now);
+                    Some(value)
+                }
+                // Replaced, removed, or unknown: the store is asked again in full.
+                _ => {
+                    tier.forget(tier_key);
+                    None
+                }
+            },
+        }
     }
 
     /// Takes the lease on the key in the store, or waits for its holder's record.
@@ -969,14 +1066,18 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         location: &str,
         tier_key: &TierKey,
     ) -> std::result::Result<Option<O>, TaskError> {
-        match store.read_record::<O>(location).await {
-            Ok(record) if !record.header.is_expired(self.scope.clock.now()) => {
+        let now = self.scope.clock.now();
+        match store.read_record_versioned::<O>(location).await {
+            Ok((record, version)) if !record.header.is_expired(now) => {
                 if self.def.memory_tier {
-                    MemoryTier::global().insert(
+                    MemoryTier::global().insert_versioned(
                         tier_key,
                         record.value.clone(),
                         record.header.expires,
                         record.header.payload_len as usize,
+                        version,
+                        now,
+                        Some(&self.def.name),
                     );
                 }
                 Ok(Some(record.value))
@@ -1029,9 +1130,17 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .write_record_sized(&slot.location, value, info, mode)
             .await
         {
-            Ok((_, size)) => {
+            Ok((put, size)) => {
                 if self.def.memory_tier {
-                    MemoryTier::global().insert(&slot.tier_key, value.clone(), expires, size);
+                    MemoryTier::global().insert_versioned(
+                        &slot.tier_key,
+                        value.clone(),
+                        expires,
+                        size,
+                        put.version,
+                        now,
+                        Some(&self.def.name),
+                    );
                 }
                 Ok(None)
             }

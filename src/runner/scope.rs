@@ -62,8 +62,12 @@ pub(super) fn system_clock() -> Arc<dyn Clock> {
 impl RunScope {
     /// A scope of its own for a task called outside any flow: the flow run id is the
     /// task run's id.
-    pub fn ephemeral(task_run_id: &str) -> Self {
-        let clock = system_clock();
+    pub fn ephemeral(
+        task_run_id: &str,
+        clock: Option<Arc<dyn Clock>>,
+        settings: Option<Arc<Settings>>,
+    ) -> Self {
+        let clock = clock.unwrap_or_else(system_clock);
         RunScope {
             flow_name: Arc::from("ephemeral"),
             run_id: Arc::from(task_run_id),
@@ -74,7 +78,7 @@ impl RunScope {
             overwrite: false,
             overwrite_cache: false,
             strict_cache: None,
-            settings: global_settings(),
+            settings: settings.unwrap_or_else(global_settings),
             clock,
             namespace: None,
             resuming: false,
@@ -180,16 +184,12 @@ impl RunScope {
         Box::pin(open_cached(&self.settings.default_store_url())).await
     }
 
-    /// The store cache records go to when the task names none: the flow's, the
-    /// configured one, or this process's memory.
+    /// The store cache records go to when the task names none: the same as persisted
+    /// results ([`RunScope::default_store`]) — the flow's, the configured one, or
+    /// `$CAIRN_HOME/storage` — so that a cache outlives the process by default. Keeping
+    /// records in the process only is an explicit choice (`ResultStore::memory()`).
     pub async fn default_cache_store(&self) -> Result<ResultStore> {
-        if let Some(store) = &self.store {
-            return Ok(store.clone());
-        }
-        match &self.settings.store {
-            Some(url) => Box::pin(open_cached(url)).await,
-            None => Ok(process_memory_store()),
-        }
+        self.default_store().await
     }
 
     pub(super) async fn persist_summary(
@@ -246,10 +246,4 @@ async fn open_cached(url: &str) -> Result<ResultStore> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(url.to_owned(), store.clone());
     Ok(store)
-}
-
-/// The in-process store that holds cache records when no store is named.
-pub(crate) fn process_memory_store() -> ResultStore {
-    static STORE: OnceLock<ResultStore> = OnceLock::new();
-    STORE.get_or_init(ResultStore::memory).clone()
 }

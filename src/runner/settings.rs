@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::backend::{Error, Result};
+use crate::backend::{expand_home, Error, Result};
 
 /// Settings that apply to every flow and task of a process unless a flow or task says
 /// otherwise.
@@ -19,9 +19,17 @@ use crate::backend::{Error, Result};
 /// | the store used when no task or flow names one | `[results] store = "s3://bucket/prefix"` | `CAIRN__RESULTS__STORE=...` |
 /// | time limits and attempts of that store (S3, GCS) | `[results] read_timeout = "10s"` (also `connect_timeout`, `operation_timeout`, `max_attempts`) | `CAIRN__RESULTS__READ_TIMEOUT=10s` |
 /// | fail a task when its cache store fails | `[tasks] strict_cache = true` | `CAIRN__TASKS__STRICT_CACHE=true` |
+/// | how long a memory-tier hit is trusted ([`crate::cache::MemoryTier`]) | `[cache] memory_tier_revalidate_after_ms = 1000` | `CAIRN__CACHE__MEMORY_TIER_REVALIDATE_AFTER_MS=0` |
 ///
 /// `CAIRN_HOME` defaults to `~/.cairn`. When no store is named anywhere, persisted
-/// results go to `$CAIRN_HOME/storage` on the local disk.
+/// results and cache records go to `$CAIRN_HOME/storage` on the local disk. A leading
+/// `~` in `CAIRN_HOME` or a store path is the home directory.
+///
+/// **A bad setting is ignored alone.** For the process-wide settings
+/// ([`Settings::global`]), a value that is not valid (`CAIRN__FLOWS__CHECKPOINTING=maybe`)
+/// is reported with a warning naming the variable or the file and key, and only that
+/// setting is ignored: every other setting still applies. [`Settings::load`] and
+/// [`Settings::from_sources`] return the first such error instead.
 ///
 /// For checkpointing, the more specific setting wins: a task's own `checkpoint`, then
 /// its flow's `checkpointing`, then the environment, then the file, then off.
@@ -56,6 +64,9 @@ pub struct Settings {
     /// `[tasks] strict_cache`: a cache store that fails fails the task, instead of
     /// being a logged miss or warning; `None` when neither source sets it.
     pub strict_cache: Option<bool>,
+    /// `[cache] memory_tier_revalidate_after_ms`: how long a memory-tier hit is served
+    /// without asking the store; `None` when neither source sets it (1 s).
+    pub memory_tier_revalidate_after: Option<std::time::Duration>,
 }
 
 static GLOBAL: OnceLock<Settings> = OnceLock::new();
@@ -67,13 +78,12 @@ impl Settings {
     /// [`Settings::load`] to see the error.
     pub fn global() -> &'static Settings {
         GLOBAL.get_or_init(|| {
-            Settings::load().unwrap_or_else(|e| {
-                tracing::error!("ignoring cairn settings: {e}");
-                Settings {
-                    home: default_home(std::env::var_os("CAIRN_HOME").map(PathBuf::from)),
-                    ..Settings::default()
-                }
-            })
+            let home = default_home(std::env::var_os("CAIRN_HOME").map(PathBuf::from));
+            let (settings, errors) = Settings::read(&home, std::env::vars());
+            for e in errors {
+                tracing::warn!("ignoring one cairn setting: {e}");
+            }
+            settings
         })
     }
 
@@ -95,19 +105,32 @@ impl Settings {
         home: &Path,
         env: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Settings> {
+        let (settings, mut errors) = Settings::read(home, env);
+        match errors.is_empty() {
+            true => Ok(settings),
+            false => Err(errors.remove(0)),
+        }
+    }
+
+    /// The settings from `home/config.toml` and `env`, leaving out each value that is
+    /// not valid, with the errors naming them.
+    fn read<K: AsRef<str>, V: AsRef<str>>(
+        home: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> (Settings, Vec<Error>) {
+        let home = expand_home(home);
         let mut settings = Settings {
-            home: home.to_path_buf(),
+            home: home.clone(),
             ..Settings::default()
         };
+        let mut errors = Vec::new();
         let path = home.join("config.toml");
         match std::fs::read_to_string(&path) {
-            Ok(text) => settings.apply_file(&path, &text)?,
+            Ok(text) => settings.apply_file(&path, &text, &mut errors),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Config {
-                    message: format!("cannot read {}: {e}", path.display()),
-                })
-            }
+            Err(e) => errors.push(Error::Config {
+                message: format!("cannot read {}: {e}", path.display()),
+            }),
         }
         let env: BTreeMap<String, String> = env
             .into_iter()
@@ -115,9 +138,11 @@ impl Settings {
             .filter(|(k, _)| k.starts_with("CAIRN__"))
             .collect();
         for (name, value) in &env {
-            settings.apply_env(name, value)?;
+            if let Err(e) = settings.apply_env(name, value) {
+                errors.push(e);
+            }
         }
-        Ok(settings)
+        (settings, errors)
     }
 
     /// The URL of the store persisted results go to when no task or flow names one.
@@ -143,68 +168,89 @@ impl Settings {
         url
     }
 
-    fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
+    fn apply_file(&mut self, path: &Path, text: &str, errors: &mut Vec<Error>) {
         let bad = |what: String| Error::Config {
             message: format!("{}: {what}", path.display()),
         };
-        let table: toml::Table = text.parse().map_err(|e| bad(format!("{e}")))?;
+        let table: toml::Table = match text.parse() {
+            Ok(table) => table,
+            Err(e) => return errors.push(bad(format!("{e}"))),
+        };
         for (section, values) in &table {
             let Some(values) = values.as_table() else {
-                return Err(bad(format!("'{section}' must be a [section]")));
+                errors.push(bad(format!("'{section}' must be a [section]")));
+                continue;
             };
             for (key, value) in values {
                 let name = format!("{section}.{key}");
-                match name.as_str() {
-                    "flows.checkpointing" | "tasks.refresh_cache" | "tasks.strict_cache" => {
-                        let flag = value
-                            .as_bool()
-                            .ok_or_else(|| bad(format!("{name} must be true or false")))?;
-                        self.set_flag(&name, flag);
-                    }
-                    "results.store" => {
-                        let url = value
-                            .as_str()
-                            .ok_or_else(|| bad(format!("{name} must be a URL string")))?;
-                        self.store = Some(url.to_owned());
-                    }
+                let applied = match name.as_str() {
+                    "flows.checkpointing" | "tasks.refresh_cache" | "tasks.strict_cache" => value
+                        .as_bool()
+                        .map(|flag| self.set_flag(&name, flag))
+                        .ok_or_else(|| bad(format!("{name} must be true or false"))),
+                    "results.store" => value
+                        .as_str()
+                        .map(|url| self.store = Some(expand_url(url)))
+                        .ok_or_else(|| bad(format!("{name} must be a URL string"))),
                     "results.connect_timeout"
                     | "results.read_timeout"
                     | "results.operation_timeout"
-                    | "results.max_attempts" => {
-                        let v = match value {
-                            toml::Value::String(v) => v.clone(),
-                            toml::Value::Integer(n) => n.to_string(),
-                            _ => return Err(bad(format!("{name} must be a string or a number"))),
-                        };
-                        self.set_store_option(&name, &v).map_err(bad)?;
+                    | "results.max_attempts" => match value {
+                        toml::Value::String(v) => self.set_store_option(&name, v).map_err(bad),
+                        toml::Value::Integer(n) => {
+                            self.set_store_option(&name, &n.to_string()).map_err(bad)
+                        }
+                        _ => Err(bad(format!("{name} must be a string or a number"))),
+                    },
+                    "cache.memory_tier_revalidate_after_ms" => value
+                        .as_integer()
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(|ms| {
+                            self.memory_tier_revalidate_after =
+                                Some(std::time::Duration::from_millis(ms))
+                        })
+                        .ok_or_else(|| {
+                            bad(format!("{name} must be a whole number of milliseconds"))
+                        }),
+                    _ => {
+                        tracing::warn!("{}: unknown setting {name}", path.display());
+                        Ok(())
                     }
-                    _ => tracing::warn!("{}: unknown setting {name}", path.display()),
+                };
+                if let Err(e) = applied {
+                    errors.push(e);
                 }
             }
         }
-        Ok(())
     }
 
     fn apply_env(&mut self, variable: &str, value: &str) -> Result<()> {
         let name = variable["CAIRN__".len()..]
             .to_ascii_lowercase()
             .replacen("__", ".", 1);
+        let shown = crate::template::shorten(value, 80);
         match name.as_str() {
             "flows.checkpointing" | "tasks.refresh_cache" | "tasks.strict_cache" => {
                 let flag = parse_flag(value).ok_or_else(|| Error::Config {
-                    message: format!("{variable}={value}: expected true or false"),
+                    message: format!("{variable}={shown}: expected true or false"),
                 })?;
                 self.set_flag(&name, flag);
             }
-            "results.store" => self.store = Some(value.to_owned()),
+            "results.store" => self.store = Some(expand_url(value)),
             "results.connect_timeout"
             | "results.read_timeout"
             | "results.operation_timeout"
             | "results.max_attempts" => {
                 self.set_store_option(&name, value)
                     .map_err(|why| Error::Config {
-                        message: format!("{variable}={value}: {why}"),
+                        message: format!("{variable}={shown}: {why}"),
                     })?
+            }
+            "cache.memory_tier_revalidate_after_ms" => {
+                let ms: u64 = value.trim().parse().map_err(|_| Error::Config {
+                    message: format!("{variable}={shown}: expected a whole number of milliseconds"),
+                })?;
+                self.memory_tier_revalidate_after = Some(std::time::Duration::from_millis(ms));
             }
             _ => tracing::warn!("unknown setting {variable}"),
         }
@@ -250,8 +296,18 @@ fn parse_flag(value: &str) -> Option<bool> {
 fn default_home(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| expand_home(&p))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cairn")))
         .unwrap_or_else(|| PathBuf::from(".cairn"))
+}
+
+/// A store URL with a leading `~` expanded when it is a plain path.
+fn expand_url(url: &str) -> String {
+    if url.starts_with('~') {
+        expand_home(url).display().to_string()
+    } else {
+        url.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -366,5 +422,70 @@ mod tests {
         let home = home_with(Some("[results]\nmax_attempts = 0\n"));
         let err = Settings::from_sources(home.path(), env(&[])).unwrap_err();
         assert!(err.to_string().contains("results.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn one_bad_setting_is_ignored_alone_and_named() {
+        let home = home_with(Some(
+            "[tasks]\nrefresh_cache = \"often\"\n[cache]\nmemory_tier_revalidate_after_ms = 250\n",
+        ));
+        let (s, errors) = Settings::read(
+            home.path(),
+            env(&[
+                ("CAIRN__FLOWS__CHECKPOINTING", "maybe"),
+                ("CAIRN__RESULTS__STORE", "s3://kept/prefix"),
+            ]),
+        );
+        // The other settings apply ...
+        assert_eq!(s.store.as_deref(), Some("s3://kept/prefix"));
+        assert_eq!(
+            s.memory_tier_revalidate_after,
+            Some(std::time::Duration::from_millis(250))
+        );
+        // ... and the bad ones are left out, each named once.
+        assert_eq!((s.checkpointing, s.refresh_cache), (None, None));
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("tasks.refresh_cache"), "{messages:?}");
+        assert!(
+            messages[1].contains("CAIRN__FLOWS__CHECKPOINTING=maybe"),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn the_revalidation_bound_comes_from_the_environment() {
+        let home = home_with(None);
+        let s = Settings::from_sources(
+            home.path(),
+            env(&[("CAIRN__CACHE__MEMORY_TIER_REVALIDATE_AFTER_MS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.memory_tier_revalidate_after,
+            Some(std::time::Duration::ZERO)
+        );
+        let err = Settings::from_sources(
+            home.path(),
+            env(&[("CAIRN__CACHE__MEMORY_TIER_REVALIDATE_AFTER_MS", "-1")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("milliseconds"), "{err}");
+    }
+
+    #[test]
+    fn a_tilde_in_home_and_store_is_the_home_directory() {
+        let user_home = std::env::var("HOME").unwrap();
+        let home = home_with(None);
+        let s = Settings::from_sources(
+            home.path(),
+            env(&[("CAIRN__RESULTS__STORE", "~/cairn-results")]),
+        )
+        .unwrap();
+        assert_eq!(s.default_store_url(), format!("{user_home}/cairn-results"));
+        assert_eq!(
+            default_home(Some(PathBuf::from("~/.x"))),
+            PathBuf::from(&user_home).join(".x")
+        );
     }
 }

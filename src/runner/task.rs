@@ -24,7 +24,7 @@ use crate::{Context, ResultStore, Serializer, Template, Value};
 /// let double = Task::new("double", |x: u32| async move { Ok::<_, std::io::Error>(x * 2) })
 ///     .inputs(["x"])
 ///     .result(store)
-///     .target("numbers/{task_name}-{x}.json")?
+///     .target("numbers/{task_name}-{x}.json")
 ///     .retries(2)
 ///     .retry_delay(Duration::from_millis(10));
 ///
@@ -77,7 +77,8 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
                 name: name.into(),
                 body,
                 input_names: Vec::new(),
-                signature: None,
+                signature: Some(Signature::of::<I, O>(&[])),
+                signature_declared: false,
                 source: None,
                 store: None,
                 serializer: None,
@@ -99,7 +100,11 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
                 serialize: false,
                 lease: LeaseConfig::default(),
                 memory_tier: true,
+                memory_tier_revalidate_after: None,
+                clock: None,
+                settings: None,
                 invalid: None,
+                problem: None,
                 derived: OnceLock::new(),
             }),
         }
@@ -122,7 +127,94 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         let def = Arc::make_mut(&mut self.def);
         def.derived = OnceLock::new();
         f(def);
+        if !def.signature_declared {
+            def.signature = Some(Signature::of::<I, O>(&def.input_names));
+        }
+        def.problem = Self::problem(def).map(Arc::new);
         self
+    }
+
+    /// Records the first definition error, reported by [`Task::check`] and by every run.
+    fn invalid(self, error: Error) -> Self {
+        self.edit(|d| {
+            d.invalid.get_or_insert(Arc::new(error));
+        })
+    }
+
+    /// What is wrong with the cache policy as the options now stand.
+    fn problem(d: &TaskDef<I, O>) -> Option<Error> {
+        let policy = d.cache_policy.as_ref().filter(|p| !p.is_none())?;
+        let no_input = std::any::TypeId::of::<I>() == std::any::TypeId::of::<()>();
+        if !d.input_names.is_empty() || no_input {
+            if let Some(unknown) = policy
+                .named_inputs()
+                .find(|n| !d.input_names.iter().any(|i| i == n))
+            {
+                let inputs = if d.input_names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    d.input_names.join(", ")
+                };
+                return Some(Error::Config {
+                    message: format!(
+                        "task '{}': the cache policy {policy} names the input '{unknown}', \
+                         which the task does not have (its inputs: {inputs})",
+                        d.name
+                    ),
+                });
+            }
+        }
+        if policy.uses_task_source() && d.source.is_none() {
+            return Some(Error::Config {
+                message: format!(
+                    "task '{}': the cache policy {policy} uses TASK_SOURCE, but the task's \
+                     source is unknown; define it with #[cairn::task], give it with \
+                     Task::task_source, or use a Version instead",
+                    d.name
+                ),
+            });
+        }
+        None
+    }
+
+    /// Checks the definition as it stands: the templates given to [`Task::target`] and
+    /// [`Task::location`], and the cache policy's input names and needs. Every run of a
+    /// task that fails this check fails with the same error, before anything runs.
+    ///
+    /// ```
+    /// use cairn::{cache::{INPUTS, TASK_SOURCE}, Task};
+    /// let add = Task::infallible("add", |(x, _debug): (i64, bool)| async move { x + 1 })
+    ///     .inputs(["x", "debug"]);
+    /// assert!(add.clone().cache_policy(INPUTS - "debug").check().is_ok());
+    /// let typo = add.clone().cache_policy(INPUTS - "debg").check().unwrap_err();
+    /// assert!(typo.to_string().contains("'debg'"), "{typo}");
+    /// let no_source = add.clone().cache_policy(TASK_SOURCE).check().unwrap_err();
+    /// assert!(no_source.to_string().contains("TASK_SOURCE"), "{no_source}");
+    /// let bad = add.target("{nope}.json").check().unwrap_err();
+    /// assert!(bad.to_string().contains("nope"), "{bad}");
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the task and what is wrong, once.
+    pub fn check(&self) -> Result<()> {
+        match self.def.invalid.as_ref().or(self.def.problem.as_ref()) {
+            Some(e) => Err(Error::Config {
+                message: match &**e {
+                    Error::Config { message } => message.clone(),
+                    other => other.to_string(),
+                },
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The task, or its definition error ([`Task::check`]): for `?` at the end of a
+    /// builder chain.
+    ///
+    /// # Errors
+    /// As [`Task::check`].
+    pub fn checked(self) -> Result<Self> {
+        self.check().map(|()| self)
     }
 
     /// The task's name.
@@ -149,6 +241,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     pub fn signature(self, inputs: &[(&str, &str)], output: &str) -> Self {
         self.edit(|d| {
             d.input_names = inputs.iter().map(|(n, _)| (*n).to_owned()).collect();
+            d.signature_declared = true;
             d.signature = Some(Signature {
                 inputs: inputs
                     .iter()
@@ -159,7 +252,17 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         })
     }
 
-    /// The recorded signature.
+    /// The signature: as `#[cairn::task]` or [`Task::signature`] recorded it, else the
+    /// builder task's input and output types (part of the key under
+    /// [`crate::cache::SIGNATURE`], so changing an input's type is a miss).
+    ///
+    /// ```
+    /// use cairn::Task;
+    /// let t = Task::infallible("t", |(x, _s): (u32, String)| async move { x }).inputs(["x", "s"]);
+    /// let signature = t.signature_info().unwrap();
+    /// assert_eq!(signature.inputs, [("x".into(), "u32".into()), ("s".into(), "String".into())]);
+    /// assert_eq!(signature.output, "u32");
+    /// ```
     pub fn signature_info(&self) -> Option<&Signature> {
         self.def.signature.as_ref()
     }
@@ -204,18 +307,24 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     }
 
     fn parse_template(d: &TaskDef<I, O>, what: &str, source: &str) -> Result<Template> {
-        let template = Template::parse(source).map_err(|e| Error::Config {
-            message: format!("task '{}': {what} {source:?}: {e}", d.name),
-        })?;
+        // The template's own error names the template: say which task and which
+        // option it is, once.
+        let in_task = |e: Error| Error::Config {
+            message: format!(
+                "task '{}': {what}: {}",
+                crate::backend::shorten(&d.name, 80),
+                match e {
+                    Error::Config { message } => message,
+                    other => other.to_string(),
+                }
+            ),
+        };
+        let template = Template::parse(source).map_err(in_task)?;
         // Without declared inputs, input keys are only known at the first run (unless
         // the task takes no input at all).
         let no_input = std::any::TypeId::of::<I>() == std::any::TypeId::of::<()>();
         if !d.input_names.is_empty() || no_input {
-            template
-                .check_keys(Self::known_keys(d))
-                .map_err(|e| Error::Config {
-                    message: format!("task '{}': {what} {source:?}: {e}", d.name),
-                })?;
+            template.check_keys(Self::known_keys(d)).map_err(in_task)?;
         }
         Ok(template)
     }
@@ -224,11 +333,22 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// exists in the result store, the run is `Cached` with the value read from it and
     /// the body does not run; otherwise the output is published there atomically.
     ///
+    /// A template that does not parse, or names a key that is neither a standard key,
+    /// an input, nor a user key (declare inputs and user keys first), makes the task
+    /// invalid: [`Task::check`] reports it, and so does every run, before running.
+    /// [`Task::try_target`] reports it here instead.
+    pub fn target(self, template: &str) -> Self {
+        match Self::parse_template(&self.def, "target", template) {
+            Ok(parsed) => self.edit(|d| d.target = Some(parsed)),
+            Err(e) => self.invalid(e),
+        }
+    }
+
+    /// [`Task::target`], reporting a bad template at once.
+    ///
     /// # Errors
-    /// [`Error::Config`] when the template does not parse, or names a key that is
-    /// neither a standard key, an input, nor a user key (declare inputs and user keys
-    /// first).
-    pub fn target(self, template: &str) -> Result<Self> {
+    /// [`Error::Config`] when the template does not parse or names an unknown key.
+    pub fn try_target(self, template: &str) -> Result<Self> {
         let parsed = Self::parse_template(&self.def, "target", template)?;
         Ok(self.edit(|d| d.target = Some(parsed)))
     }
@@ -242,9 +362,19 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// A checkpoint at a location given here is stored as plain serialized bytes, like
     /// a target; at the default location, as a verified record.
     ///
+    /// A bad template is reported as [`Task::target`] reports one.
+    pub fn location(self, template: &str) -> Self {
+        match Self::parse_template(&self.def, "location", template) {
+            Ok(parsed) => self.edit(|d| d.location = Some(parsed)),
+            Err(e) => self.invalid(e),
+        }
+    }
+
+    /// [`Task::location`], reporting a bad template at once.
+    ///
     /// # Errors
-    /// As [`Task::target`].
-    pub fn location(self, template: &str) -> Result<Self> {
+    /// As [`Task::try_target`].
+    pub fn try_location(self, template: &str) -> Result<Self> {
         let parsed = Self::parse_template(&self.def, "location", template)?;
         Ok(self.edit(|d| d.location = Some(parsed)))
     }
@@ -355,6 +485,29 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         self.edit(|d| d.memory_tier = on)
     }
 
+    /// The clock of this task's runs outside any flow (a flow's runs use the flow's,
+    /// [`crate::Flow::clock`]): cache expiry, the memory tier's trust bound and the
+    /// `date` of templates read it.
+    pub fn clock(self, clock: Arc<dyn crate::Clock>) -> Self {
+        self.edit(|d| d.clock = Some(clock))
+    }
+
+    /// The settings of this task's runs outside any flow (a flow's runs use the flow's,
+    /// [`crate::Flow::settings`]); default [`crate::Settings::global`].
+    pub fn settings(self, settings: crate::Settings) -> Self {
+        self.edit(|d| d.settings = Some(Arc::new(settings)))
+    }
+
+    /// How long a memory-tier hit is served without asking the store whether the
+    /// record was replaced (by `overwrite_cache` or `refresh_cache` in another
+    /// process); after that, a hit costs a HEAD (a `stat` on the local disk) and a
+    /// replaced record is read again. `Duration::ZERO` checks on every hit. Default:
+    /// the setting `[cache] memory_tier_revalidate_after_ms`, else 1 s (see
+    /// [`crate::cache::MemoryTier`]).
+    pub fn memory_tier_revalidate_after(self, after: Duration) -> Self {
+        self.edit(|d| d.memory_tier_revalidate_after = Some(after))
+    }
+
     /// Prefect 1: cache the output for `duration`; with no validator, whatever the
     /// inputs ([`crate::cache::validators::duration_only`]).
     pub fn cache_for(self, duration: Duration) -> Self {
@@ -370,6 +523,35 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// ([`crate::cache::validators`]).
     pub fn cache_validator(self, validator: CachePolicy) -> Self {
         self.cache_policy(validator)
+    }
+
+    /// Prefect 3's `persist_result`: `true` persists the task's results and caches them
+    /// under [`crate::cache::DEFAULT`] (unless a cache policy is set), in the task's
+    /// store or else the default one (`$CAIRN_HOME/storage`, `[results] store`);
+    /// `false` turns caching and checkpointing off for the task.
+    ///
+    /// ```
+    /// use cairn::{cache::{DEFAULT, INPUTS, NONE}, Task};
+    /// let t = Task::infallible("t", |x: u8| async move { x }).inputs(["x"]);
+    /// assert_eq!(t.clone().persist_result(true).cache_policy_info(), Some(&DEFAULT));
+    /// assert_eq!(t.clone().cache_policy(INPUTS).persist_result(true).cache_policy_info(), Some(&INPUTS));
+    /// assert_eq!(t.persist_result(false).cache_policy_info(), Some(&NONE));
+    /// ```
+    pub fn persist_result(self, on: bool) -> Self {
+        if on {
+            let this = self.checkpoint(true);
+            match this.def.cache_policy {
+                Some(_) => this,
+                None => this.cache_policy(crate::cache::DEFAULT),
+            }
+        } else {
+            self.checkpoint(false).cache_policy(crate::cache::NONE)
+        }
+    }
+
+    /// The cache policy, when one is set.
+    pub fn cache_policy_info(&self) -> Option<&CachePolicy> {
+        self.def.cache_policy.as_ref()
     }
 
     /// Flyte: cache with a [`Cache`] object.
@@ -398,6 +580,10 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// template or hashing error, or a store error.
     pub async fn call(&self, input: I) -> std::result::Result<O, TaskError> {
         self.run(input).await.into_result()
+    }
+
+    fn ephemeral_scope(&self, id: &str) -> RunScope {
+        RunScope::ephemeral(id, self.def.clock.clone(), self.def.settings.clone())
     }
 
     /// Runs the task with `input` and returns the whole run: state, value or error.
@@ -433,7 +619,8 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// # Ok::<(), cairn::Error>(()) }).unwrap();
     /// ```
     pub async fn map_shared(&self, inputs: impl IntoIterator<Item = I>) -> Vec<TaskRun<O>> {
-        let scope = RunScope::current().unwrap_or_else(|| Arc::new(RunScope::ephemeral(&new_id())));
+        let scope =
+            RunScope::current().unwrap_or_else(|| Arc::new(self.ephemeral_scope(&new_id())));
         let inputs: Vec<I> = inputs.into_iter().collect();
         let indices: Vec<u64> = inputs
             .iter()
@@ -477,7 +664,8 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     pub async fn map(&self, inputs: impl IntoIterator<Item = I>) -> Vec<TaskRun<O>> {
         // Outside a flow, the runs of one map share one ephemeral flow run, so their
         // map indices count up.
-        let scope = RunScope::current().unwrap_or_else(|| Arc::new(RunScope::ephemeral(&new_id())));
+        let scope =
+            RunScope::current().unwrap_or_else(|| Arc::new(self.ephemeral_scope(&new_id())));
         let runs = inputs
             .into_iter()
             .map(|input| crate::runner::run::execute(&self.def, input, Some(scope.clone()), None));
@@ -494,6 +682,7 @@ pub mod private {
     pub fn invalid_task<I: TaskInput, O: TaskOutput>(name: &str, error: Error) -> Task<I, O> {
         let error = Arc::new(error);
         let message = error.to_string();
+        tracing::error!("{message}");
         Task::new(name, move |_: I| {
             let message = message.clone();
             async move { Err::<O, BoxError>(message.into()) }

@@ -27,6 +27,11 @@ pub struct TaskRunInfo {
     pub location: Option<String>,
     /// The cache key, when the task caches.
     pub cache_key: Option<String>,
+    /// Where the cache record is, in [`TaskRunInfo::cache_store`]
+    /// (`cache/v1/<namespace>/<ab>/<key>`), when the task caches.
+    pub cache_record: Option<String>,
+    /// The URL of the store holding the cache record, when the task caches.
+    pub cache_store: Option<String>,
     /// How long the run waited for another run (in this process or another) that held
     /// the lease on its cache key (`serialize`); `None` when it did not wait.
     pub waited: Option<std::time::Duration>,

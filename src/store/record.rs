@@ -57,6 +57,11 @@ pub struct RecordHeader {
     /// The Rust type of the value.
     #[serde(default)]
     pub output_type: Option<String>,
+    /// The digests declared by the [`crate::hashing::Hashed`] values in the payload,
+    /// hex, in the order they are read back: they key downstream tasks the same
+    /// whether the value was computed or read from this record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declared_digests: Vec<String>,
     /// The cairn version that wrote the record.
     pub cairn_version: String,
 }
@@ -96,6 +101,16 @@ pub fn digest(data: &[u8]) -> blake3::Hash {
 /// Frames `payload` as a record. The payload itself is not copied: the result is the
 /// encoded header followed by the payload's own buffer.
 pub fn encode(info: RecordInfo, serializer: &str, payload: Bytes) -> PutPayload {
+    encode_declared(info, serializer, payload, Vec::new())
+}
+
+/// [`encode`], with the declared digests of the payload's `Hashed` values (hex).
+pub(crate) fn encode_declared(
+    info: RecordInfo,
+    serializer: &str,
+    payload: Bytes,
+    declared_digests: Vec<String>,
+) -> PutPayload {
     let header = RecordHeader {
         created: Utc::now(),
         expires: info.expires,
@@ -105,6 +120,7 @@ pub fn encode(info: RecordInfo, serializer: &str, payload: Bytes) -> PutPayload 
         key_components: info.key_components,
         task: info.task,
         output_type: info.output_type,
+        declared_digests,
         cairn_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     encode_header(&header, payload)

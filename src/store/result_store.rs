@@ -252,9 +252,12 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<(PutResult, usize)> {
         let key = Key::parse(location)?;
-        let payload = self.encode(&key, self.serializer, value)?;
+        let (payload, declared) =
+            crate::hashing::collect_declared(|| self.encode(&key, self.serializer, value));
+        let payload = payload?;
         let len = payload.len();
-        let framed = record::encode(info, &self.serializer.name(), payload);
+        let declared = declared.iter().map(|d| d.to_hex()).collect();
+        let framed = record::encode_declared(info, &self.serializer.name(), payload, declared);
         let put = self
             .backend
             .put_opts(
@@ -279,16 +282,44 @@ impl ResultStore {
         &self,
         location: &str,
     ) -> Result<Record<T>> {
+        Ok(self.read_record_versioned(location).await?.0)
+    }
+
+    /// [`ResultStore::read_record`], also giving the version of the object read.
+    pub(crate) async fn read_record_versioned<T: DeserializeOwned + 'static>(
+        &self,
+        location: &str,
+    ) -> Result<(Record<T>, Option<String>)> {
         let key = Key::parse(location)?;
-        let bytes = self.backend.get(&key).await?;
-        let (header, payload) = record::decode(bytes).map_err(|c| self.corrupt(&key, c))?;
+        let (meta, bytes) = self.backend.get_bytes(&key, None).await?;
+        Ok((self.decode_record(&key, bytes)?, meta.version))
+    }
+
+    /// The store's version of the object at `location` (a HEAD, a `stat`).
+    pub(crate) async fn version_of(&self, location: &str) -> Result<Option<String>> {
+        Ok(self.backend.head(&Key::parse(location)?).await?.version)
+    }
+
+    fn decode_record<T: DeserializeOwned + 'static>(
+        &self,
+        key: &Key,
+        bytes: Bytes,
+    ) -> Result<Record<T>> {
+        let (header, payload) = record::decode(bytes).map_err(|c| self.corrupt(key, c))?;
         let serializer = Serializer::from_name(&header.serializer).ok_or_else(|| {
             self.corrupt(
-                &key,
+                key,
                 record::Corruption(format!("unknown serializer '{}'", header.serializer)),
             )
         })?;
-        let value = self.decode(&key, serializer, payload)?;
+        let declared = header
+            .declared_digests
+            .iter()
+            .map(|d| d.parse())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.corrupt(key, record::Corruption(format!("declared digest: {e}"))))?;
+        let value =
+            crate::hashing::restore_declared(declared, || self.decode(key, serializer, payload))?;
         Ok(Record { header, value })
     }
 

@@ -170,7 +170,7 @@ impl Serializer {
             Format::Bytes => raw_bytes(value).ok_or_else(|| {
                 format!(
                     "the bytes serializer stores Bytes, Vec<u8> or String, not {}",
-                    std::any::type_name::<T>()
+                    type_name_of::<T>()
                 )
             })?,
             Format::Text => text(value)?,
@@ -196,7 +196,7 @@ impl Serializer {
             Format::Bytes => from_raw_bytes(bytes).ok_or_else(|| {
                 format!(
                     "the bytes serializer reads into Bytes, Vec<u8> or String, not {}",
-                    std::any::type_name::<T>()
+                    type_name_of::<T>()
                 )
                 .into()
             }),
@@ -255,7 +255,7 @@ fn text<T: Serialize + 'static>(value: &T) -> Result<Bytes, Source> {
         other => Err(format!(
             "the text serializer stores strings, numbers and booleans, not {} ({}); use a .json target",
             kind_of(&other),
-            std::any::type_name::<T>()
+            type_name_of::<T>()
         )
         .into()),
     }
@@ -277,7 +277,7 @@ fn from_text<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, Source> {
         format!(
             "text '{}' does not parse as {}: {e}",
             preview(text),
-            std::any::type_name::<T>()
+            type_name_of::<T>()
         )
         .into()
     })
@@ -300,6 +300,33 @@ fn kind_of(v: &serde_json::Value) -> &'static str {
         serde_json::Value::Array(_) => "a sequence",
         serde_json::Value::Object(_) => "a map",
     }
+}
+
+/// `T`'s name as users write it: `String`, `Vec<u32>`, `HashMap<i32, String>` — not
+/// `alloc::string::String`.
+pub(crate) fn type_name_of<T: ?Sized>() -> String {
+    short_type_name(std::any::type_name::<T>())
+}
+
+/// `full` with every module path left out.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            segment.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            segment.clear();
+        } else {
+            out.push_str(&segment);
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&segment);
+    out
 }
 
 #[cfg(test)]

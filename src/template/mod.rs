@@ -185,9 +185,11 @@ impl fmt::Display for Template {
     }
 }
 
+pub(crate) use crate::backend::shorten;
+
 fn template_error(source: &str, message: impl fmt::Display) -> Error {
     Error::Config {
-        message: format!("template '{source}': {message}"),
+        message: format!("template '{}': {message}", shorten(source, 160)),
     }
 }
 
@@ -363,7 +365,7 @@ impl Template {
         if let Some(reason) = refused {
             return Err(Error::InvalidKey {
                 key: out,
-                reason: format!("template '{}': {reason}", self.source),
+                reason: format!("template '{}': {reason}", shorten(&self.source, 160)),
             });
         }
         validate_location(&self.source, out)
@@ -375,7 +377,10 @@ fn validate_location(source: &str, location: String) -> Result<String> {
         Ok(_) => Ok(location),
         Err(Error::InvalidKey { key, reason }) => Err(Error::InvalidKey {
             key,
-            reason: format!("{reason} (rendered from template '{source}')"),
+            reason: format!(
+                "{reason} (rendered from template '{}')",
+                shorten(source, 160)
+            ),
         }),
         Err(e) => Err(e),
     }
@@ -384,13 +389,14 @@ fn validate_location(source: &str, location: String) -> Result<String> {
 /// Applies the path rules to one placeholder's text: unsafe characters become `-`;
 /// control characters, `.`/`..` segments, empty segments and a leading `/` are
 /// refused with a reason naming the placeholder and the value.
-fn safe_value(field: &str, text: &str) -> std::result::Result<String, String> {
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
+fn safe_value(field: &str, raw: &str) -> std::result::Result<String, String> {
+    let text = &shorten(raw, 160);
+    if let Some(c) = raw.chars().find(|c| c.is_control()) {
         return Err(format!(
-            "'{field}' renders {text:?}, which contains the control character {c:?}"
+            "'{field}' renders '{text}', which contains the control character {c:?}"
         ));
     }
-    let safe: String = text
+    let safe: String = raw
         .chars()
         .map(|c| {
             if UNSAFE_IN_VALUES.contains(&c) {

@@ -178,7 +178,7 @@ pub async fn default_policy_caches_within_a_flow_run(store: &ResultStore) {
             let a = add_one.call(1).await?;
             let b = add_one.call(1).await?;
             let c = add_one.call(2).await?;
-            Ok::<_, TaskError>((a, b, c))
+            Ok((a, b, c))
         })
         .await;
     assert_eq!(first.value(), Some(&(2, 2, 3)), "{:?}", first.error());
@@ -292,7 +292,7 @@ pub async fn entries_expire_by_the_flow_clock(store: &ResultStore) {
                 clock.advance(chrono::Duration::seconds(2)); // 11 s after the write
                 seen.push(task.run(1).await.state().clone());
                 seen.push(task.run(1).await.state().clone());
-                Ok::<_, TaskError>(seen)
+                Ok(seen)
             })
             .await;
         assert_eq!(
@@ -334,7 +334,7 @@ pub async fn refresh_cache_runs_and_replaces(store: &ResultStore) {
             let a = refreshing.run(()).await;
             let b = refreshing.run(()).await;
             let c = base.run(()).await;
-            Ok::<_, TaskError>([
+            Ok([
                 (a.state().clone(), *a.value().unwrap()),
                 (b.state().clone(), *b.value().unwrap()),
                 (c.state().clone(), *c.value().unwrap()),
@@ -385,7 +385,7 @@ pub async fn refresh_cache_runs_and_replaces(store: &ResultStore) {
         .run((), |_| async {
             let a = fresh.run(()).await;
             let b = fresh.run(()).await;
-            Ok::<_, TaskError>((a.into_result()?, b.into_result()?))
+            Ok((a.into_result()?, b.into_result()?))
         })
         .await;
     assert_eq!(run.value(), Some(&(1, 1)));
@@ -481,7 +481,7 @@ pub async fn prefect_1_validators(store: &ResultStore) {
             let b = duration_only.call(41).await?;
             clock.advance(chrono::Duration::seconds(3601));
             let c = duration_only.call(41).await?;
-            Ok::<_, TaskError>((a, b, c))
+            Ok((a, b, c))
         })
         .await;
     assert_eq!(run.value(), Some(&(2, 2, 42)));
@@ -1013,14 +1013,26 @@ pub async fn deleted_record_is_a_miss(store: &ResultStore) {
 /// it on, a hit survives the record's deletion; with it off, the same call misses.
 pub async fn memory_tier_serves_hits_already_seen(store: &ResultStore) {
     let runs = counter();
-    let with_tier = times_ten("tiered", &runs, store).memory_tier(true);
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
+    ));
+    let with_tier = times_ten("tiered", &runs, store)
+        .memory_tier(true)
+        .clock(clock.clone());
     let without_tier = with_tier.clone().memory_tier(false);
 
     let first = with_tier.run(6).await;
     assert_eq!(first.state(), &State::Completed);
     let location = record_location("default", &cache_key_of(&first));
+    // The run says where its record is.
+    assert_eq!(
+        first.info().cache_record.as_deref(),
+        Some(location.as_str())
+    );
+    assert_eq!(first.info().cache_store.as_deref(), Some(store.url()));
     store.delete(&location).await.unwrap();
 
+    // Within the trust bound, the tier answers without asking the store.
     let from_tier = with_tier.run(6).await;
     assert_eq!(
         (from_tier.state(), from_tier.value()),
@@ -1034,6 +1046,144 @@ pub async fn memory_tier_serves_hits_already_seen(store: &ResultStore) {
     assert_eq!(executions(&runs), 2);
     assert!(store.exists(&location).await.unwrap());
     assert_eq!(without_tier.run(6).await.state(), &State::Cached);
+
+    // One entry can be dropped: the next run asks the store (and finds the record).
+    let held = with_tier.run(7).await;
+    assert!(cairn::cache::MemoryTier::global().remove_task_run(held.info()));
+    store
+        .delete(held.info().cache_record.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(with_tier.run(7).await.state(), &State::Completed);
+    assert_eq!(executions(&runs), 4);
+}
+
+/// Another process replaces a record this process holds in its memory tier
+/// (`refresh_cache`): the old value is served for at most the trust bound (1 s by
+/// default, on the task's clock), then the store's version is checked and the new
+/// value read; with a bound of 0 every hit checks. A deleted record stops being served
+/// once the bound has passed.
+pub async fn memory_tier_revalidates_replaced_records(store: &ResultStore) {
+    let runs = counter();
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
+    ));
+    let reader = stamped::<i64>(&unique("revalidated"), &runs, store)
+        .inputs(["x"])
+        .cache_policy(INPUTS)
+        .memory_tier(true)
+        .clock(clock.clone());
+    // Another process, as far as this process's tier knows: it never touches the tier.
+    let writer = reader.clone().memory_tier(false).refresh_cache(true);
+    let value = |run: cairn::TaskRun<u64>| (run.state().clone(), *run.value().unwrap());
+
+    assert_eq!(value(reader.run(1).await), (State::Completed, 1));
+    assert_eq!(value(writer.run(1).await), (State::Completed, 2));
+    assert_eq!(value(reader.run(1).await), (State::Cached, 1));
+    clock.advance(chrono::Duration::milliseconds(999));
+    assert_eq!(value(reader.run(1).await), (State::Cached, 1));
+    clock.advance(chrono::Duration::milliseconds(1));
+    assert_eq!(value(reader.run(1).await), (State::Cached, 2), "after 1 s");
+    // The version checked is trusted for another bound.
+    assert_eq!(value(writer.run(1).await), (State::Completed, 3));
+    assert_eq!(value(reader.run(1).await), (State::Cached, 2));
+
+    // A bound of 0: every hit checks the store's version.
+    let strict = reader.clone().memory_tier_revalidate_after(Duration::ZERO);
+    assert_eq!(value(strict.run(1).await), (State::Cached, 3));
+    assert_eq!(value(writer.run(1).await), (State::Completed, 4));
+    assert_eq!(value(strict.run(1).await), (State::Cached, 4));
+    assert_eq!(value(strict.run(1).await), (State::Cached, 4));
+    assert_eq!(executions(&runs), 4);
+
+    // A record deleted from the store is not served past the bound.
+    let location = strict.run(1).await.info().cache_record.clone().unwrap();
+    store.delete(&location).await.unwrap();
+    assert_eq!(value(strict.run(1).await), (State::Completed, 5));
+}
+
+/// A task output with a declared hash (`Hashed<T>`, Flyte's `HashMethod`) keys its
+/// downstream task by that hash whether the upstream ran or was read back from its
+/// cache record (as another process reads it): the declared digest travels in the
+/// record's header.
+pub async fn declared_hash_travels_with_the_cached_value(store: &ResultStore) {
+    let declared = hash_value(&("dataset", "v7")).unwrap();
+    let loads = counter();
+    let counted = loads.clone();
+    let load = Task::infallible(&unique("load"), move |day: String| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Hashed::new(vec![day.len() as u32, 2, 3], declared)
+        }
+    })
+    .inputs(["day"])
+    .cache_policy(INPUTS)
+    .result_storage(store.clone())
+    .memory_tier(false);
+    let sums = counter();
+    let counted = sums.clone();
+    let summarize = Task::infallible(&unique("summarize"), move |rows: Hashed<Vec<u32>>| {
+        let runs = counted.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            rows.iter().sum::<u32>()
+        }
+    })
+    .inputs(["rows"])
+    .cache_policy(INPUTS)
+    .result_storage(store.clone())
+    .memory_tier(false);
+
+    let computed = load.run("mon".into()).await;
+    assert_eq!(computed.state(), &State::Completed);
+    let rows = computed.value().unwrap().clone();
+    assert_eq!(rows.digest(), declared);
+    let first = summarize.run(rows).await;
+    assert_eq!(first.state(), &State::Completed);
+
+    let cached = load.run("mon".into()).await;
+    assert_eq!(cached.state(), &State::Cached);
+    let rows = cached.value().unwrap().clone();
+    assert_eq!(rows.digest(), declared, "not the canonical digest");
+    assert_ne!(declared, hash_value(&vec![3u32, 2, 3]).unwrap());
+    let second = summarize.run(rows).await;
+    assert_eq!(second.state(), &State::Cached);
+    assert_eq!(cache_key_of(&first), cache_key_of(&second));
+    assert_eq!((executions(&loads), executions(&sums)), (1, 1));
+}
+
+/// A task built with `Task::new` records its input and output types in its signature:
+/// the same name, version and input name with another input type is a miss.
+pub async fn builder_signature_has_input_types(store: &ResultStore) {
+    let name = unique("typed");
+    let runs = counter();
+    let counted = runs.clone();
+    let wide = Task::infallible(&name, move |x: i64| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { format!("i64 {x}") }
+    })
+    .inputs(["x"])
+    .cache(Cache::new().version("1"))
+    .result_storage(store.clone())
+    .memory_tier(false);
+    let counted = runs.clone();
+    let narrow = Task::infallible(&name, move |x: u32| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { format!("u32 {x}") }
+    })
+    .inputs(["x"])
+    .cache(Cache::new().version("1"))
+    .result_storage(store.clone())
+    .memory_tier(false);
+    assert_eq!(wide.run(5).await.state(), &State::Completed);
+    assert_eq!(wide.run(5).await.state(), &State::Cached);
+    let other_type = narrow.run(5).await;
+    assert_eq!(
+        (other_type.state(), other_type.value().map(String::as_str)),
+        (&State::Completed, Some("u32 5"))
+    );
+    assert_eq!(executions(&runs), 2);
 }
 
 /// Flyte's `overwrite_cache` on a flow run: every cached task of that run runs again
@@ -1308,6 +1458,9 @@ macro_rules! caching_tests {
             corrupt_records_are_misses_and_replaced,
             deleted_record_is_a_miss,
             memory_tier_serves_hits_already_seen,
+            memory_tier_revalidates_replaced_records,
+            declared_hash_travels_with_the_cached_value,
+            builder_signature_has_input_types,
             overwrite_cache_reruns_and_replaces,
             namespaces_do_not_share,
             serialize_runs_identical_calls_once,

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cairn::{Flow, ResultStore, State, Task, TaskError};
+use cairn::{Flow, ResultStore, State, Task};
 use chrono::{TimeZone, Utc};
 
 fn counted(name: &str, counter: &Arc<AtomicUsize>, output: String) -> Task<String, String> {
@@ -27,7 +27,6 @@ pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
         counted("report", &runs, "sales".into())
             .result(store.clone())
             .target("{date:%A}/{task_name}-{day}.txt")
-            .unwrap()
     };
     let date = Utc.with_ymd_and_hms(2024, 3, 1, 9, 0, 0).unwrap(); // a Friday
     let flow = Flow::new("daily").date(date);
@@ -85,8 +84,7 @@ pub async fn a_foreign_target_counts_as_present(store: &ResultStore) {
     let runs = Arc::new(AtomicUsize::new(0));
     let task = counted("report", &runs, "x".into())
         .result(store.clone())
-        .target("made-by-hand/{task_name}.txt")
-        .unwrap();
+        .target("made-by-hand/{task_name}.txt");
     let run = task.run("mon".into()).await;
     assert_eq!(run.state(), &State::Cached);
     assert_eq!(run.value().map(String::as_str), Some("written by hand"));
@@ -100,8 +98,7 @@ pub async fn checkpoints_land_where_the_location_says(store: &ResultStore) {
     let templated = counted("clean", &runs, "rows".into())
         .checkpoint(true)
         .result(store.clone())
-        .location("checkpoints/{flow_name}/{task_name}-{map_index:03}.json")
-        .unwrap();
+        .location("checkpoints/{flow_name}/{task_name}-{map_index:03}.json");
     let default = counted("aggregate", &runs, "totals".into())
         .checkpoint(true)
         .result(store.clone());
@@ -111,7 +108,7 @@ pub async fn checkpoints_land_where_the_location_says(store: &ResultStore) {
             templated.call("a".into()).await?;
             templated.call("b".into()).await?;
             default.call("c".into()).await?;
-            Ok::<_, TaskError>(())
+            Ok(())
         })
         .await;
     assert_eq!(run.state(), &State::Completed);
@@ -182,8 +179,7 @@ pub async fn concurrent_flows_leave_one_complete_target(store: &ResultStore) {
             async move { Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; LEN])) }
         })
         .result(store.clone())
-        .target("shared/{task_name}.bin")
-        .unwrap();
+        .target("shared/{task_name}.bin");
         async move {
             Flow::new(format!("flow-{i}"))
                 .run((), |_| async move { task.call(()).await })
@@ -214,6 +210,93 @@ pub async fn concurrent_flows_leave_one_complete_target(store: &ResultStore) {
     assert!(runs.load(Ordering::SeqCst) >= 1);
 }
 
+/// An input that cannot be a template value (a map with tuple keys) does not stop a
+/// target that never names it; a target that names it fails before the body, saying
+/// why.
+pub async fn only_inputs_a_template_names_become_template_values(store: &ResultStore) {
+    type Grid = std::collections::HashMap<(i32, i32), u8>;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let make = |target: &str| {
+        let runs = runs.clone();
+        Task::infallible("grid", move |(_day, grid): (String, Grid)| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async move { grid.len() as u64 }
+        })
+        .inputs(["day", "grid"])
+        .result(store.clone())
+        .target(target)
+    };
+    let grid: Grid = [((0, 0), 1), ((0, 1), 2)].into_iter().collect();
+    let run = make("grids/{day}.json")
+        .run(("mon".into(), grid.clone()))
+        .await;
+    assert_eq!(
+        (run.state(), run.value()),
+        (&State::Completed, Some(&2)),
+        "{:?}",
+        run.error().map(ToString::to_string)
+    );
+    assert_eq!(run.info().location.as_deref(), Some("grids/mon.json"));
+    assert!(store.exists("grids/mon.json").await.unwrap());
+
+    let naming = make("grids/{grid}.json").run(("mon".into(), grid)).await;
+    let error = naming
+        .error()
+        .expect("a template naming the map fails")
+        .to_string();
+    assert!(error.contains("input 'grid'"), "{error}");
+    assert!(error.contains("key must be a string"), "{error}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A run whose output could never be published fails before its body runs: a
+/// checkpoint location over the key length limit (from an over-long flow name), a
+/// target over it (from an over-long task name), and — on the local disk — a file
+/// name longer than the file system allows, reported as such.
+pub async fn a_location_that_can_never_be_written_fails_before_the_body(store: &ResultStore) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let long = "n".repeat(1100);
+
+    let checkpointed = counted("checkpointed", &runs, "x".into())
+        .result(store.clone())
+        .checkpoint(true);
+    let flow = Flow::new(long.clone());
+    let run = flow
+        .run((), |_| async { checkpointed.call("mon".into()).await })
+        .await;
+    let error = run
+        .error()
+        .expect("the checkpoint location is too long")
+        .to_string();
+    assert!(error.contains("at most 1024 bytes"), "{error}");
+    assert!(error.len() < 800, "the long name is shortened: {error}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    let targeted = counted(&long, &runs, "x".into())
+        .result(store.clone())
+        .target("{task_name}.txt");
+    let run = targeted.run("mon".into()).await;
+    let error = run.error().expect("the target is too long").to_string();
+    assert!(error.contains("at most 1024 bytes"), "{error}");
+    assert!(error.len() < 800, "the long name is shortened: {error}");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    // 300 bytes: a valid key, but longer than a local file name may be.
+    let wide = counted("wide", &runs, "x".into())
+        .result(store.clone())
+        .target("{day}.txt");
+    let run = wide.run("d".repeat(300)).await;
+    if store.url().starts_with("file://") {
+        let error = run.error().expect("a file name over 255 bytes").to_string();
+        assert!(error.contains("longer than"), "{error}");
+        assert!(!error.contains("exists"), "no file exists: {error}");
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+    } else {
+        assert_eq!(run.state(), &State::Completed);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+}
+
 #[macro_export]
 macro_rules! runner_tests {
     ($make:expr) => {
@@ -223,6 +306,8 @@ macro_rules! runner_tests {
             checkpoints_land_where_the_location_says,
             nothing_is_persisted_unless_asked,
             concurrent_flows_leave_one_complete_target,
+            only_inputs_a_template_names_become_template_values,
+            a_location_that_can_never_be_written_fails_before_the_body,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

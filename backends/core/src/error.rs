@@ -80,7 +80,7 @@ pub enum Error {
     },
 
     /// A key that no backend accepts (absolute, `..`, empty segments, control characters).
-    #[error("invalid key '{key}': {reason}")]
+    #[error("invalid key '{}': {reason}", shown(key))]
     InvalidKey {
         /// The rejected key.
         key: String,
@@ -250,3 +250,33 @@ impl fmt::Display for ConnectionRefused {
 }
 
 impl std::error::Error for ConnectionRefused {}
+
+/// `value` for an error message: control characters escaped, and a value longer than
+/// `max` characters cut in the middle, saying how long it was.
+pub fn shorten(value: &str, max: usize) -> String {
+    let escaped: String = value
+        .chars()
+        .flat_map(|c| {
+            let mut out = Vec::new();
+            if c.is_control() {
+                out.extend(c.escape_debug());
+            } else {
+                out.push(c);
+            }
+            out
+        })
+        .collect();
+    let count = escaped.chars().count();
+    if count <= max {
+        return escaped;
+    }
+    let keep = max.saturating_sub(1) / 2;
+    let head: String = escaped.chars().take(keep).collect();
+    let tail: String = escaped.chars().skip(count - keep).collect();
+    format!("{head}…{tail} ({} characters)", value.chars().count())
+}
+
+/// A key as error messages show it.
+fn shown(key: &str) -> String {
+    shorten(key, 160)
+}

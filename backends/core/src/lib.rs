@@ -19,7 +19,7 @@ mod timeouts;
 pub use applied::recognize_applied;
 pub use backend::{Backend, BackendExt, CleanUp, DynBackend};
 pub use capabilities::Capabilities;
-pub use error::{ConnectionRefused, Error, ErrorKind, Result, Source};
+pub use error::{shorten, ConnectionRefused, Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};
 pub use payload::{
     resolve_range, GetRange, GetResult, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
@@ -38,4 +38,33 @@ pub use timeouts::{
 /// names are never valid object keys of any backend, so every backend skips them.
 pub fn is_staged_name(name: &str) -> bool {
     name.starts_with(".cairn-staged.")
+}
+
+/// `path` with a leading `~` (alone or followed by `/`) replaced by the home directory
+/// (`$HOME`), as a shell would; any other path as it is. Local stores, plain-path store
+/// URLs and settings go through it, so `ResultStore::local("~/.cairn")` is under the
+/// home directory rather than in a directory named `~`.
+///
+/// ```
+/// let home = std::env::var("HOME").unwrap();
+/// assert_eq!(cairn_backend::expand_home("~/.cairn"), std::path::Path::new(&home).join(".cairn"));
+/// assert_eq!(cairn_backend::expand_home("data/~x"), std::path::Path::new("data/~x"));
+/// assert_eq!(cairn_backend::expand_home("~user/x"), std::path::Path::new("~user/x"));
+/// ```
+pub fn expand_home(path: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let path = path.as_ref();
+    let Some(text) = path.to_str() else {
+        return path.to_path_buf();
+    };
+    let rest = match text.strip_prefix('~') {
+        Some("") => "",
+        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
+        _ => return path.to_path_buf(),
+    };
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) if rest.is_empty() => PathBuf::from(home),
+        Some(home) => PathBuf::from(home).join(rest),
+        None => path.to_path_buf(),
+    }
 }

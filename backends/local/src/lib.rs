@@ -75,14 +75,20 @@ pub const DEFAULT_INLINE_READ_LIMIT: u64 = 64 << 10;
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalBackend {
-    /// A backend rooted at `root`, which is created if it does not exist.
+    /// A backend rooted at `root`, which is created if it does not exist. A leading
+    /// `~` is the home directory ([`cairn_backend::expand_home`]).
     ///
     /// # Errors
-    /// When the directory cannot be created or is not a directory.
+    /// [`Error::Config`] naming the directory and the operating system's reason when it
+    /// cannot be created; [`Error::BucketNotFound`] when it is not a directory.
     pub fn new(root: impl AsRef<Path>) -> Result<Self> {
-        let root = root.as_ref();
-        let url = file_url(root);
-        fs::create_dir_all(root).map_err(|e| io_error(&url, "", e))?;
+        let root = cairn_backend::expand_home(root);
+        fs::create_dir_all(&root).map_err(|e| Error::Config {
+            message: format!(
+                "cannot create the local store's directory '{}': {e}",
+                root.display()
+            ),
+        })?;
         Self::open_existing(root)
     }
 
@@ -91,7 +97,8 @@ impl LocalBackend {
     /// # Errors
     /// [`Error::BucketNotFound`] when `root` does not exist or is not a directory.
     pub fn open_existing(root: impl AsRef<Path>) -> Result<Self> {
-        let root = root.as_ref();
+        let root = cairn_backend::expand_home(root);
+        let root = root.as_path();
         let url = file_url(root);
         let root = match fs::canonicalize(root) {
             Ok(r) if r.is_dir() => r,
@@ -202,6 +209,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 fn io_error(url: &str, key: &str, e: io::Error) -> Error {
+    // ENAMETOOLONG (Linux 36, macOS and the BSDs 63): no object can have this key here.
+    let name_too_long = if cfg!(target_os = "linux") { 36 } else { 63 };
+    if e.raw_os_error() == Some(name_too_long) {
+        return Error::InvalidKey {
+            key: key.into(),
+            reason: format!("a path segment is longer than {url} allows ({e})"),
+        };
+    }
     match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound {
             backend: url.into(),

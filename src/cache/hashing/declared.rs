@@ -204,15 +204,58 @@ impl<T> CacheHash for Hashed<T> {
 
 impl<T: Serialize> Serialize for Hashed<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_as_digest(serializer, self.digest, &self.value)
+        let result = serialize_as_digest(serializer, self.digest, &self.value);
+        // After the value: the order in which deserialization meets them (inner
+        // `Hashed` values first).
+        DECLARED_OUT.with(|out| {
+            if let Some(out) = out.borrow_mut().as_mut() {
+                out.push(self.digest);
+            }
+        });
+        result
     }
 }
 
-/// Read back (from a target, checkpoint or cache record), a `Hashed<T>` is the value
-/// with its canonical digest, as [`Hashed::by_value`] gives: the digest itself is not
-/// stored, so that the stored bytes are exactly `T`'s. A task output declared with
-/// `by_value` therefore keys downstream tasks the same whether it was computed or
-/// read from a cache; a digest from another method is recomputed canonically.
+std::thread_local! {
+    /// While a record's payload is serialized: the digests of the `Hashed` values in
+    /// it, in order.
+    static DECLARED_OUT: std::cell::RefCell<Option<Vec<Digest>>> = const { std::cell::RefCell::new(None) };
+    /// While a record's payload is deserialized: the digests its header declares, in
+    /// order, for the `Hashed` values in it.
+    static DECLARED_IN: std::cell::RefCell<Option<std::collections::VecDeque<Digest>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `serialize` (a record payload's serialization, on this thread), collecting the
+/// declared digests of the [`Hashed`] values it writes, in order.
+pub(crate) fn collect_declared<R>(serialize: impl FnOnce() -> R) -> (R, Vec<Digest>) {
+    let previous = DECLARED_OUT.with(|out| out.replace(Some(Vec::new())));
+    let result = serialize();
+    let digests = DECLARED_OUT
+        .with(|out| out.replace(previous))
+        .unwrap_or_default();
+    (result, digests)
+}
+
+/// Runs `deserialize` (a record payload's deserialization, on this thread), giving
+/// the [`Hashed`] values it reads the digests `declared`, in order.
+pub(crate) fn restore_declared<R>(declared: Vec<Digest>, deserialize: impl FnOnce() -> R) -> R {
+    if declared.is_empty() {
+        return deserialize();
+    }
+    let previous = DECLARED_IN.with(|d| d.replace(Some(declared.into())));
+    let result = deserialize();
+    DECLARED_IN.with(|d| d.replace(previous));
+    result
+}
+
+/// Read back from a cache record or a checkpoint record, a `Hashed<T>` has the digest
+/// it was declared with: the record's header carries the declared digests of the
+/// `Hashed` values in its payload, so a downstream task is keyed the same whether its
+/// upstream ran or was `Cached`, in this process or another. The payload itself is
+/// exactly `T`'s bytes.
+///
+/// Read from anything else (a target, which is plain bytes, or other JSON), it is the
+/// value with its canonical digest, as [`Hashed::by_value`] gives.
 ///
 /// ```
 /// use cairn::hashing::Hashed;
@@ -224,7 +267,11 @@ impl<T: Serialize> Serialize for Hashed<T> {
 impl<'de, T: Serialize + serde::Deserialize<'de>> serde::Deserialize<'de> for Hashed<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = T::deserialize(deserializer)?;
-        Hashed::by_value(value).map_err(serde::de::Error::custom)
+        let declared = DECLARED_IN.with(|d| d.borrow_mut().as_mut().and_then(|d| d.pop_front()));
+        match declared {
+            Some(digest) => Ok(Hashed { value, digest }),
+            None => Hashed::by_value(value).map_err(serde::de::Error::custom),
+        }
     }
 }
 

@@ -182,6 +182,7 @@ mod unordered;
 
 pub use content::{hash_file, Blob, ContentHasher};
 pub use declared::{by_cache_hash, CacheHash, FileInput, Hashed};
+pub(crate) use declared::{collect_declared, restore_declared};
 pub use digest::{Digest, ParseDigestError};
 pub use error::HashError;
 pub(crate) use key::key_from_parts;
