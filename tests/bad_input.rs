@@ -59,12 +59,12 @@ mod every_backend {
             (
                 "malformed template",
                 vec!["{x", "target"],
-                task_error(Task::infallible("t", |x: u64| async move { x }).target("out/{x")),
+                task_error(Task::infallible("t", |x: u64| async move { x }).try_target("out/{x")),
             ),
             (
                 "format spec that does not parse",
                 vec!["{x:%Q!}"],
-                task_error(Task::infallible("t", |x: u64| async move { x }).target("out/{x:%Q!}")),
+                task_error(Task::infallible("t", |x: u64| async move { x }).try_target("out/{x:%Q!}")),
             ),
             (
                 "'..' in a key",
@@ -136,7 +136,7 @@ mod every_backend {
             task_error(
                 Task::infallible("t", |x: u64| async move { x })
                     .inputs(["x"])
-                    .target("out/{nope}.json"),
+                    .try_target("out/{nope}.json"),
             ),
         ));
 
@@ -219,7 +219,7 @@ mod every_backend {
         let t = Task::infallible("t", |x: u64| async move { x })
             .inputs(["x"])
             .result(store.clone())
-            .target("out/{x}.json")
+            .try_target("out/{x}.json")
             .unwrap();
         let err = t.run(1).await.into_result().unwrap_err().to_string();
         assert!(

@@ -84,7 +84,7 @@ fn task(case: &str, store: ResultStore, len: usize, announce: bool) -> Task<u64,
     })
     .inputs(["x"]);
     match case {
-        "target" => t.result(store).target("out/{task_name}.bin").unwrap(),
+        "target" => t.result(store).target("out/{task_name}.bin"),
         "cache" => t
             .cache_policy(INPUTS)
             .result_storage(store)
@@ -92,8 +92,7 @@ fn task(case: &str, store: ResultStore, len: usize, announce: bool) -> Task<u64,
         _ => t
             .result(store)
             .checkpoint(true)
-            .location("ckpt/{task_name}.bin")
-            .unwrap(),
+            .location("ckpt/{task_name}.bin"),
     }
 }
 

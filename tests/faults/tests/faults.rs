@@ -217,7 +217,6 @@ fn bad_configurations_fail_at_once_with_a_clear_error() {
         let task = Task::infallible("report", |x: u64| async move { x })
             .result(store)
             .target("reports/{x}.json")
-            .unwrap()
             .inputs(["x"]);
         let t = Instant::now();
         let run = task.run(1).await;
@@ -373,7 +372,6 @@ fn a_failing_cache_store_is_a_miss_or_a_warning_unless_strict() {
         let target = Task::infallible("target_rule", |x: u64| async move { x })
             .result(store.clone())
             .target("out/{x}.json")
-            .unwrap()
             .inputs(["x"]);
         let run = target.run(9).await;
         let err = run
