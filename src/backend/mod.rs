@@ -6,11 +6,16 @@
 //! | `file:///path` or a plain path | `LocalBackend` | `local` (default) |
 //! | `s3://bucket/prefix` | `S3Backend` | `s3` |
 //! | `gs://bucket/prefix` | `GcsBackend` | `gcs` |
+//! | `az://container/prefix` (`azure://`, `abfs://`, `abfss://`) | `AzureBuilder` (an [`ObjectStoreBackend`]) | `azure` |
 //! | any `object_store::ObjectStore` | [`ObjectStoreBackend`] | always |
 
+#[cfg(feature = "azure")]
+mod azure;
 mod memory;
 mod object_store_adapter;
 
+#[cfg(feature = "azure")]
+pub use azure::AzureBuilder;
 pub use cairn_backend::*;
 #[cfg(feature = "gcs")]
 pub use cairn_gcs::GcsBackend;
@@ -43,9 +48,10 @@ pub async fn open(url: &str) -> Result<DynBackend> {
         Some("file") | None => open_local(url.strip_prefix("file://").unwrap_or(url)),
         Some("s3") => open_s3(url).await,
         Some("gs") | Some("gcs") => open_gcs(url).await,
+        Some("az" | "azure" | "abfs" | "abfss" | "adl") => open_azure(url),
         Some(other) => Err(Error::Config {
             message: format!(
-                "unknown store URL scheme '{other}://' in '{url}' (known: memory://, file://, s3://, gs://)"
+                "unknown store URL scheme '{other}://' in '{url}' (known: memory://, file://, s3://, gs://, az://)"
             ),
         }),
     }
@@ -84,6 +90,16 @@ async fn open_gcs(url: &str) -> Result<DynBackend> {
 #[cfg(not(feature = "gcs"))]
 async fn open_gcs(url: &str) -> Result<DynBackend> {
     Err(missing_feature("gcs", url))
+}
+
+#[cfg(feature = "azure")]
+fn open_azure(url: &str) -> Result<DynBackend> {
+    Ok(Arc::new(AzureBuilder::from_url(url)?.build()?))
+}
+
+#[cfg(not(feature = "azure"))]
+fn open_azure(url: &str) -> Result<DynBackend> {
+    Err(missing_feature("azure", url))
 }
 
 #[allow(dead_code)]
