@@ -194,7 +194,13 @@ impl std::fmt::Display for LeaseHolder {
     }
 }
 
-fn host_name() -> String {
+/// This machine's host name (read once).
+pub(crate) fn host_name() -> String {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(read_host_name).clone()
+}
+
+fn read_host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -26,7 +26,7 @@ mod lease_probe;
 pub(crate) mod memory;
 mod policy;
 
-pub(crate) use lease::lease_location;
+pub(crate) use lease::{host_name, lease_location};
 pub use lease::{Attempt, Lease, LeaseConfig, LeaseHolder, Reservation};
 pub use lease_probe::{probe_leases, LeaseProbe};
 pub use memory::{MemoryTier, DEFAULT_MEMORY_TIER_BYTES};
