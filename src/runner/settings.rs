@@ -17,6 +17,7 @@ use crate::backend::{Error, Result};
 /// | checkpoint every task | `[flows] checkpointing = true` | `CAIRN__FLOWS__CHECKPOINTING=true` |
 /// | refresh every cache | `[tasks] refresh_cache = true` | `CAIRN__TASKS__REFRESH_CACHE=true` |
 /// | the store used when no task or flow names one | `[results] store = "s3://bucket/prefix"` | `CAIRN__RESULTS__STORE=...` |
+/// | a local disk tier in front of that store | `[results] cache_dir = "/var/cache/cairn"` | `CAIRN__RESULTS__CACHE_DIR=...` |
 ///
 /// `CAIRN_HOME` defaults to `~/.cairn`. When no store is named anywhere, persisted
 /// results go to `$CAIRN_HOME/storage` on the local disk.
@@ -47,6 +48,9 @@ pub struct Settings {
     pub refresh_cache: Option<bool>,
     /// `[results] store`: the URL of the store used when none is named.
     pub store: Option<String>,
+    /// `[results] cache_dir`: a local disk tier in front of that store (the URL
+    /// option `?cache_dir=`, see `backend::TieredBackend`).
+    pub cache_dir: Option<String>,
 }
 
 static GLOBAL: OnceLock<Settings> = OnceLock::new();
@@ -113,9 +117,13 @@ impl Settings {
 
     /// The URL of the store persisted results go to when no task or flow names one.
     pub fn default_store_url(&self) -> String {
-        match &self.store {
+        let url = match &self.store {
             Some(url) => url.clone(),
             None => format!("file://{}", self.home.join("storage").display()),
+        };
+        match &self.cache_dir {
+            Some(dir) if !url.contains('?') => format!("{url}?cache_dir={dir}"),
+            _ => url,
         }
     }
 
@@ -143,6 +151,12 @@ impl Settings {
                             .ok_or_else(|| bad(format!("{name} must be a URL string")))?;
                         self.store = Some(url.to_owned());
                     }
+                    "results.cache_dir" => {
+                        let dir = value
+                            .as_str()
+                            .ok_or_else(|| bad(format!("{name} must be a directory path")))?;
+                        self.cache_dir = Some(dir.to_owned());
+                    }
                     _ => tracing::warn!("{}: unknown setting {name}", path.display()),
                 }
             }
@@ -162,6 +176,7 @@ impl Settings {
                 self.set_flag(&name, flag);
             }
             "results.store" => self.store = Some(value.to_owned()),
+            "results.cache_dir" => self.cache_dir = Some(value.to_owned()),
             _ => tracing::warn!("unknown setting {variable}"),
         }
         Ok(())
@@ -230,6 +245,13 @@ mod tests {
         assert_eq!(s.checkpointing, Some(true));
         assert_eq!(s.refresh_cache, Some(true));
         assert_eq!(s.default_store_url(), "s3://b/p");
+        let s = Settings::from_sources(
+            home.path(),
+            [("CAIRN__RESULTS__CACHE_DIR", "/var/cache/cairn")],
+        )
+        .unwrap();
+        assert_eq!(s.cache_dir.as_deref(), Some("/var/cache/cairn"));
+        assert_eq!(s.default_store_url(), "s3://b/p?cache_dir=/var/cache/cairn");
     }
 
     #[test]
