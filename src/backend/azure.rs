@@ -134,7 +134,7 @@ impl AzureBuilder {
                 .any(|(k, v)| k.contains("use_emulator") && v == "true");
         Ok(ObjectStoreBackend::new(store, self.url.clone())
             .with_capabilities(capabilities(emulator))
-            .with_missing_bucket(self.container, "ContainerNotFound"))
+            .with_missing_bucket(self.container, "<Code>ContainerNotFound</Code>"))
     }
 }
 
