@@ -1,12 +1,12 @@
 # shellcheck shell=bash
 # Shared functions of localstack/start, localstack/stop and localstack/test: starting the
-# S3 and GCS emulators on loopback, waiting for them, creating the test buckets, and
+# S3, GCS and Azure Blob Storage emulators on loopback, waiting for them, creating the test buckets, and
 # stopping exactly the processes that were started. Sourced, not run.
 #
 # A run directory holds everything about one set of emulators:
 #   pids                 one line per started process group: "name pid starttime"
 #   env                  the variables the tests read, as `export` lines
-#   s3.log, gcs.log      the emulators' output
+#   s3.log, gcs.log, azure.log   the emulators' output
 #   localstack-fs/       LocalStack's FILESYSTEM_ROOT
 
 # The script directory, the install cache and the defaults every script shares.
@@ -16,6 +16,10 @@ cairn_cache_dir="${CAIRN_EMULATORS_DIR:-$HOME/.cache/cairn-emulators}"
 cairn_s3_emulator="${CAIRN_S3_EMULATOR:-localstack}"
 cairn_s3_bucket="${CAIRN_TEST_S3_BUCKET:-cairn-test}"
 cairn_gcs_bucket="${CAIRN_TEST_GCS_BUCKET:-cairntest}" # no '-': fake-gcs-server dislikes it
+cairn_azure_container="${CAIRN_TEST_AZURE_CONTAINER:-cairn-test}"
+# Azurite's well-known development account (public, documented by Microsoft).
+cairn_azure_account=devstoreaccount1
+cairn_azure_key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 cairn_start_timeout="${CAIRN_EMULATOR_START_TIMEOUT:-90}"
 cairn_stop_timeout="${CAIRN_EMULATOR_STOP_TIMEOUT:-15}"
 
@@ -116,7 +120,28 @@ start_gcs() {
     -external-url "http://127.0.0.1:$port" -public-host "127.0.0.1:$port"
 }
 
-# Readiness probes: s3_ready URL LOG, gcs_ready URL.
+# The Azurite blob server inside the npm package installed by localstack/install.
+azurite_binary() {
+  local b="$cairn_cache_dir/azurite/node_modules/azurite/dist/src/blob/main.js"
+  [ -f "$b" ] && echo "$b"
+}
+
+# start_azure RUN_DIR PORT: starts Azurite's blob service, blobs in memory; sets
+# LAUNCHED_PID.
+start_azure() {
+  local run_dir=$1 port=$2 main
+  main=$(azurite_binary) || main=""
+  if [ -z "$main" ] || ! command -v node >/dev/null 2>&1; then
+    say "Azurite (or node) is not installed in $cairn_cache_dir (run localstack/install azure)"
+    return 1
+  fi
+  # In memory; started in the run directory, where Azurite would write any file.
+  launch "$run_dir" azure "$run_dir/azure.log" env -C "$run_dir" \
+    node "$main" --blobHost 127.0.0.1 --blobPort "$port" \
+    --inMemoryPersistence --disableTelemetry --skipApiVersionCheck
+}
+
+# Readiness probes: s3_ready URL LOG, gcs_ready URL, azure_ready URL.
 s3_ready() {
   if [ "$cairn_s3_emulator" = localstack ]; then
     # Health says "available" once S3 is loaded ("running" once it served a request);
@@ -131,6 +156,12 @@ s3_ready() {
 }
 gcs_ready() {
   curl -fsS --max-time 2 -o /dev/null "$1/storage/v1/b" 2>/dev/null
+}
+azure_ready() {
+  # Any HTTP answer (an unsigned listing gets 403) means the blob service listens.
+  local code
+  code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "$1/$cairn_azure_account?comp=list" 2>/dev/null) || code=000
+  [ "$code" != 000 ]
 }
 
 # wait_ready NAME PID PROBE ARGS...: polls PROBE ARGS until it succeeds, the process dies,
@@ -192,6 +223,34 @@ ensure_gcs_bucket() {
   esac
 }
 
+# ensure_azure_container URL CONTAINER: creates the container unless it exists, with a
+# Shared Key signed Create Container request for the development account.
+ensure_azure_container() {
+  python3 - "$1" "$2" "$cairn_azure_account" "$cairn_azure_key" <<'EOF' || {
+import base64, hashlib, hmac, sys, urllib.error, urllib.request
+from email.utils import formatdate
+url, container, account, key = sys.argv[1:]
+date, version = formatdate(usegmt=True), "2021-08-06"
+to_sign = "\n".join(["PUT"] + [""] * 11 + [
+    f"x-ms-date:{date}", f"x-ms-version:{version}",
+    f"/{account}/{account}/{container}\nrestype:container"])
+signature = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+request = urllib.request.Request(
+    f"{url}/{account}/{container}?restype=container", method="PUT",
+    headers={"x-ms-date": date, "x-ms-version": version, "Content-Length": "0",
+             "Authorization": f"SharedKey {account}:{signature}"})
+try:
+    urllib.request.urlopen(request, timeout=10)
+except urllib.error.HTTPError as e:
+    if e.code != 409:  # ContainerAlreadyExists
+        print(f"HTTP {e.code}: {e.read()[:300]!r}", file=sys.stderr)
+        sys.exit(1)
+EOF
+    say "could not create Azure container '$2' at $1"
+    return 1
+  }
+}
+
 # Prints an `export NAME=VALUE` line, the value quoted for the shell.
 export_line() {
   printf 'export %s=%q\n' "$1" "$2"
@@ -216,6 +275,13 @@ gcs_env() {
   export_line STORAGE_EMULATOR_HOST "$1"
   export_line CAIRN_TEST_GCS_BUCKET "$cairn_gcs_bucket"
   [ -z "${2:-}" ] || export_line CAIRN_GCS_EMULATOR_PID "$2"
+}
+
+azure_env() {
+  export_line AZURE_STORAGE_USE_EMULATOR true
+  export_line AZURITE_BLOB_STORAGE_URL "$1"
+  export_line CAIRN_TEST_AZURE_CONTAINER "$cairn_azure_container"
+  [ -z "${2:-}" ] || export_line CAIRN_AZURE_EMULATOR_PID "$2"
 }
 
 # True while the process PID with kernel start time STIME runs (a zombie does not count).
@@ -264,7 +330,7 @@ stop_run() {
 # tail_logs RUN_DIR: the end of each emulator's log, for a failed start or test run.
 tail_logs() {
   local log lines="${CAIRN_LOG_TAIL_LINES:-40}"
-  for log in "$1"/s3.log "$1"/gcs.log; do
+  for log in "$1"/s3.log "$1"/gcs.log "$1"/azure.log; do
     [ -s "$log" ] || continue
     echo "----- last $lines lines of $log -----" >&2
     tail -n "$lines" "$log" >&2

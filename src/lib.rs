@@ -24,7 +24,8 @@
 //!   validated so that no value can make a location leave the store.
 //! - [`backend`]: the [`Backend`](backend::Backend) trait — raw, atomic object I/O
 //!   with `Create` and `IfMatch` preconditions — and its implementations: memory,
-//!   local disk, S3 (feature `s3`), GCS (feature `gcs`) and any `object_store`.
+//!   local disk, S3 (feature `s3`), GCS (feature `gcs`), Azure Blob Storage (feature
+//!   `azure`) and any `object_store`.
 //!
 //! ## A first store
 //!

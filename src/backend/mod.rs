@@ -6,11 +6,19 @@
 //! | `file:///path` or a plain path | `LocalBackend` | `local` (default) |
 //! | `s3://bucket/prefix` | `S3Backend` | `s3` |
 //! | `gs://bucket/prefix` | `GcsBackend` | `gcs` |
+//! | `az://container/prefix` (`azure://`, `abfs://`, `abfss://`) | `AzureBuilder` (an [`ObjectStoreBackend`]) | `azure` |
 //! | any `object_store::ObjectStore` | [`ObjectStoreBackend`] | always |
+//! | any of these with `?cache_dir=/path[&cache_size=10GiB]` | [`TieredBackend`]: a local disk tier in front | always |
 
+#[cfg(feature = "azure")]
+mod azure;
+mod disk_tier;
 mod memory;
 mod object_store_adapter;
+mod tiered;
 
+#[cfg(feature = "azure")]
+pub use azure::AzureBuilder;
 pub use cairn_backend::*;
 #[cfg(feature = "gcs")]
 pub use cairn_gcs::GcsBackend;
@@ -18,8 +26,10 @@ pub use cairn_gcs::GcsBackend;
 pub use cairn_local::LocalBackend;
 #[cfg(feature = "s3")]
 pub use cairn_s3::S3Backend;
+pub use disk_tier::{DiskTier, TierCopy, DEFAULT_TIER_BYTES};
 pub use memory::MemoryBackend;
 pub use object_store_adapter::ObjectStoreBackend;
+pub use tiered::{TierPolicy, TieredBackend};
 
 use std::sync::Arc;
 
@@ -37,18 +47,66 @@ use std::sync::Arc;
 /// # Ok::<(), cairn::Error>(()) }).unwrap();
 /// ```
 pub async fn open(url: &str) -> Result<DynBackend> {
+    if let Some((base, query)) = url.split_once('?') {
+        return open_tiered(url, base, query).await;
+    }
     let scheme = url.split_once("://").map(|(s, _)| s);
     match scheme {
         Some("memory") => Ok(Arc::new(MemoryBackend::new())),
         Some("file") | None => open_local(url.strip_prefix("file://").unwrap_or(url)),
         Some("s3") => open_s3(url).await,
         Some("gs") | Some("gcs") => open_gcs(url).await,
+        Some("az" | "azure" | "abfs" | "abfss" | "adl") => open_azure(url),
         Some(other) => Err(Error::Config {
             message: format!(
-                "unknown store URL scheme '{other}://' in '{url}' (known: memory://, file://, s3://, gs://)"
+                "unknown store URL scheme '{other}://' in '{url}' (known: memory://, file://, s3://, gs://, az://)"
             ),
         }),
     }
+}
+
+/// `URL?cache_dir=/path[&cache_size=N]`: the store at URL behind a local tier.
+async fn open_tiered(url: &str, base: &str, query: &str) -> Result<DynBackend> {
+    let bad = |reason: String| Error::Config {
+        message: format!("'{url}': {reason}"),
+    };
+    let (mut dir, mut size) = (None, DEFAULT_TIER_BYTES);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("cache_dir", d)) if !d.is_empty() => dir = Some(d.to_string()),
+            Some(("cache_size", n)) => {
+                size = parse_size(n).ok_or_else(|| {
+                    bad(format!(
+                        "cache_size '{n}' is not a size (such as 10GiB, 512MiB, 1000000)"
+                    ))
+                })?
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown store option '{pair}' (known: cache_dir, cache_size)"
+                )))
+            }
+        }
+    }
+    let dir = dir.ok_or_else(|| bad("cache_size without cache_dir".into()))?;
+    let remote = Box::pin(open(base)).await?;
+    let tier = DiskTier::new(dir)?.with_max_bytes(size);
+    Ok(Arc::new(TieredBackend::new(tier, remote)))
+}
+
+/// `123`, `10KiB`, `512MiB`, `10GiB`.
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 #[cfg(feature = "local")]
@@ -84,6 +142,16 @@ async fn open_gcs(url: &str) -> Result<DynBackend> {
 #[cfg(not(feature = "gcs"))]
 async fn open_gcs(url: &str) -> Result<DynBackend> {
     Err(missing_feature("gcs", url))
+}
+
+#[cfg(feature = "azure")]
+fn open_azure(url: &str) -> Result<DynBackend> {
+    Ok(Arc::new(AzureBuilder::from_url(url)?.build()?))
+}
+
+#[cfg(not(feature = "azure"))]
+fn open_azure(url: &str) -> Result<DynBackend> {
+    Err(missing_feature("azure", url))
 }
 
 #[allow(dead_code)]

@@ -33,6 +33,8 @@ pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
     url: String,
     capabilities: Capabilities,
+    /// The bucket (container) and the error code that says it is missing.
+    missing_bucket: Option<(String, &'static str)>,
 }
 
 impl ObjectStoreBackend {
@@ -46,7 +48,15 @@ impl ObjectStoreBackend {
                 gaps: vec!["user metadata is not passed through the object_store adapter".into()],
                 ..Capabilities::default()
             },
+            missing_bucket: None,
         }
+    }
+
+    /// An error whose message carries `code` (such as Azure's `ContainerNotFound`)
+    /// is reported as [`Error::BucketNotFound`] naming `bucket`.
+    pub fn with_missing_bucket(mut self, bucket: impl Into<String>, code: &'static str) -> Self {
+        self.missing_bucket = Some((bucket.into(), code));
+        self
     }
 
     /// Overrides the declared capabilities (for stores known to lack `IfMatch`, say).
@@ -58,6 +68,12 @@ impl ObjectStoreBackend {
     fn error(&self, key: &str, e: object_store::Error) -> Error {
         let backend = self.url.clone();
         let key = key.to_string();
+        if let Some((bucket, code)) = &self.missing_bucket {
+            if e.to_string().contains(code) {
+                let bucket = bucket.clone();
+                return Error::BucketNotFound { backend, bucket };
+            }
+        }
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound { backend, key },
             object_store::Error::AlreadyExists { .. } => Error::AlreadyExists { backend, key },

@@ -20,6 +20,7 @@ use crate::backend::{expand_home, Error, Result};
 /// | time limits and attempts of that store (S3, GCS) | `[results] read_timeout = "10s"` (also `connect_timeout`, `operation_timeout`, `max_attempts`) | `CAIRN__RESULTS__READ_TIMEOUT=10s` |
 /// | fail a task when its cache store fails | `[tasks] strict_cache = true` | `CAIRN__TASKS__STRICT_CACHE=true` |
 /// | how long a memory-tier hit is trusted ([`crate::cache::MemoryTier`]) | `[cache] memory_tier_revalidate_after_ms = 1000` | `CAIRN__CACHE__MEMORY_TIER_REVALIDATE_AFTER_MS=0` |
+/// | a local disk tier in front of that store | `[results] cache_dir = "/var/cache/cairn"` | `CAIRN__RESULTS__CACHE_DIR=...` |
 ///
 /// `CAIRN_HOME` defaults to `~/.cairn`. When no store is named anywhere, persisted
 /// results and cache records go to `$CAIRN_HOME/storage` on the local disk. A leading
@@ -67,6 +68,9 @@ pub struct Settings {
     /// `[cache] memory_tier_revalidate_after_ms`: how long a memory-tier hit is served
     /// without asking the store; `None` when neither source sets it (1 s).
     pub memory_tier_revalidate_after: Option<std::time::Duration>,
+    /// `[results] cache_dir`: a local disk tier in front of that store (the URL
+    /// option `?cache_dir=`, see `backend::TieredBackend`).
+    pub cache_dir: Option<String>,
 }
 
 static GLOBAL: OnceLock<Settings> = OnceLock::new();
@@ -149,14 +153,17 @@ impl Settings {
     pub fn default_store_url(&self) -> String {
         let url = match &self.store {
             Some(url) => url.clone(),
-            None => return format!("file://{}", self.home.join("storage").display()),
+            None => format!("file://{}", self.home.join("storage").display()),
         };
-        if self.store_options.is_empty() || !(url.starts_with("s3://") || url.starts_with("gs://"))
-        {
-            return url;
-        }
+        let remote = url.starts_with("s3://") || url.starts_with("gs://");
+        let options = self
+            .store_options
+            .iter()
+            .filter(|_| remote)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(self.cache_dir.as_deref().map(|dir| ("cache_dir", dir)));
         let mut url = url;
-        for (name, value) in &self.store_options {
+        for (name, value) in options {
             let named = url
                 .split_once('?')
                 .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next() == Some(name)));
@@ -212,6 +219,10 @@ impl Settings {
                         .ok_or_else(|| {
                             bad(format!("{name} must be a whole number of milliseconds"))
                         }),
+                    "results.cache_dir" => value
+                        .as_str()
+                        .map(|dir| self.cache_dir = Some(expand_url(dir)))
+                        .ok_or_else(|| bad(format!("{name} must be a directory path"))),
                     _ => {
                         tracing::warn!("{}: unknown setting {name}", path.display());
                         Ok(())
@@ -252,6 +263,7 @@ impl Settings {
                 })?;
                 self.memory_tier_revalidate_after = Some(std::time::Duration::from_millis(ms));
             }
+            "results.cache_dir" => self.cache_dir = Some(expand_url(value)),
             _ => tracing::warn!("unknown setting {variable}"),
         }
         Ok(())
@@ -350,6 +362,13 @@ mod tests {
         assert_eq!(s.checkpointing, Some(true));
         assert_eq!(s.refresh_cache, Some(true));
         assert_eq!(s.default_store_url(), "s3://b/p");
+        let s = Settings::from_sources(
+            home.path(),
+            [("CAIRN__RESULTS__CACHE_DIR", "/var/cache/cairn")],
+        )
+        .unwrap();
+        assert_eq!(s.cache_dir.as_deref(), Some("/var/cache/cairn"));
+        assert_eq!(s.default_store_url(), "s3://b/p?cache_dir=/var/cache/cairn");
     }
 
     #[test]

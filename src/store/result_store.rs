@@ -96,6 +96,31 @@ impl ResultStore {
         Ok(Self::from_backend(backend::open(url).await?))
     }
 
+    /// The `remote` store behind a local disk tier in `cache_dir` (bounded by
+    /// [`backend::DEFAULT_TIER_BYTES`]; see [`backend::TieredBackend`] for what is
+    /// served locally). The same as the URL option `?cache_dir=`.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let (tier, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    /// let remote = cairn::ResultStore::local(remote.path())?;
+    /// let store = cairn::ResultStore::tiered(tier.path(), &remote)?;
+    /// store.write_at("cache/v1/x.json", &7).await?;
+    /// assert_eq!(store.url(), remote.url()); // the tier is invisible
+    /// assert_eq!(remote.read::<i32>("cache/v1/x.json").await?, 7); // written through
+    /// # Ok::<(), cairn::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `cache_dir` cannot be created.
+    pub fn tiered(cache_dir: impl AsRef<std::path::Path>, remote: &ResultStore) -> Result<Self> {
+        let tier = backend::DiskTier::new(cache_dir)?;
+        let mut store = Self::new(backend::TieredBackend::new(tier, remote.backend.clone()));
+        store.serializer = remote.serializer;
+        store.location = remote.location.clone();
+        Ok(store)
+    }
+
     /// Uses `serializer` for locations whose extension does not name one.
     pub fn with_serializer(mut self, serializer: Serializer) -> Self {
         self.serializer = serializer;

@@ -1,8 +1,9 @@
 //! Where the emulator-backed tests find their services.
 //!
-//! `./localstack/test` starts LocalStack and fake-gcs-server and exports
-//! `AWS_ENDPOINT_URL` and `STORAGE_EMULATOR_HOST`. Without them a test is skipped with a
-//! message — except under `CI=true`, where a missing emulator fails the test.
+//! `./localstack/test` starts LocalStack, fake-gcs-server and Azurite and exports
+//! `AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST` and `AZURITE_BLOB_STORAGE_URL`. Without
+//! them a test is skipped with a message — except under `CI=true`, where a missing
+//! emulator fails the test.
 #![allow(dead_code)]
 
 fn required(var: &str, service: &str) -> bool {
@@ -35,4 +36,12 @@ pub fn run_prefix() -> String {
     PREFIX
         .get_or_init(|| format!("cairn-tests/{:012x}", rand::random::<u64>() >> 16))
         .clone()
+}
+
+/// The Azure test container, when an Azure Blob Storage emulator (Azurite) is
+/// configured.
+pub fn azure_container() -> Option<String> {
+    required("AZURITE_BLOB_STORAGE_URL", "Azure (Azurite)").then(|| {
+        std::env::var("CAIRN_TEST_AZURE_CONTAINER").unwrap_or_else(|_| "cairn-test".into())
+    })
 }
