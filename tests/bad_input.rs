@@ -64,7 +64,9 @@ mod every_backend {
             (
                 "format spec that does not parse",
                 vec!["{x:%Q!}"],
-                task_error(Task::infallible("t", |x: u64| async move { x }).try_target("out/{x:%Q!}")),
+                task_error(
+                    Task::infallible("t", |x: u64| async move { x }).try_target("out/{x:%Q!}"),
+                ),
             ),
             (
                 "'..' in a key",

@@ -69,7 +69,7 @@ async fn hit_median(store: &ResultStore, keys: u64, calls: usize) -> Duration {
                 times.push(t.elapsed());
                 assert_eq!(out, x + 1);
             }
-            Ok::<_, Infallible>(times)
+            Ok(times)
         })
         .await
         .into_result()
