@@ -13,7 +13,7 @@ mod key;
 mod payload;
 mod retry;
 
-pub use backend::{Backend, BackendExt, DynBackend};
+pub use backend::{Backend, BackendExt, DynBackend, StagedObject};
 pub use capabilities::Capabilities;
 pub use error::{Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};
