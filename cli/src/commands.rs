@@ -177,6 +177,10 @@ async fn ls(
 ) -> Result<(), Failure> {
     let ticker = Ticker::start(m.progress(), "ls");
     let mut entries = m.list(&filter.to_filter());
+    let describe = m.describe();
+    let fail = |e: cairn::Error| Failure::store(&describe, e);
+    // The first entry before the header: a store that cannot be listed prints nothing.
+    let mut entry = entries.try_next().await.map_err(fail)?;
     if !json {
         writeln!(
             out,
@@ -185,16 +189,13 @@ async fn ls(
         )?;
     }
     let now = m.now();
-    while let Some(e) = entries
-        .try_next()
-        .await
-        .map_err(|e| Failure::store(&m.describe(), e))?
-    {
+    while let Some(e) = entry {
         if json {
             json_line(out, &e)?;
         } else {
             write_entry(out, &e, now)?;
         }
+        entry = entries.try_next().await.map_err(fail)?;
     }
     drop(ticker);
     Ok(())

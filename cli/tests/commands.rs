@@ -496,3 +496,26 @@ async fn no_url_means_the_configured_store() {
     .unwrap();
     assert_eq!(stdout(&run(&["ls", "--json"])).lines().count(), 0);
 }
+
+/// A missing bucket is a configuration error: status 2, one line naming the store.
+#[test]
+fn a_missing_bucket_is_named_in_one_line() {
+    let mut urls = Vec::new();
+    if common::s3_bucket().is_some() {
+        urls.push("s3://cairn-no-such-bucket/x");
+    }
+    if common::gcs_bucket().is_some() {
+        urls.push("gs://cairnnosuchbucket/x");
+    }
+    for url in urls {
+        for command in ["ls", "du", "verify", "prune", "runs"] {
+            let o = cairn(&[command, url]);
+            assert_eq!(o.status.code(), Some(2), "{command} {url}");
+            assert_eq!(stdout(&o), "", "{command} {url}");
+            let err = stderr(&o);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with(&format!("cairn: {url}: bucket ")), "{err}");
+            assert!(err.contains("does not exist"), "{err}");
+        }
+    }
+}

@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 #[path = "../../../tests/emulators/mod.rs"]
 mod emulators;
 
+pub use emulators::{gcs_bucket, s3_bucket};
+
 /// The time every fixture record says it was created.
 pub const CREATED: &str = "2026-01-01T00:00:00Z";
 /// The time the commands judge ages at.
