@@ -131,6 +131,30 @@ impl Case {
             .spawn()
             .unwrap()
     }
+    /// The flow run's history: `task:state` for each transition object, sorted.
+    fn history(&self, run_id: &str) -> Vec<String> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            use cairn::backend::BackendExt;
+            let store = open(self.backend, &self.root).await;
+            let prefix = format!("runs/v1/etl/{run_id}/states/");
+            let mut seen: Vec<String> = store
+                .backend()
+                .list_all(&prefix)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| {
+                    let rest = &m.key.as_str()[prefix.len()..];
+                    let task = rest.split('/').next().unwrap().to_owned();
+                    let state = rest.rsplit('-').next().unwrap().to_owned();
+                    format!("{task}:{state}")
+                })
+                .collect();
+            seen.sort();
+            seen
+        })
+    }
     fn executions(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("executions"))
             .unwrap_or_default()
@@ -185,6 +209,12 @@ fn a_killed_run_resumes_where_it_stopped(backend: &'static str) {
     first.kill().unwrap();
     first.wait().unwrap();
     assert_eq!(case.executions(), ["extract", "transform"]);
+    // The history shows where it stopped: transform started and never finished.
+    assert_eq!(
+        case.history("run-42"),
+        ["extract:completed", "extract:running", "transform:running"],
+        "{backend}"
+    );
 
     // Other parameters: refused, nothing runs.
     let other = outcome(case.spawn("resume", "run-42", "tuesday", false));
@@ -214,6 +244,22 @@ fn a_killed_run_resumes_where_it_stopped(backend: &'static str) {
     assert_eq!(
         case.executions(),
         ["extract", "transform", "transform", "load"]
+    );
+    // One write-once object per transition, from both processes.
+    assert_eq!(
+        case.history("run-42"),
+        [
+            "extract:cached",
+            "extract:completed",
+            "extract:running",
+            "extract:running",
+            "load:completed",
+            "load:running",
+            "transform:completed",
+            "transform:running",
+            "transform:running",
+        ],
+        "{backend}"
     );
 }
 

@@ -256,6 +256,16 @@ impl Case {
     }
 }
 
+/// First, the lease probe: the store (or emulator) must enforce the preconditions that
+/// every behaviour below rests on, or this suite says which one it lacks.
+async fn the_store_enforces_what_leases_need(backend: &'static str) {
+    let case = Case::new(backend, "probe");
+    let report = cairn::cache::probe_leases(&case.store().await)
+        .await
+        .unwrap_or_else(|e| panic!("{backend}: the lease probe could not run: {e}"));
+    assert!(report.is_sound(), "{backend}: {:?}", report.gaps());
+}
+
 async fn sixteen_processes_run_the_body_once(backend: &'static str) {
     let case = Case::new(backend, "sixteen");
     let children: Vec<_> = (0..16).map(|_| spawn(&case.job(7, 1500))).collect();
@@ -562,6 +572,7 @@ fn main() {
     for backend in backends {
         let t = Instant::now();
         rt.block_on(async {
+            the_store_enforces_what_leases_need(backend).await;
             sixteen_processes_run_the_body_once(backend).await;
             concurrent_calls_in_one_process_run_once(backend).await;
             different_keys_never_wait(backend).await;
@@ -573,7 +584,7 @@ fn main() {
             a_live_holder_is_never_taken_over(backend).await;
         });
         eprintln!(
-            "serialized: {backend}: 9 behaviours passed in {:?}",
+            "serialized: {backend}: the lease probe and 9 behaviours passed in {:?}",
             t.elapsed()
         );
     }

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Other knobs: `CAIRN_BENCH_CALLS` (timed calls per fast row, default 20000),
-//! `CAIRN_BENCH_SECTIONS` (a comma list of `latency,steps,scaling,flow,hashing,serialize`),
+//! `CAIRN_BENCH_SECTIONS` (a comma list of
+//! `latency,steps,scaling,flow,hashing,serialize,shared_map`),
 //! `CAIRN_BENCH_REPS` (repetitions of the flow and hashing figures, default 11 and 5),
 //! `CAIRN_BENCH_DIR` (where the local stores go, default the system temp dir).
 //!
@@ -80,6 +81,11 @@ struct Config {
 }
 
 fn main() {
+    if let Ok(dir) = std::env::var(SHARED_MAP_WORKER) {
+        // A worker process of the shared-map section (this binary, started again).
+        let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        return rt.block_on(shared_map_worker(Path::new(&dir)));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,7 +131,7 @@ fn main() {
     println!();
 
     let sections = std::env::var("CAIRN_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "latency,steps,scaling,flow,hashing,serialize".into());
+        .unwrap_or_else(|_| "latency,steps,scaling,flow,hashing,serialize,shared_map".into());
     let on = |name: &str| sections.split(',').any(|s| s.trim() == name);
     let mut report = Report::default();
     rt.block_on(async {
@@ -143,6 +149,9 @@ fn main() {
         }
         if on("serialize") {
             serialize(&config, scratch.path()).await;
+        }
+        if on("shared_map") {
+            shared_map(scratch.path());
         }
     });
     if on("hashing") {
@@ -1306,4 +1315,87 @@ async fn serialize(config: &Config, dir: &Path) {
         runs.load(Ordering::Relaxed)
     );
     println!();
+}
+
+/// The environment variable that makes this binary a shared-map worker (its value is
+/// the store's directory).
+const SHARED_MAP_WORKER: &str = "CAIRN_BENCH_SHARED_MAP_WORKER";
+const SHARED_MAP_ITEMS: u64 = 40;
+const SHARED_MAP_ITEM_MS: u64 = 250;
+
+/// `Task::map_shared` across worker processes: the wall time of one 40-item map with
+/// 1, 2 and 4 workers. Each item sleeps (the work does not need a core), so the
+/// figure shows how the leases split the map, not how many cores the machine has.
+fn shared_map(dir: &Path) {
+    println!(
+        "shared_map: {SHARED_MAP_ITEMS} items of {SHARED_MAP_ITEM_MS} ms split between worker processes (local store)"
+    );
+    let exe = std::env::current_exe().expect("this binary");
+    let ideal = Duration::from_millis(SHARED_MAP_ITEMS * SHARED_MAP_ITEM_MS);
+    let mut one = None;
+    for workers in [1usize, 2, 4] {
+        let store = dir.join(format!("shared-map-{workers}"));
+        let started = Instant::now();
+        let children: Vec<_> = (0..workers)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .env(SHARED_MAP_WORKER, &store)
+                    .env("CAIRN_RUN_ID", format!("bench-{workers}"))
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("a worker process")
+            })
+            .collect();
+        let mut ran = 0;
+        for child in children {
+            let out = child.wait_with_output().expect("a worker");
+            assert!(out.status.success(), "a shared-map worker failed");
+            ran += String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .expect("the worker prints how many items it ran");
+        }
+        let wall = started.elapsed();
+        let base = *one.get_or_insert(wall);
+        println!(
+            "  {workers} worker(s): {:>7.2} s wall, {ran} bodies run in all, {:.2}x faster than 1 worker, {:.2}x the ideal {:.2} s",
+            wall.as_secs_f64(),
+            base.as_secs_f64() / wall.as_secs_f64(),
+            wall.as_secs_f64() / (ideal.as_secs_f64() / workers as f64),
+            ideal.as_secs_f64() / workers as f64,
+        );
+    }
+    println!();
+}
+
+/// One worker: runs the shared map and prints how many item bodies ran here.
+async fn shared_map_worker(dir: &Path) {
+    let ran = Arc::new(AtomicU64::new(0));
+    let counter = ran.clone();
+    let task = Task::new("sleepy", move |x: u64| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async move {
+            tokio::time::sleep(Duration::from_millis(SHARED_MAP_ITEM_MS)).await;
+            Ok::<_, Infallible>(x * 2)
+        }
+    })
+    .inputs(["x"])
+    .cache_policy(INPUTS)
+    .result(ResultStore::local(dir).expect("a local store"));
+    let run = Flow::new("bench-shared-map")
+        .run((), |_| async {
+            let runs = task.map_shared(0..SHARED_MAP_ITEMS).await;
+            let values: Vec<u64> = runs
+                .into_iter()
+                .map(|r| r.into_result())
+                .collect::<Result<_, _>>()?;
+            Ok::<_, TaskError>(values)
+        })
+        .await;
+    let values = run.into_result().expect("the shared map");
+    assert_eq!(
+        values,
+        (0..SHARED_MAP_ITEMS).map(|x| x * 2).collect::<Vec<_>>()
+    );
+    println!("{}", ran.load(Ordering::Relaxed));
 }

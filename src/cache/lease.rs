@@ -194,7 +194,13 @@ impl std::fmt::Display for LeaseHolder {
     }
 }
 
-fn host_name() -> String {
+/// This machine's host name (read once).
+pub(crate) fn host_name() -> String {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(read_host_name).clone()
+}
+
+fn read_host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -229,7 +235,8 @@ impl Reservation {
     /// A reservation of the lease at `location` in `store`, for `me`.
     ///
     /// # Errors
-    /// When `location` is not a valid key.
+    /// When `location` is not a valid key, or the store lacks the conditional writes
+    /// (`Create`, `IfMatch`) that leases need.
     ///
     /// What an earlier reservation of the same lease in this process saw carries
     /// over, so that a worker that comes back to a lease later (a shared map) still
@@ -240,6 +247,16 @@ impl Reservation {
         config: LeaseConfig,
         me: LeaseHolder,
     ) -> Result<Self> {
+        let caps = store.backend().capabilities();
+        if !(caps.create && caps.if_match) {
+            return Err(Error::Config {
+                message: format!(
+                    "{} cannot hold leases (serialize, shared maps, resumable runs): \
+                     they need conditional writes (Create and IfMatch), which it lacks",
+                    store.url()
+                ),
+            });
+        }
         let observed = observations()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -22,11 +22,13 @@
 
 pub mod hashing;
 mod lease;
+mod lease_probe;
 pub(crate) mod memory;
 mod policy;
 
-pub(crate) use lease::lease_location;
+pub(crate) use lease::{host_name, lease_location};
 pub use lease::{Attempt, Lease, LeaseConfig, LeaseHolder, Reservation};
+pub use lease_probe::{probe_leases, LeaseProbe};
 pub use memory::{MemoryTier, DEFAULT_MEMORY_TIER_BYTES};
 pub use policy::{
     CachePolicy, KeyFn, DEFAULT, FLOW_PARAMETERS, IDENTITY, INPUTS, NONE, RUN_ID, SIGNATURE,

@@ -2,11 +2,19 @@
 //! result record by which a resumed run finds a task run that already completed.
 //!
 //! Under `runs/v1/<flow>/<run id>/`: `manifest.json` (written once, with `Create`:
-//! flow, parameters digest, start, host), `lease` (held while the run runs) and
+//! flow, parameters digest, start, host), `lease` (held while the run runs),
 //! `results/<task>/<ab>/<identity>` — one write-once record per completed task run,
-//! named by the task and the digest of its inputs, never by position.
+//! named by the task and the digest of its inputs, never by position — and
+//! `states/<task>/<ab>/<identity>/<task run id>-<nn>-<state>`, one small write-once
+//! object per transition of a task run (running, retrying, completed, cached, failed).
+//! No object is ever read, changed and written back, so any number of processes can
+//! write one run's history at once; a task run with a `running` object and no final
+//! one was interrupted.
 
 use serde::{Deserialize, Serialize};
+
+use crate::runner::state::State;
+use crate::store::ResultStore;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
 use crate::cache::hashing::{self, Digest, KeyHasher};
@@ -142,7 +150,7 @@ pub(crate) async fn prepare(
         run_id: scope.run_id.to_string(),
         parameters_digest: digest,
         started: scope.date,
-        host: LeaseHolder::new("", "").host,
+        host: crate::cache::host_name(),
         pid: std::process::id(),
     };
     let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Config {
@@ -157,4 +165,64 @@ pub(crate) async fn prepare(
         Err(e) => return Err(e),
     }
     Ok(lease)
+}
+
+/// One transition of a task run, as written under `states/`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Transition {
+    pub task: String,
+    pub task_run_id: String,
+    pub task_run_name: String,
+    pub map_index: u64,
+    /// The state as logged (`Retrying(attempt=2)`, `Failed(message=...)`).
+    pub state: String,
+    pub attempts: u32,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub pid: u32,
+}
+
+/// Where transition number `seq` of task run `task_run_id` is written.
+pub(crate) fn transition_location(
+    scope: &RunScope,
+    task: &str,
+    identity: &Digest,
+    task_run_id: &str,
+    seq: usize,
+    state: &State,
+) -> String {
+    let hex = identity.to_hex();
+    format!(
+        "{}/states/{task}/{}/{hex}/{task_run_id}-{seq:02}-{}",
+        run_prefix(scope),
+        &hex[..2],
+        state.name().to_ascii_lowercase()
+    )
+}
+
+/// Writes one transition once (`Create`). A failure is logged, never fatal: the
+/// history serves inspection, while results and records decide what a resume does.
+pub(crate) async fn record_transition(
+    store: ResultStore,
+    location: String,
+    transition: Transition,
+) {
+    let result = match serde_json::to_vec(&transition) {
+        Ok(bytes) => store
+            .write_bytes(&location, bytes.into(), PutMode::Create)
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.kind() {
+                ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e.to_string()),
+            }),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(
+            "Task run '{}' - could not record its state {}: {e}",
+            transition.task_run_name,
+            transition.state
+        );
+    }
 }

@@ -114,6 +114,7 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
         Err(e) => State::failed(e.to_string()),
     };
     progress.enter(state.clone());
+    progress.note_transition().await;
     tracing::info!(
         "Task run '{}' - Finished in state {state}",
         progress.info.name
@@ -146,6 +147,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             return Err(self.error(TaskErrorKind::Definition, None, error.to_string()));
         }
         self.enter(State::Running);
+        self.note_transition().await;
 
         // Step 1–2: the target.
         let target = match &self.def.target {
@@ -250,6 +252,44 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             &self.def.name,
             &identity,
         ))
+    }
+
+    /// Writes the state just entered as a write-once object of the flow run's history,
+    /// when the flow run persists. It is written before the run goes on, so that a run
+    /// killed in its body has left its `running` object behind.
+    async fn note_transition(&self) {
+        if self.scope.ephemeral || !self.scope.persisting() {
+            return;
+        }
+        let Some(identity) =
+            crate::runner::resume::identity(&self.def.name, self.input, &self.def.input_names)
+        else {
+            return;
+        };
+        let Ok(store) = self.scope.default_store().await else {
+            return; // the run itself reports a store that cannot be opened
+        };
+        let seq = self.info.states.len() - 1;
+        let location = crate::runner::resume::transition_location(
+            self.scope,
+            &self.def.name,
+            &identity,
+            &self.info.id,
+            seq,
+            &self.info.state,
+        );
+        let transition = crate::runner::resume::Transition {
+            task: self.def.name.clone(),
+            task_run_id: self.info.id.clone(),
+            task_run_name: self.info.name.clone(),
+            map_index: self.info.map_index,
+            state: self.info.state.to_string(),
+            attempts: self.info.attempts,
+            at: self.scope.clock.now(),
+            host: crate::cache::host_name(),
+            pid: std::process::id(),
+        };
+        crate::runner::resume::record_transition(store, location, transition).await;
     }
 
     /// Records a completed run's result, so that a resumed flow run finds it.
@@ -426,6 +466,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 Err(e) if attempt <= self.def.retries => {
                     attempt += 1;
                     self.enter(State::Retrying { attempt });
+                    self.note_transition().await;
                     tracing::warn!(
                         "Task run '{}' - Attempt {} failed: {}; retry {}/{} in {:?}",
                         self.info.name,
@@ -442,6 +483,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         tokio::time::sleep(self.def.retry_delay).await;
                     }
                     self.enter(State::Running);
+                    self.note_transition().await;
                 }
                 Err(e) => {
                     let attempts = attempt;

@@ -314,6 +314,36 @@ pub async fn if_match_current_and_stale(b: &DynBackend) {
     assert!(!b.exists(&missing).await.unwrap());
 }
 
+/// The lease probe runs a lease's life on the store: where the backend declares
+/// `Create` and `IfMatch`, every precondition a lease rests on must hold; a store that
+/// lacks them declares the gap, and leases there are refused with a clear error.
+pub async fn lease_preconditions_hold(b: &DynBackend) {
+    let store = ResultStore::new(b.clone());
+    let caps = b.capabilities();
+    if caps.create && caps.if_match {
+        let report = cairn::cache::probe_leases(&store).await.unwrap();
+        assert!(report.is_sound(), "{:?}", report.gaps());
+        assert!(report.create_is_exclusive && report.stale_if_match_is_refused);
+        assert_eq!(report.store, store.url());
+        // The scratch object is gone.
+        let left = b.list_all("leases/v1/.probe/").await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    } else {
+        assert!(
+            !caps.gaps.is_empty(),
+            "a missing precondition is a declared gap"
+        );
+        let err = cairn::cache::Reservation::new(
+            &store,
+            "leases/v1/default/ab/abc",
+            cairn::cache::LeaseConfig::default(),
+            cairn::cache::LeaseHolder::new("t", "run"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("lease"), "{err}");
+    }
+}
+
 /// Byte ranges: bounded, open-ended, clamped at the end; a range past the end is an
 /// error, never a panic.
 pub async fn ranged_reads(b: &DynBackend) {
@@ -544,6 +574,7 @@ macro_rules! conformance_tests {
             concurrent_creates_have_one_winner,
             concurrent_large_creates_have_one_winner,
             if_match_current_and_stale,
+            lease_preconditions_hold,
             ranged_reads,
             streamed_reads_are_complete,
             listing_with_prefixes,
