@@ -155,8 +155,8 @@ pub struct FilterArgs {
     /// Only entries of this cache namespace.
     #[arg(long)]
     pub namespace: Option<String>,
-    /// Only entries of this kind: cache, checkpoint, inputs, result, run, lease, used,
-    /// staged, other (repeatable).
+    /// Only entries of this kind: cache, checkpoint, inputs, result, run, state, lease,
+    /// used, staged, other (repeatable).
     #[arg(long)]
     pub kind: Vec<EntryKind>,
     /// Only paths starting with this (then files outside cairn's layout show as other).

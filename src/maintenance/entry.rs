@@ -28,6 +28,8 @@ pub enum EntryKind {
     Result,
     /// A flow run's manifest or summary.
     Run,
+    /// One transition of a task run in a resumable flow run (its history).
+    State,
     /// A lease (on a cache key or a flow run).
     Lease,
     /// When a record was last used.
@@ -40,12 +42,13 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Every kind, in display order.
-    pub const ALL: [EntryKind; 9] = [
+    pub const ALL: [EntryKind; 10] = [
         EntryKind::Cache,
         EntryKind::Checkpoint,
         EntryKind::Inputs,
         EntryKind::Result,
         EntryKind::Run,
+        EntryKind::State,
         EntryKind::Lease,
         EntryKind::Used,
         EntryKind::Staged,
@@ -60,6 +63,7 @@ impl EntryKind {
             EntryKind::Inputs => "inputs",
             EntryKind::Result => "result",
             EntryKind::Run => "run",
+            EntryKind::State => "state",
             EntryKind::Lease => "lease",
             EntryKind::Used => "used",
             EntryKind::Staged => "staged",
@@ -185,6 +189,11 @@ impl Entry {
                     ["lease"] => e.kind = EntryKind::Lease,
                     ["results", task, _, id] => {
                         e.kind = EntryKind::Result;
+                        e.task = Some((*task).to_owned());
+                        e.key = Some((*id).to_owned());
+                    }
+                    ["states", task, _, id, _] => {
+                        e.kind = EntryKind::State;
                         e.task = Some((*task).to_owned());
                         e.key = Some((*id).to_owned());
                     }
@@ -342,6 +351,10 @@ mod tests {
             ("runs/v1/etl/r1/load/0", EntryKind::Checkpoint),
             ("runs/v1/etl/r1/load/0.inputs", EntryKind::Inputs),
             ("runs/v1/etl/r1/results/load/ab/abcd", EntryKind::Result),
+            (
+                "runs/v1/etl/r1/states/load/ab/abcd/0a1b-02-completed",
+                EntryKind::State,
+            ),
             ("used/v1/cache/v1/default/ab/abcd", EntryKind::Used),
             ("reports/2024/summary.csv", EntryKind::Other),
             ("cache/latest", EntryKind::Other),

@@ -26,6 +26,7 @@
 //! | `runs/v1/<flow>/<run>/<task>/<map index>.inputs` | `inputs` (a record) |
 //! | `runs/v1/<flow>/<run>/results/<task>/<ab>/<id>` | `result` (a record) |
 //! | `runs/v1/<flow>/<run>/manifest.json`, `.../flow.json` | `run` |
+//! | `runs/v1/<flow>/<run>/states/<task>/<ab>/<id>/<task run>-<nn>-<state>` | `state` (a task run's history) |
 //! | `used/v1/<record path>` | `used`: when the record was last used |
 //! | a file left by a writer that was killed | `staged` |
 //!

@@ -224,30 +224,7 @@ async fn detail(
         }
         None => {
             state = if live { "Running" } else { "Interrupted" }.to_owned();
-            for e in &entries {
-                let (state, index) = match e.kind {
-                    EntryKind::Result | EntryKind::Checkpoint => {
-                        ("Completed", e.path.rsplit('/').next())
-                    }
-                    EntryKind::Inputs => ("Failed", e.path.rsplit('/').next()),
-                    _ => continue,
-                };
-                if e.kind == EntryKind::Result
-                    && entries
-                        .iter()
-                        .any(|c| c.kind == EntryKind::Checkpoint && c.task == e.task)
-                {
-                    continue; // the checkpoint stands for it
-                }
-                task_runs.push(TaskRunRecord {
-                    task: e.task.clone().unwrap_or_default(),
-                    name: None,
-                    map_index: index.and_then(|i| i.trim_end_matches(".inputs").parse().ok()),
-                    state: state.to_owned(),
-                    location: Some(e.path.clone()),
-                });
-            }
-            task_runs.sort_by(|a, b| (&a.task, a.map_index).cmp(&(&b.task, b.map_index)));
+            task_runs = from_history(backend, &entries).await?;
         }
     }
     let mut tasks = BTreeMap::new();
@@ -271,4 +248,73 @@ async fn detail(
         },
         task_runs,
     })
+}
+
+#[derive(Deserialize)]
+struct Transition {
+    task: String,
+    task_run_name: String,
+    map_index: u64,
+    state: String,
+}
+
+/// The task runs of a flow run without a summary (still running, or interrupted):
+/// each one's latest transition under `states/`; for runs written before transitions
+/// were kept, its result, checkpoint or persisted inputs.
+async fn from_history(backend: &DynBackend, entries: &[Entry]) -> Result<Vec<TaskRunRecord>> {
+    // `<task run id>-<nn>-<state>`: the highest `nn` of each task run is its latest.
+    let mut latest: BTreeMap<(String, String), (&str, &Entry)> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.kind == EntryKind::State) {
+        let name = e.path.rsplit('/').next().unwrap_or_default();
+        let mut parts = name.rsplitn(3, '-');
+        let (_, seq, id) = (parts.next(), parts.next(), parts.next());
+        let (Some(seq), Some(id)) = (seq, id) else {
+            continue;
+        };
+        let slot = (e.task.clone().unwrap_or_default(), id.to_owned());
+        if latest.get(&slot).is_none_or(|(s, _)| *s < seq) {
+            latest.insert(slot, (seq, e));
+        }
+    }
+    let mut runs: Vec<TaskRunRecord> = stream::iter(latest.into_values())
+        .map(|(_, e)| async move {
+            let t = read_json::<Transition>(backend, e.path.clone()).await?;
+            Ok::<_, Error>(t.map(|(t, _)| TaskRunRecord {
+                task: t.task,
+                name: Some(t.task_run_name),
+                map_index: Some(t.map_index),
+                state: state_name(&t.state),
+                location: None,
+            }))
+        })
+        .buffer_unordered(8)
+        .try_filter_map(|t| async move { Ok(t) })
+        .try_collect()
+        .await?;
+    if runs.is_empty() {
+        for e in entries {
+            let state = match e.kind {
+                EntryKind::Result | EntryKind::Checkpoint => "Completed",
+                EntryKind::Inputs => "Failed",
+                _ => continue,
+            };
+            if e.kind == EntryKind::Result
+                && entries
+                    .iter()
+                    .any(|c| c.kind == EntryKind::Checkpoint && c.task == e.task)
+            {
+                continue; // the checkpoint stands for it
+            }
+            let index = e.path.rsplit('/').next();
+            runs.push(TaskRunRecord {
+                task: e.task.clone().unwrap_or_default(),
+                name: None,
+                map_index: index.and_then(|i| i.trim_end_matches(".inputs").parse().ok()),
+                state: state.to_owned(),
+                location: Some(e.path.clone()),
+            });
+        }
+    }
+    runs.sort_by(|a, b| (&a.task, a.map_index).cmp(&(&b.task, b.map_index)));
+    Ok(runs)
 }
