@@ -22,6 +22,7 @@ fn entries(default: usize) -> usize {
 
 /// Runs `cairn ARGS`, counting stdout lines as they come; returns the line count, the
 /// time taken and the child's peak resident memory in KiB.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its peak memory
 fn measure(args: &[&str]) -> (usize, Duration, i64) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))

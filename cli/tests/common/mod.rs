@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 #[path = "../../../tests/emulators/mod.rs"]
 mod emulators;
 
+#[allow(unused_imports)] // not every test file asks
 pub use emulators::{gcs_bucket, s3_bucket};
 
 /// The time every fixture record says it was created.
