@@ -136,6 +136,7 @@ extern crate self as cairn;
 
 pub mod backend;
 pub mod cache;
+pub mod maintenance;
 mod runner;
 mod store;
 mod template;

@@ -875,6 +875,20 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                             Some(&self.def.name),
                         );
                     }
+                    // At most one small write per record and day: `prune --max-size` evicts
+                    // the records used least recently.
+                    if !store.url().starts_with("memory://")
+                        && !crate::maintenance::noted_today(&store, &location, now)
+                    {
+                        let (store, location) = (store.clone(), location.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) =
+                                crate::maintenance::note_use(&store, &location, now).await
+                            {
+                                tracing::debug!("could not note the use of '{location}': {e}");
+                            }
+                        });
+                    }
                     return Ok(Lookup::Hit(record.value));
                 }
                 Ok((record, _)) => {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::{
     Capabilities, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
@@ -71,6 +72,24 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// is unspecified.
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>>;
 
+    /// Lists what writers left unpublished below `prefix` (the staged files of a writer
+    /// that was killed before it published), for maintenance tools. A store that keeps
+    /// nothing of the kind lists nothing, which is what the provided method does.
+    fn list_staged(&self, prefix: &str) -> BoxStream<'static, Result<StagedObject>> {
+        let _ = prefix;
+        futures::stream::empty().boxed()
+    }
+
+    /// Removes one leftover that [`Backend::list_staged`] listed. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) when `staged` does not name a
+    /// staged file of this store.
+    async fn delete_staged(&self, staged: &StagedObject) -> Result<()> {
+        let _ = staged;
+        Ok(())
+    }
+
     /// Removes what writers that were killed or failed left behind, unseen by readers
     /// but taking space (staged files on a disk, open multipart uploads on S3), when
     /// it is older than `older_than`; writes still in progress are younger than any
@@ -95,6 +114,17 @@ impl CleanUp {
     pub fn total(&self) -> usize {
         self.staged_files + self.open_uploads
     }
+}
+
+/// A leftover of an unpublished write: never an object, never read as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedObject {
+    /// Its path relative to the store's root (not a valid [`crate::Key`]).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written to, by the store's clock.
+    pub last_modified: DateTime<Utc>,
 }
 
 /// Conveniences over [`Backend`], implemented for every backend.
@@ -173,5 +203,11 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn clean_up(&self, older_than: std::time::Duration) -> Result<CleanUp> {
         (**self).clean_up(older_than).await
+    }
+    fn list_staged(&self, prefix: &str) -> BoxStream<'static, Result<StagedObject>> {
+        (**self).list_staged(prefix)
+    }
+    async fn delete_staged(&self, staged: &StagedObject) -> Result<()> {
+        (**self).delete_staged(staged).await
     }
 }

@@ -46,7 +46,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use cairn_backend::{
     is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Key,
-    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
+    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result, StagedObject,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -633,6 +633,87 @@ impl Backend for LocalBackend {
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             })
             .boxed()
+    }
+
+    fn list_staged(&self, prefix: &str) -> BoxStream<'static, Result<StagedObject>> {
+        let inner = self.inner.clone();
+        let prefix = prefix.to_string();
+        stream::once(async move { blocking(move || inner.list_staged_blocking(&prefix)).await })
+            .flat_map(|r| match r {
+                Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            })
+            .boxed()
+    }
+
+    async fn delete_staged(&self, staged: &StagedObject) -> Result<()> {
+        let (dir, name) = staged.path.rsplit_once('/').unwrap_or(("", &staged.path));
+        let dir_ok = dir.is_empty() || Key::parse(dir).is_ok();
+        if !dir_ok || !is_staged_name(name) {
+            return Err(Error::InvalidKey {
+                key: staged.path.clone(),
+                reason: "not a staged file of this store".into(),
+            });
+        }
+        let path = self.inner.root.join(&staged.path);
+        let url = self.inner.url.clone();
+        let key = staged.path.clone();
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&url, &key, e)),
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// The staged files below `prefix` (a plain string prefix of their paths).
+    fn list_staged_blocking(&self, prefix: &str) -> Result<Vec<StagedObject>> {
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root.join(dir_part)];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(io_error(&self.url, prefix, e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(ft) = entry.file_type() else { continue };
+                if ft.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if !is_staged_name(&entry.file_name().to_string_lossy()) {
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let rel = rel.to_string_lossy().into_owned();
+                if !rel.starts_with(prefix) {
+                    continue;
+                }
+                if let Ok(meta) = entry.metadata() {
+                    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.push(StagedObject {
+                        path: rel,
+                        size: meta.size(),
+                        last_modified: DateTime::<Utc>::from(modified),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
