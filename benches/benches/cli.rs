@@ -54,6 +54,7 @@ fn record_bytes(i: usize) -> Bytes {
         task: Some(format!("task{}", i % 16)),
         output_type: Some("Vec<u64>".into()),
         cairn_version: "0.1.0".into(),
+        declared_digests: Vec::new(),
     };
     record::encode_header(&header, payload).into_contiguous()
 }

@@ -288,6 +288,19 @@ impl Backend for TieredBackend {
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
         self.remote.list(prefix)
     }
+
+    // Maintenance sees through the tier to the remote store.
+    fn list_staged(&self, prefix: &str) -> BoxStream<'static, Result<super::StagedObject>> {
+        self.remote.list_staged(prefix)
+    }
+
+    async fn delete_staged(&self, staged: &super::StagedObject) -> Result<()> {
+        self.remote.delete_staged(staged).await
+    }
+
+    async fn clean_up(&self, older_than: std::time::Duration) -> Result<super::CleanUp> {
+        self.remote.clean_up(older_than).await
+    }
 }
 
 fn concat(payload: &PutPayload) -> Bytes {

@@ -84,6 +84,7 @@ impl TestStore {
             task: Some(task.into()),
             output_type: Some("i64".into()),
             cairn_version: "0.1.0".into(),
+            declared_digests: Vec::new(),
         };
         let framed = record::encode_header(&header, payload);
         self.put(path, framed).await;
