@@ -48,8 +48,37 @@ use std::sync::Arc;
 /// ```
 pub async fn open(url: &str) -> Result<DynBackend> {
     if let Some((base, query)) = url.split_once('?') {
-        return open_tiered(url, base, query).await;
+        // The tier's options are taken out here; the rest belong to the store itself
+        // (S3 and GCS read theirs: `read_timeout`, `max_attempts`, `endpoint`, ...).
+        let (tier, own): (Vec<&str>, Vec<&str>) = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .partition(|p| p.starts_with("cache_dir=") || p.starts_with("cache_size="));
+        let inner = if own.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", own.join("&"))
+        };
+        if !tier.is_empty() {
+            return open_tiered(url, &inner, &tier).await;
+        }
+        let reads_options = ["s3://", "gs://", "gcs://"]
+            .iter()
+            .any(|scheme| base.starts_with(scheme));
+        if !own.is_empty() && !reads_options {
+            return Err(Error::Config {
+                message: format!(
+                    "'{url}': unknown store option '{}' (known here: cache_dir, cache_size)",
+                    own[0]
+                ),
+            });
+        }
+        return open_plain(&inner).await;
     }
+    open_plain(url).await
+}
+
+async fn open_plain(url: &str) -> Result<DynBackend> {
     let scheme = url.split_once("://").map(|(s, _)| s);
     match scheme {
         Some("memory") => Ok(Arc::new(MemoryBackend::new())),
@@ -66,12 +95,12 @@ pub async fn open(url: &str) -> Result<DynBackend> {
 }
 
 /// `URL?cache_dir=/path[&cache_size=N]`: the store at URL behind a local tier.
-async fn open_tiered(url: &str, base: &str, query: &str) -> Result<DynBackend> {
+async fn open_tiered(url: &str, base: &str, options: &[&str]) -> Result<DynBackend> {
     let bad = |reason: String| Error::Config {
         message: format!("'{url}': {reason}"),
     };
     let (mut dir, mut size) = (None, DEFAULT_TIER_BYTES);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    for pair in options {
         match pair.split_once('=') {
             Some(("cache_dir", d)) if !d.is_empty() => dir = Some(d.to_string()),
             Some(("cache_size", n)) => {
@@ -81,15 +110,11 @@ async fn open_tiered(url: &str, base: &str, query: &str) -> Result<DynBackend> {
                     ))
                 })?
             }
-            _ => {
-                return Err(bad(format!(
-                    "unknown store option '{pair}' (known: cache_dir, cache_size)"
-                )))
-            }
+            _ => return Err(bad(format!("'{pair}' needs a value"))),
         }
     }
     let dir = dir.ok_or_else(|| bad("cache_size without cache_dir".into()))?;
-    let remote = Box::pin(open(base)).await?;
+    let remote = Box::pin(open_plain(base)).await?;
     let tier = DiskTier::new(dir)?.with_max_bytes(size);
     Ok(Arc::new(TieredBackend::new(tier, remote)))
 }
