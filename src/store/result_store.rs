@@ -165,6 +165,12 @@ impl ResultStore {
         Serializer::for_location(location, self.serializer)
     }
 
+    /// The serializer of a `T` at `location`: its extension's when it names one, else
+    /// the default as [`Serializer::for_value`] applies it (byte values go raw).
+    fn serializer_of<T: 'static>(&self, location: &str) -> Serializer {
+        Serializer::for_location(location, self.serializer.for_value::<T>())
+    }
+
     /// Renders the location template for `context`.
     ///
     /// # Errors
@@ -195,7 +201,7 @@ impl ResultStore {
     pub async fn read<T: DeserializeOwned + 'static>(&self, location: &str) -> Result<T> {
         let key = Key::parse(location)?;
         let bytes = self.backend.get(&key).await?;
-        let serializer = self.serializer_for(location);
+        let serializer = self.serializer_of::<T>(location);
         self.decode(&key, serializer, bytes)
     }
 
@@ -235,7 +241,7 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<PutResult> {
         let key = Key::parse(location)?;
-        let bytes = self.encode(&key, self.serializer_for(location), value)?;
+        let bytes = self.encode(&key, self.serializer_of::<T>(location), value)?;
         self.backend
             .put_opts(&key, PutPayload::from(bytes), mode.into())
             .await
@@ -277,12 +283,13 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<(PutResult, usize)> {
         let key = Key::parse(location)?;
+        let serializer = self.serializer.for_value::<T>();
         let (payload, declared) =
-            crate::hashing::collect_declared(|| self.encode(&key, self.serializer, value));
+            crate::hashing::collect_declared(|| self.encode(&key, serializer, value));
         let payload = payload?;
         let len = payload.len();
         let declared = declared.iter().map(|d| d.to_hex()).collect();
-        let framed = record::encode_declared(info, &self.serializer.name(), payload, declared);
+        let framed = record::encode_declared(info, &serializer.name(), payload, declared);
         let put = self
             .backend
             .put_opts(
