@@ -323,8 +323,23 @@ impl ResultStore {
         location: &str,
     ) -> Result<(Record<T>, Option<String>)> {
         let key = Key::parse(location)?;
-        let (meta, bytes) = self.backend.get_bytes(&key, None).await?;
-        Ok((self.decode_record(&key, bytes)?, meta.version))
+        // The payload is hashed as the read lands it, not in a second pass.
+        let hasher = Arc::new(std::sync::Mutex::new(record::PayloadHasher::default()));
+        let inspect = {
+            let hasher = hasher.clone();
+            Box::new(move |piece: &[u8]| {
+                hasher
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .update(piece)
+            })
+        };
+        let (meta, bytes) = self.backend.get_bytes_inspected(&key, inspect).await?;
+        let hashed = hasher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(bytes.len());
+        Ok((self.decode_record(&key, bytes, hashed)?, meta.version))
     }
 
     /// The store's version of the object at `location` (a HEAD, a `stat`).
@@ -336,8 +351,10 @@ impl ResultStore {
         &self,
         key: &Key,
         bytes: Bytes,
+        hashed: Option<record::PayloadDigest>,
     ) -> Result<Record<T>> {
-        let (header, payload) = record::decode(bytes).map_err(|c| self.corrupt(key, c))?;
+        let (header, payload) =
+            record::decode_hashed(bytes, hashed).map_err(|c| self.corrupt(key, c))?;
         let serializer = Serializer::from_name(&header.serializer).ok_or_else(|| {
             self.corrupt(
                 key,

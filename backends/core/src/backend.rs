@@ -56,6 +56,23 @@ pub trait Backend: Debug + Send + Sync + 'static {
         Ok((meta, result.bytes().await?))
     }
 
+    /// Reads a whole object into one buffer, as [`Backend::get_bytes`] does, and hands
+    /// its bytes to `inspect` in order, in pieces that cover the object exactly once.
+    ///
+    /// A check over the bytes (a record's BLAKE3) then costs no second pass: a backend
+    /// that reads a large object in pieces runs `inspect` on another thread while it
+    /// reads the next piece, so the check takes no time beyond the read itself. The
+    /// provided implementation reads, then inspects the whole buffer at once.
+    async fn get_bytes_inspected(
+        &self,
+        key: &Key,
+        mut inspect: Inspector,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        let (meta, bytes) = self.get_bytes(key, None).await?;
+        inspect(&bytes);
+        Ok((meta, bytes))
+    }
+
     /// Writes an object atomically.
     ///
     /// # Errors
@@ -167,6 +184,10 @@ pub trait BackendExt: Backend {
 
 impl<B: Backend + ?Sized> BackendExt for B {}
 
+/// A check run over an object's bytes as a read lands them, piece by piece, in order
+/// ([`Backend::get_bytes_inspected`]).
+pub type Inspector = Box<dyn FnMut(&[u8]) + Send>;
+
 /// A shared, type-erased backend.
 pub type DynBackend = Arc<dyn Backend>;
 
@@ -186,6 +207,13 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
         (**self).get_bytes(key, range).await
+    }
+    async fn get_bytes_inspected(
+        &self,
+        key: &Key,
+        inspect: Inspector,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        (**self).get_bytes_inspected(key, inspect).await
     }
     async fn put_opts(
         &self,

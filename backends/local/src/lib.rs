@@ -45,8 +45,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use cairn_backend::{
-    is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Key,
-    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result, StagedObject,
+    is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Inspector,
+    Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result, StagedObject,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -452,6 +452,53 @@ impl Inner {
     }
 }
 
+/// Objects larger than this are read in pieces of [`INSPECT_PIECE`] bytes, each
+/// inspected on a second thread while the next is read.
+const INSPECT_PIPELINE_MIN: u64 = 2 * INSPECT_PIECE as u64;
+const INSPECT_PIECE: usize = 4 << 20;
+
+/// Reads `len` bytes from `start` into one buffer, handing them to `inspect` in order:
+/// in one piece when small, else piece by piece on a scoped thread that runs behind the
+/// reads, so the inspection overlaps the I/O.
+fn read_inspected(
+    file: &mut File,
+    start: u64,
+    len: usize,
+    inspect: &mut (dyn FnMut(&[u8]) + Send),
+) -> io::Result<Bytes> {
+    if (len as u64) < INSPECT_PIPELINE_MIN {
+        let bytes = read_range(file, start, len)?;
+        inspect(&bytes);
+        return Ok(bytes);
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = BytesMut::zeroed(len);
+    std::thread::scope(|scope| -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
+        let inspector = scope.spawn(move || {
+            for piece in rx {
+                inspect(piece);
+            }
+        });
+        let mut result = Ok(());
+        for piece in buf.chunks_mut(INSPECT_PIECE) {
+            if let Err(e) = file.read_exact(piece) {
+                result = Err(e);
+                break;
+            }
+            if tx.send(piece).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        if inspector.join().is_err() {
+            return Err(io::Error::other("the read's inspector panicked"));
+        }
+        result
+    })?;
+    Ok(buf.freeze())
+}
+
 fn read_range(file: &mut File, start: u64, len: usize) -> io::Result<Bytes> {
     file.seek(SeekFrom::Start(start))?;
     let mut buf = BytesMut::zeroed(len);
@@ -581,6 +628,43 @@ impl Backend for LocalBackend {
             let (mut file, meta, range) = open_range(&inner, &key, range)?;
             // One read straight into a buffer of the final size: no second copy.
             let bytes = read_range(&mut file, range.start, (range.end - range.start) as usize)
+                .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+            Ok((meta, bytes))
+        })
+        .await
+    }
+
+    async fn get_bytes_inspected(
+        &self,
+        key: &Key,
+        mut inspect: Inspector,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        if self.inner.inline_read_limit > 0 {
+            // As in `get_bytes`: a small object is read right here.
+            let inner = &self.inner;
+            let (mut file, meta, range) = open_range(inner, key, None)?;
+            let len = range.end - range.start;
+            if len <= inner.inline_read_limit {
+                let bytes = read_range(&mut file, range.start, len as usize)
+                    .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+                inspect(&bytes);
+                return Ok((meta, bytes));
+            }
+            let url = inner.url.clone();
+            let k = key.clone();
+            return blocking(move || {
+                let bytes = read_inspected(&mut file, range.start, len as usize, &mut *inspect)
+                    .map_err(|e| io_error(&url, k.as_str(), e))?;
+                Ok((meta, bytes))
+            })
+            .await;
+        }
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || {
+            let (mut file, meta, range) = open_range(&inner, &key, None)?;
+            let len = (range.end - range.start) as usize;
+            let bytes = read_inspected(&mut file, range.start, len, &mut *inspect)
                 .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
             Ok((meta, bytes))
         })
