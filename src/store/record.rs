@@ -126,6 +126,36 @@ pub(crate) fn encode_declared(
     encode_header(&header, payload)
 }
 
+/// A record framed for [`Backend::put_framed`](crate::backend::Backend::put_framed):
+/// the head's length, known before the payload is hashed (a digest is always 64 hex
+/// characters), and the maker of the head, which hashes the payload.
+pub(crate) fn framed_declared(
+    info: RecordInfo,
+    serializer: &str,
+    payload: &Bytes,
+    declared_digests: Vec<String>,
+) -> (usize, crate::backend::HeadMaker) {
+    let mut header = RecordHeader {
+        created: Utc::now(),
+        expires: info.expires,
+        serializer: serializer.to_string(),
+        payload_len: payload.len() as u64,
+        payload_blake3: "0".repeat(64),
+        key_components: info.key_components,
+        task: info.task,
+        output_type: info.output_type,
+        declared_digests,
+        cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let head_len = encode_header(&header, Bytes::new()).len() as usize;
+    let payload = payload.clone();
+    let make_head = Box::new(move || {
+        header.payload_blake3 = digest(&payload).to_hex().to_string();
+        encode_header(&header, Bytes::new()).into_contiguous()
+    });
+    (head_len, make_head)
+}
+
 /// Frames `payload` under an already built header (its digest and length must match).
 pub fn encode_header(header: &RecordHeader, payload: Bytes) -> PutPayload {
     let json = serde_json::to_vec(header).expect("a record header always serializes");

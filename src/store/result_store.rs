@@ -60,6 +60,10 @@ pub struct Record<T> {
     pub value: T,
 }
 
+/// Payloads from this size up are written with [`Backend::put_framed`]: their digest
+/// is computed while they are written.
+const FRAMED_WRITE_MIN: usize = 8 << 20;
+
 impl ResultStore {
     /// A store on `backend`, JSON by default, without a location template.
     pub fn new(backend: impl Backend) -> Self {
@@ -289,18 +293,21 @@ impl ResultStore {
         let payload = payload?;
         let len = payload.len();
         let declared = declared.iter().map(|d| d.to_hex()).collect();
-        let framed = record::encode_declared(info, &serializer.name(), payload, declared);
-        let put = self
-            .backend
-            .put_opts(
-                &key,
-                framed,
-                PutOptions {
-                    mode,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        let put = if len >= FRAMED_WRITE_MIN {
+            // Hashed while the payload is written, where the backend can.
+            let (head_len, make_head) =
+                record::framed_declared(info, &serializer.name(), &payload, declared);
+            self.backend
+                .put_framed(&key, head_len, make_head, payload, opts)
+                .await?
+        } else {
+            let framed = record::encode_declared(info, &serializer.name(), payload, declared);
+            self.backend.put_opts(&key, framed, opts).await?
+        };
         Ok((put, len))
     }
 
