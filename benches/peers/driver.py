@@ -20,6 +20,7 @@ sets the full counts given in brackets):
     CAIRN_PEERS_CALLS          timed hits per round: 1000 [5000]
     CAIRN_PEERS_MISSES         timed misses per round: 100 [500]
     CAIRN_PEERS_FRESH          fresh processes per tool per round: 3 [10]
+    CAIRN_PEERS_HIT_KEYS       entries present for the in-process and fresh-process hits: 1000
     CAIRN_PEERS_MB             the large value, in MB: 100
     CAIRN_PEERS_ENTRIES        entries present for the hit-latency rows: 1000,10000,50000
     CAIRN_PEERS_SLOW_MAX       the most entries filled through flytekit and Prefect,
@@ -58,7 +59,7 @@ FLOW_REPS = env_int("CAIRN_PEERS_FLOW_REPS", 2, 5)
 SLOW_MAX = env_int("CAIRN_PEERS_SLOW_MAX", 10_000, 1 << 62)
 TIMEOUT = env_int("CAIRN_PEERS_TIMEOUT", 900, 3600)
 ENTRIES = [int(n) for n in os.environ.get("CAIRN_PEERS_ENTRIES", "1000,10000,50000").split(",")]
-HIT_KEYS = 1000
+HIT_KEYS = env_int("CAIRN_PEERS_HIT_KEYS", 1000, 1000)
 FLOW_CALLS = 1000
 PEERS_DIR = os.environ.get("CAIRN_PEERS_DIR", os.path.expanduser("~/.cache/cairn-peers"))
 
