@@ -295,8 +295,8 @@ def run_all(tools, cairn, root, results):
         # Free the disk between rounds (a few hundred MB per round).
         for tool in alive:
             shutil.rmtree(os.path.join(root, tool.name, f"big-{r}"), ignore_errors=True)
-    # cairn's default serializer (JSON) on the same value, once: what a `Bytes` output
-    # costs when no serializer is chosen.
+    # cairn's default serializer (no `.serializer`) on the same value, once: what a
+    # `Bytes` output costs when no serializer is chosen.
     jdir = os.path.join(root, "cairn", "big-json")
     line = invoke(cairn, "big-persist", jdir, x=1, mb=MBS, serializer="default")
     if line.get("ok"):
@@ -376,8 +376,8 @@ EXTRA = [
     ("flow-memory-tier", "cairn: 1,000-call cached flow, memory tier on", "time1"),
     ("big-raw-write", f"raw staged write + fsync + rename of {MBS} MB, same dir", "rate"),
     ("big-raw-read", f"raw read of that {MBS} MB file, fresh process", "rate"),
-    ("big-persist-json", f"cairn: {MBS} MB Bytes, default serializer (JSON), persist", "rate"),
-    ("big-load-json", f"cairn: {MBS} MB Bytes, default serializer (JSON), load", "rate"),
+    ("big-persist-json", f"cairn: {MBS} MB Bytes, default serializer, persist", "rate"),
+    ("big-load-json", f"cairn: {MBS} MB Bytes, default serializer, load", "rate"),
 ]
 
 
