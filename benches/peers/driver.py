@@ -26,6 +26,7 @@ sets the full counts given in brackets):
     CAIRN_PEERS_SLOW_MAX       the most entries filled through flytekit and Prefect,
                                whose misses cost milliseconds each: 10000 [no limit]
     CAIRN_PEERS_FLOW_REPS      timed runs of the 1,000-call flow per round: 2 [5]
+    CAIRN_PEERS_FLOW_CALLS     the calls of that flow: 1000
     CAIRN_PEERS_TIMEOUT        seconds one workload process may take: 900
     CAIRN_PEERS_KEEP=1         keep the temporary directory
 """
@@ -60,7 +61,7 @@ SLOW_MAX = env_int("CAIRN_PEERS_SLOW_MAX", 10_000, 1 << 62)
 TIMEOUT = env_int("CAIRN_PEERS_TIMEOUT", 900, 3600)
 ENTRIES = [int(n) for n in os.environ.get("CAIRN_PEERS_ENTRIES", "1000,10000,50000").split(",")]
 HIT_KEYS = env_int("CAIRN_PEERS_HIT_KEYS", 1000, 1000)
-FLOW_CALLS = 1000
+FLOW_CALLS = env_int("CAIRN_PEERS_FLOW_CALLS", 1000, 1000)
 PEERS_DIR = os.environ.get("CAIRN_PEERS_DIR", os.path.expanduser("~/.cache/cairn-peers"))
 
 # What each tool does to make a cached result durable, read from their sources (joblib
@@ -373,7 +374,7 @@ ROWS = [
 
 EXTRA = [
     ("hit-memory-tier", "cairn: hit, in process, memory tier on", "time"),
-    ("flow-memory-tier", "cairn: 1,000-call cached flow, memory tier on", "time1"),
+    ("flow-memory-tier", f"cairn: {FLOW_CALLS:,}-call cached flow, memory tier on", "time1"),
     ("big-raw-write", f"raw staged write + fsync + rename of {MBS} MB, same dir", "rate"),
     ("big-raw-read", f"raw read of that {MBS} MB file, fresh process", "rate"),
     ("big-persist-json", f"cairn: {MBS} MB Bytes, default serializer, persist", "rate"),
@@ -457,7 +458,15 @@ def uptime():
         return ""
 
 
+def _stop(signum, _frame):
+    # SystemExit unwinds through `finally`: the Prefect server is stopped, the peer
+    # process running is killed by subprocess.run, and the table printed so far.
+    sys.exit(128 + signum)
+
+
 def main():
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
