@@ -39,6 +39,17 @@ use cairn::{Flow, ResultStore, Serializer, Task};
 
 const MB: usize = 1_000_000;
 
+const WORKLOADS: [&str; 8] = [
+    "hit",
+    "populate",
+    "fresh-hit",
+    "miss",
+    "big-persist",
+    "big-load",
+    "scale",
+    "flow",
+];
+
 fn main() {
     let started = Instant::now();
     let mut args = std::env::args().skip(1);
@@ -62,7 +73,7 @@ fn main() {
     }
     let dir = match opts.get("dir") {
         Some(d) => PathBuf::from(d),
-        None if workload.is_empty() || workload == "--bench" => {
+        None if !WORKLOADS.contains(&workload.as_str()) => {
             // `cargo bench` runs every bench target with `--bench`: nothing to do alone.
             println!("peers: run through ./localstack/bench peers (benches/peers/driver.py)");
             return;
