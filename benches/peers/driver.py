@@ -497,7 +497,8 @@ def main():
             else:
                 tool.version = p.stdout.strip().split()[-1]
         tools.append(tool)
-    cairn.version = "(release build)"
+    parts = binary.split(os.sep)
+    cairn.version = "(release build)" if "release" in parts else "(DEBUG build: not comparable)"
 
     server = None
     prefect = next((t for t in tools if t.name == "prefect"), None)
