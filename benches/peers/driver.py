@@ -491,7 +491,9 @@ def main():
         elif not os.path.exists(python):
             tool.failed = f"not installed: no {python} (benches/peers/install)"
         else:
-            p = subprocess.run([python, "-c", VERSIONS[name]], capture_output=True, text=True)
+            # In the run's directory: importing flytekit makes temporary directories.
+            p = subprocess.run([python, "-c", VERSIONS[name]], capture_output=True, text=True,
+                               env=dict(os.environ, TMPDIR=root, PYTHONDONTWRITEBYTECODE="1"))
             if p.returncode != 0:
                 tool.failed = "does not import: " + " ".join(p.stderr.split())[-300:]
             else:
