@@ -9,8 +9,9 @@
 //! ```
 //!
 //! `ls` and `du` read each record's header (task, created, expires: one small ranged
-//! read per record), `verify` reads every record whole and hashes it; the raw listing
-//! reads names and sizes only. The ratio is cairn's rate / the raw listing's rate.
+//! read per record), `du --fast` reads the listing alone, `verify` reads every record
+//! whole and hashes it; the raw listing reads names and sizes only. The ratio is
+//! cairn's rate / the raw listing's rate.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -115,6 +116,12 @@ async fn measure(m: &Maintenance, n: usize, raw: Duration) {
     let usage = m.usage(&Filter::default()).await.unwrap();
     assert_eq!(usage.total.entries, n as u64);
     row("du", n, started.elapsed(), Some(raw));
+    // The listing alone (`--fast`): no read per entry.
+    let fast = m.clone().listing_only(true);
+    let started = Instant::now();
+    let usage = fast.usage(&Filter::default()).await.unwrap();
+    assert_eq!(usage.total.entries, n as u64);
+    row("du --fast (listing only)", n, started.elapsed(), Some(raw));
     let started = Instant::now();
     let report = m.verify(&Filter::default(), false).await.unwrap();
     assert_eq!(report.checked, n as u64);

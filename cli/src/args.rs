@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, hide = true, value_parser = parse_time)]
     pub now: Option<DateTime<Utc>>,
 
+    /// A lease not renewed for this long counts as stale: its holder is gone, and
+    /// what it guarded may be cleared or pruned (holders renew every few seconds).
+    #[arg(long, global = true, default_value = "1h", value_parser = parse_duration)]
+    pub lease_stale_after: Duration,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +44,8 @@ pub enum Command {
         store: Option<String>,
         #[command(flatten)]
         filter: FilterArgs,
+        #[command(flatten)]
+        fast: FastArg,
     },
     /// Show one record's header and value, by path or cache key (a unique prefix will do).
     Show {
@@ -74,6 +81,10 @@ pub enum Command {
         /// Every entry (asks first on a terminal; needs --yes otherwise).
         #[arg(long)]
         all: bool,
+        /// Empty only the local tier of a store URL with `?cache_dir=DIR`: every local
+        /// copy goes, the remote store is not touched (no filter applies).
+        #[arg(long, conflicts_with_all = ["all", "task", "namespace", "kind", "prefix", "expired", "older_than", "larger_than"])]
+        tier_only: bool,
     },
     /// The local cache: `cairn local-cache clear` empties it.
     LocalCache {
@@ -83,8 +94,10 @@ pub enum Command {
     /// Remove what no run will use again, and evict to a size.
     ///
     /// Removes expired records, records of format versions this cairn no longer
-    /// reads, stale leases (released, or not renewed for an hour), persisted inputs of
-    /// flow runs that completed, and files left by killed writers older than --grace.
+    /// reads, stale leases (released, or not renewed for --lease-stale-after, an hour
+    /// by default), persisted inputs of flow runs that completed, and leftovers of
+    /// unfinished writes older than --grace (files left by killed writers on a disk,
+    /// open multipart uploads on S3).
     /// Nothing under a live lease is removed.
     ///
     /// With --max-size, then evicts cache records least recently used first until the
@@ -98,7 +111,7 @@ pub enum Command {
         /// (e.g. 5GiB).
         #[arg(long, value_parser = parse_size)]
         max_size: Option<u64>,
-        /// Files left by killed writers are removed once older than this.
+        /// Leftovers of unfinished writes are removed once older than this.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         grace: Duration,
         #[command(flatten)]
@@ -110,6 +123,8 @@ pub enum Command {
         store: Option<String>,
         #[command(flatten)]
         filter: FilterArgs,
+        #[command(flatten)]
+        fast: FastArg,
     },
     /// Flow runs with their state, start, duration and task counts.
     #[command(args_conflicts_with_subcommands = true)]
@@ -128,10 +143,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum LocalCacheCommand {
-    /// Remove every cache record of the local store ($CAIRN_HOME's).
+    /// Remove every cache record of the local store ($CAIRN_HOME's), or with --tier,
+    /// every copy in a local tier directory.
     Clear {
         #[command(flatten)]
         removal: RemovalArgs,
+        /// Empty this local tier directory (a store's `cache_dir`) instead; the remote
+        /// stores it fronts are not touched.
+        #[arg(long, value_name = "DIR")]
+        tier: Option<std::path::PathBuf>,
     },
 }
 
@@ -196,6 +216,18 @@ impl FilterArgs {
             larger_than: self.larger_than,
         }
     }
+}
+
+#[derive(Debug, Args, Default)]
+pub struct FastArg {
+    /// From the store's listing alone (one request per page of 1,000 on S3 and GCS,
+    /// a directory walk on disk), reading no object: much faster on a large remote
+    /// store. Kind, namespace, flow run, size and modification time are known; what
+    /// only a record's header says is not: a cache record's task (shown as -),
+    /// CREATED (the store's modification time instead), EXPIRES (shown as never, so
+    /// --expired selects nothing), and whether a lease was released.
+    #[arg(long)]
+    pub fast: bool,
 }
 
 #[derive(Debug, Args, Default)]

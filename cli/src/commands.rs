@@ -3,8 +3,8 @@
 use std::io::{BufWriter, IsTerminal, Write};
 
 use cairn::maintenance::{
-    Entry, EntryKind, Filter, Maintenance, PruneOptions, Removal, RunDetail, RunSummary, Shown,
-    Totals, Usage,
+    Entry, EntryKind, Filter, Maintenance, PruneOptions, Removal, Removed, RunDetail, RunSummary,
+    Shown, Totals, Usage,
 };
 use chrono::{DateTime, Utc};
 use clap::CommandFactory;
@@ -21,12 +21,19 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     let json = cli.json;
     let now = cli.now;
+    let stale = cli.lease_stale_after;
+    let open = |url: Option<String>| open(url, now, stale);
     let result = match cli.command {
-        Command::Ls { store, filter } => {
-            ls(&open(store, now).await?, &filter, json, &mut out).await
+        Command::Ls {
+            store,
+            filter,
+            fast,
+        } => {
+            let m = open(store).await?.listing_only(fast.fast);
+            ls(&m, &filter, json, &mut out).await
         }
         Command::Show { key, store, limit } => {
-            show(&open(store, now).await?, &key, limit, json, &mut out).await
+            show(&open(store).await?, &key, limit, json, &mut out).await
         }
         Command::Verify {
             store,
@@ -34,7 +41,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             jobs,
             delete_corrupt,
         } => {
-            let m = open(store, now).await?.jobs(jobs);
+            let m = open(store).await?.jobs(jobs);
             verify(&m, &filter, delete_corrupt, json, &mut out).await
         }
         Command::Clear {
@@ -42,52 +49,79 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             filter,
             removal,
             all,
+            tier_only,
         } => {
-            if filter.is_empty() && !all {
-                return Err(Failure::Config(
+            if tier_only {
+                let url = store_url(store)?;
+                let tier = cairn::backend::tier_of_url(&url)
+                    .map_err(|e| Failure::store(&url, e))?
+                    .ok_or_else(|| {
+                        Failure::Config(format!(
+                            "{url}: --tier-only needs a store URL with a local tier (?cache_dir=DIR)"
+                        ))
+                    })?;
+                clear_tier(&tier, &removal, json, &mut out)
+            } else if filter.is_empty() && !all {
+                Err(Failure::Config(
                     "clear needs a filter (--task, --namespace, --older-than, --expired, ...) or --all".into(),
-                ));
+                ))
+            } else {
+                let m = open(store).await?;
+                clear(
+                    &m,
+                    filter.to_filter(),
+                    all && filter.is_empty(),
+                    &removal,
+                    json,
+                    &mut out,
+                )
+                .await
             }
-            let m = open(store, now).await?;
-            clear(
-                &m,
-                filter.to_filter(),
-                all && filter.is_empty(),
-                &removal,
-                json,
-                &mut out,
-            )
-            .await
         }
         Command::LocalCache {
-            command: LocalCacheCommand::Clear { removal },
-        } => {
-            let m = open(None, now).await?;
-            let filter = Filter {
-                kinds: vec![EntryKind::Cache],
-                ..Filter::default()
-            };
-            clear(&m, filter, true, &removal, json, &mut out).await
-        }
+            command: LocalCacheCommand::Clear { removal, tier },
+        } => match tier {
+            Some(dir) => {
+                if !dir.is_dir() {
+                    return Err(Failure::Config(format!(
+                        "{}: no such directory",
+                        dir.display()
+                    )));
+                }
+                let tier = cairn::backend::DiskTier::new(&dir)
+                    .map_err(|e| Failure::store(&dir.display().to_string(), e))?;
+                clear_tier(&tier, &removal, json, &mut out)
+            }
+            None => {
+                let m = open(None).await?;
+                let filter = Filter {
+                    kinds: vec![EntryKind::Cache],
+                    ..Filter::default()
+                };
+                clear(&m, filter, true, &removal, json, &mut out).await
+            }
+        },
         Command::Prune {
             store,
             max_size,
             grace,
             removal,
         } => {
-            let m = open(store, now).await?;
+            let m = open(store).await?;
             let options = PruneOptions {
                 staged_grace: grace,
                 max_size,
                 dry_run: removal.dry_run,
-                ..PruneOptions::default()
             };
-            let _ticker = Ticker::start(m.progress(), "prune");
+            let ticker = Ticker::start(m.progress(), "prune");
+            let mut lines = Lines::new(&mut out, json, removal.dry_run);
             let removed = m
-                .prune(&options)
+                .prune_each(&options, |r| lines.removed(&r))
                 .await
-                .map_err(|e| Failure::store(&m.describe(), e))?;
-            drop(_ticker);
+                .map_err(|e| Failure::store(&m.describe(), e));
+            drop(ticker);
+            lines.finish()?;
+            let removed = removed?;
             print_removal(&removed, json, &mut out)?;
             if let Some(max) = max_size.filter(|max| removed.remaining_bytes > *max) {
                 eprintln!(
@@ -99,13 +133,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Du { store, filter } => {
-            du(&open(store, now).await?, &filter, json, &mut out).await
+        Command::Du {
+            store,
+            filter,
+            fast,
+        } => {
+            let m = open(store).await?.listing_only(fast.fast);
+            du(&m, &filter, json, &mut out).await
         }
         Command::Runs { store, command } => match command {
-            None => runs(&open(store, now).await?, json, &mut out).await,
+            None => runs(&open(store).await?, json, &mut out).await,
             Some(RunsCommand::Show { run_id, store }) => {
-                run_show(&open(store, now).await?, &run_id, json, &mut out).await
+                run_show(&open(store).await?, &run_id, json, &mut out).await
             }
         },
         Command::Completions { shell } => {
@@ -118,22 +157,32 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     result
 }
 
-/// Opens the store a URL names, or the configured one.
-async fn open(url: Option<String>, now: Option<DateTime<Utc>>) -> Result<Maintenance, Failure> {
-    let url = match url {
-        Some(u) => u,
-        None => cairn::Settings::load()
+/// The URL given, or the configured store's.
+fn store_url(url: Option<String>) -> Result<String, Failure> {
+    match url {
+        Some(u) => Ok(u),
+        None => Ok(cairn::Settings::load()
             .map_err(|e| {
                 Failure::Config(format!(
                     "no store given, and the settings do not name one: {e}"
                 ))
             })?
-            .default_store_url(),
-    };
+            .default_store_url()),
+    }
+}
+
+/// Opens the store a URL names, or the configured one.
+async fn open(
+    url: Option<String>,
+    now: Option<DateTime<Utc>>,
+    stale_after: std::time::Duration,
+) -> Result<Maintenance, Failure> {
+    let url = store_url(url)?;
     let scheme = url.split_once("://").map(|(s, _)| s);
     if matches!(scheme, None | Some("file")) {
         // Listing a typo must not create it.
         let path = url.strip_prefix("file://").unwrap_or(&url);
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
         if !std::path::Path::new(path).is_dir() {
             return Err(Failure::Config(format!("{url}: no such directory")));
         }
@@ -141,11 +190,103 @@ async fn open(url: Option<String>, now: Option<DateTime<Utc>>) -> Result<Mainten
     let backend = cairn::backend::open(&url)
         .await
         .map_err(|e| Failure::store(&url, e))?;
-    let m = Maintenance::from_backend(backend);
+    let m = Maintenance::from_backend(backend).stale_leases_after(stale_after);
     Ok(match now {
         Some(t) => m.at(t),
         None => m,
     })
+}
+
+/// Empties a local tier (or, in a dry run, says what that would remove).
+fn clear_tier(
+    tier: &cairn::backend::DiskTier,
+    removal: &RemovalArgs,
+    json: bool,
+    out: &mut Out,
+) -> Result<(), Failure> {
+    let name = tier.dir().display().to_string();
+    let (copies, bytes) = if removal.dry_run {
+        tier.contents()
+    } else {
+        tier.clear()
+    }
+    .map_err(|e| Failure::store(&name, e))?;
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        dry_run: bool,
+        tier: &'a str,
+        entries: u64,
+        bytes: u64,
+    }
+    if json {
+        return json_line(
+            out,
+            &Summary {
+                dry_run: removal.dry_run,
+                tier: &name,
+                entries: copies,
+                bytes,
+            },
+        );
+    }
+    let verb = if removal.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let plural = if copies == 1 { "copy" } else { "copies" };
+    writeln!(
+        out,
+        "{verb} {} local {plural}, {} from the tier {name}",
+        units::count(copies),
+        units::size(bytes)
+    )?;
+    Ok(())
+}
+
+/// Prints each removed entry as it goes, keeping the first write error.
+struct Lines<'a> {
+    out: &'a mut Out,
+    json: bool,
+    verb: &'static str,
+    error: Option<Failure>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(out: &'a mut Out, json: bool, dry_run: bool) -> Self {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        Lines {
+            out,
+            json,
+            verb,
+            error: None,
+        }
+    }
+
+    fn removed(&mut self, e: &Removed) {
+        if self.error.is_some() {
+            return;
+        }
+        let written = if self.json {
+            json_line(self.out, e)
+        } else {
+            writeln!(
+                self.out,
+                "{} {} ({}, {}, {})",
+                self.verb,
+                e.path,
+                e.kind,
+                units::size(e.size),
+                e.reason.name()
+            )
+            .map_err(Failure::from)
+        };
+        self.error = written.err();
+    }
+
+    fn finish(self) -> Result<(), Failure> {
+        self.error.map_or(Ok(()), Err)
+    }
 }
 
 fn json_line(out: &mut Out, value: &impl Serialize) -> Result<(), Failure> {
@@ -368,12 +509,14 @@ async fn clear(
         confirm(m)?;
     }
     let ticker = Ticker::start(m.progress(), "clear");
+    let mut lines = Lines::new(out, json, removal.dry_run);
     let removed = m
-        .clear(&filter, removal.dry_run)
+        .clear_each(&filter, removal.dry_run, |r| lines.removed(&r))
         .await
-        .map_err(|e| Failure::store(&m.describe(), e))?;
+        .map_err(|e| Failure::store(&m.describe(), e));
     drop(ticker);
-    print_removal(&removed, json, out)
+    lines.finish()?;
+    print_removal(&removed?, json, out)
 }
 
 /// Asks before removing everything: on a terminal, a question; otherwise a refusal.
@@ -404,20 +547,6 @@ fn print_removal(r: &Removal, json: bool, out: &mut Out) -> Result<(), Failure> 
         bytes: u64,
         kept_live: u64,
     }
-    for e in &r.removed {
-        if json {
-            json_line(out, e)?;
-        } else {
-            writeln!(
-                out,
-                "{verb} {} ({}, {}, {})",
-                e.path,
-                e.kind,
-                units::size(e.size),
-                e.reason.name()
-            )?;
-        }
-    }
     if json {
         return json_line(
             out,
@@ -438,6 +567,13 @@ fn print_removal(r: &Removal, json: bool, out: &mut Out) -> Result<(), Failure> 
     )?;
     if r.kept_live > 0 {
         writeln!(out, "kept {} under a live lease", units::count(r.kept_live))?;
+    }
+    if r.cleaned_up > 0 {
+        writeln!(
+            out,
+            "the store's own clean-up removed {} more unfinished writes",
+            units::count(r.cleaned_up)
+        )?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cairn, sorted_body, stable_json, stderr, stdout, TestStore, NOW};
+use common::{cairn, sorted_body, sorted_removals, stable_json, stderr, stdout, TestStore, NOW};
 
 const LS_CACHE: &str = "\
 KIND       TASK             KEY                SIZE CREATED          EXPIRES          PATH
@@ -314,6 +314,73 @@ async fn runs_and_run_show(s: TestStore) {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// `--fast` lists from the store's listing alone: the same entries and bytes, without
+/// what only a record's header says (a cache record's task, its expiry).
+async fn fast_listing_from_the_listing_alone(s: TestStore) {
+    s.fixture().await;
+    let o = s.cairn(&["ls", "--fast", "--kind", "cache", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for e in &lines {
+        assert_eq!(
+            (&e["task"], &e["expires"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        assert_eq!(e["created"], e["modified"], "the store's time stands in");
+    }
+    let usage = |args: &[&str]| -> serde_json::Value {
+        let o = s.cairn(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(stdout(&o).trim()).unwrap()
+    };
+    let (slow, fast) = (usage(&["du", "--json"]), usage(&["du", "--fast", "--json"]));
+    assert_eq!(fast["total"], slow["total"]);
+    assert_eq!(fast["by_kind"], slow["by_kind"]);
+    assert_eq!(fast["by_namespace"], slow["by_namespace"]);
+    assert_eq!(
+        fast["by_task"]["-"]["entries"], 7,
+        "only paths of checkpoints and inputs name a task"
+    );
+    assert_eq!(
+        stdout(&s.cairn(&["ls", "--fast", "--expired", "--json"])),
+        ""
+    );
+}
+
+/// A lease counts as live until it goes unrenewed for --lease-stale-after.
+async fn lease_stale_after_decides_what_a_lease_keeps(s: TestStore) {
+    s.fixture().await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
+    let clear = |stale: &str| {
+        let o = s.cairn(&[
+            "--now",
+            &later,
+            "--lease-stale-after",
+            stale,
+            "clear",
+            "--task",
+            "a",
+            "--dry-run",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let live = clear("4h");
+    assert!(
+        live.ends_with("would remove 3 entries, 889 B\nkept 1 under a live lease\n"),
+        "{live}"
+    );
+    let stale = clear("2h");
+    assert!(
+        stale.ends_with("would remove 4 entries, 998 B\n"),
+        "{stale}"
+    );
+}
+
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -354,7 +421,84 @@ on_every_store!(
     prune_removes_what_is_of_no_use,
     prune_max_size_keeps_the_recently_used,
     runs_and_run_show,
+    fast_listing_from_the_listing_alone,
+    lease_stale_after_decides_what_a_lease_keeps,
 );
+
+/// `clear --tier-only URL?cache_dir=DIR` and `local-cache clear --tier DIR` empty the
+/// local tier and leave the remote store as it was; a dry run removes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn clearing_the_local_tier_alone() {
+    let (remote, tier_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = format!(
+        "{}?cache_dir={}",
+        remote.path().display(),
+        tier_dir.path().display()
+    );
+    let store = cairn::ResultStore::from_url(&url).await.unwrap();
+    for i in 0..3 {
+        store
+            .write_record(
+                &format!("cache/v1/default/0{i}/0{i}ff"),
+                &i,
+                cairn::record::RecordInfo::default(),
+                cairn::PutMode::Create,
+            )
+            .await
+            .unwrap();
+    }
+    let tier = cairn::backend::DiskTier::new(tier_dir.path()).unwrap();
+    let (copies, bytes) = tier.contents().unwrap();
+    assert_eq!(copies, 3);
+    // The copies' bytes, in human units (about 1.2 KiB).
+    let summary = |verb: &str| {
+        format!(
+            "{verb} 3 local copies, {:.1} KiB from the tier {}\n",
+            bytes as f64 / 1024.0,
+            tier_dir.path().display()
+        )
+    };
+    let o = cairn(&["clear", "--tier-only", "--dry-run", &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), summary("would remove"));
+    assert_eq!(
+        tier.contents().unwrap(),
+        (3, bytes),
+        "a dry run removed copies"
+    );
+    let o = cairn(&["clear", "--tier-only", &url]);
+    assert_eq!(stdout(&o), summary("removed"));
+    assert_eq!(tier.contents().unwrap(), (0, 0));
+    let listed = stdout(&cairn(&["ls", "--json", &url]));
+    assert_eq!(
+        listed.lines().count(),
+        3,
+        "the remote store lost entries: {listed}"
+    );
+
+    // Read back: the copies return; local-cache clear --tier empties them again.
+    for i in 0..3 {
+        let key = cairn::backend::Key::parse(format!("cache/v1/default/0{i}/0{i}ff")).unwrap();
+        cairn::backend::BackendExt::get(store.backend(), &key)
+            .await
+            .unwrap();
+    }
+    assert_eq!(tier.contents().unwrap().0, 3);
+    let o = cairn(&[
+        "local-cache",
+        "clear",
+        "--tier",
+        &tier_dir.path().display().to_string(),
+    ]);
+    assert_eq!(stdout(&o), summary("removed"));
+    assert_eq!(tier.contents().unwrap(), (0, 0));
+
+    // A URL without a tier: a usage error naming it.
+    let plain = remote.path().display().to_string();
+    let o = cairn(&["clear", "--tier-only", &plain]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("?cache_dir="), "{}", stderr(&o));
+}
 
 /// A writer killed before it published leaves a staged file beside its destination;
 /// prune removes it once older than the grace period, with the expired record, and
@@ -381,7 +525,7 @@ async fn prune_removes_a_killed_writers_staged_file_and_an_expired_record() {
     let o = s.cairn(&["prune", "--dry-run"]);
     assert!(old.exists() && young.exists());
     assert_eq!(
-        stdout(&o),
+        sorted_removals(&stdout(&o)),
         "would remove cache/v1/default/a1/.cairn-staged.a1000000000000000009.4242.0 (staged, 10 B, staged)\n\
          would remove cache/v1/default/e1/e1000000000000000001 (cache, 310 B, expired)\n\
          would remove 2 entries, 320 B\n"

@@ -1,4 +1,5 @@
-//! Many entries: `ls` streams them in flat memory, `du` and `prune --dry-run` finish.
+//! Many entries: `ls` streams them in flat memory, `du` and `prune --dry-run` finish,
+//! and so do `du --fast` and `ls --fast` (the listing alone).
 //! 2,000 entries on the local disk and 200 on each emulator by default;
 //! `CAIRN_TEST_ENTRIES=10000` for the full count everywhere. The times are printed (run
 //! with `--nocapture`), never asserted.
@@ -89,6 +90,12 @@ async fn many_entries(s: TestStore, what: &str, n: usize) {
     let (lines, took, _) = measure(&["du", "--json", &s.url]);
     assert_eq!(lines, 1);
     println!("{what}: du of {n} entries: {took:.2?}");
+    let (lines, took, _) = measure(&["du", "--fast", "--json", &s.url]);
+    assert_eq!(lines, 1);
+    println!("{what}: du --fast of {n} entries (the listing alone): {took:.2?}");
+    let (count, took, _) = measure(&["ls", "--fast", "--json", &s.url]);
+    assert_eq!(count, n);
+    println!("{what}: ls --fast of {n} entries (the listing alone): {took:.2?}");
     let (lines, took, _) = measure(&["prune", "--dry-run", "--json", &s.url]);
     assert_eq!(
         lines, 1,

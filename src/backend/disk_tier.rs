@@ -1,9 +1,10 @@
 //! A bounded directory of verified object copies, shared by processes: the local tier
 //! of a [`TieredBackend`](super::TieredBackend).
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind as IoKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use super::{Error, Key, Result};
 pub const DEFAULT_TIER_BYTES: u64 = 10 << 30;
 
 const MAGIC: &[u8; 8] = b"CAIRNTR1";
+/// The file holding the bytes of every copy, shared by the processes using the tier.
+const TOTAL_FILE: &str = "total";
 /// Temporary files older than this are left over by a killed process.
 const STALE_TEMP: Duration = Duration::from_secs(600);
 
@@ -26,11 +29,22 @@ const STALE_TEMP: Duration = Duration::from_secs(600);
 /// reader sees a whole copy or none; every read checks the digest, and a copy that
 /// fails is deleted and reported as absent.
 ///
-/// Several processes may share one directory: a read touches the file's modification
-/// time (its recency), and after every insert the inserting process scans the tier and
-/// deletes the least recently used copies until the total is within the bound. A copy
-/// deleted while another process reads it stays readable to that process (an open
-/// file), and a copy deleted before it is opened is a miss.
+/// Eviction does not scan the directory: each process keeps an index of the copies
+/// (their sizes, and an order of use), built once from the directory when it first
+/// inserts, and the processes sharing the directory keep its total in a small file,
+/// `total`, updated under a file lock by every insert and eviction. An insert costs
+/// O(log n): it adds its copy to the index and the total, and while the total is over
+/// the bound deletes the copy this process used least recently. A read touches the
+/// file's modification time (its recency for the next process that opens the tier)
+/// and moves it to the end of this process's order. When this process's index has
+/// nothing left to evict while the total is still over the bound (the other
+/// processes' copies), it rebuilds its index from the directory and resets the total
+/// to what it found, which also corrects any drift (a process killed between its
+/// write and its count).
+///
+/// Several processes may share one directory. A copy deleted while another process
+/// reads it stays readable to that process (an open file), and a copy deleted before
+/// it is opened is a miss.
 ///
 /// ```
 /// use cairn::backend::{DiskTier, Key};
@@ -54,6 +68,41 @@ pub struct DiskTier {
 struct Inner {
     dir: PathBuf,
     max_bytes: u64,
+    index: Mutex<Index>,
+}
+
+/// This process's view of the tier's copies: their sizes and their order of use.
+#[derive(Debug, Default)]
+struct Index {
+    loaded: bool,
+    files: HashMap<PathBuf, (u64, u64)>,
+    /// (stamp of last use, path), least recently used first.
+    lru: BTreeSet<(u64, PathBuf)>,
+    last_stamp: u64,
+}
+
+impl Index {
+    /// A stamp later than every earlier one, from the clock when it moves forward.
+    fn stamp(&mut self, at: SystemTime) -> u64 {
+        let nanos = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.last_stamp = nanos.max(self.last_stamp + 1);
+        self.last_stamp
+    }
+
+    fn put(&mut self, path: PathBuf, size: u64, stamp: u64) {
+        if let Some((_, old)) = self.files.insert(path.clone(), (size, stamp)) {
+            self.lru.remove(&(old, path.clone()));
+        }
+        self.lru.insert((stamp, path));
+    }
+
+    fn forget(&mut self, path: &Path) {
+        if let Some((_, stamp)) = self.files.remove(path) {
+            self.lru.remove(&(stamp, path.to_path_buf()));
+        }
+    }
 }
 
 /// A verified copy from the tier.
@@ -83,6 +132,7 @@ impl DiskTier {
             inner: Arc::new(Inner {
                 dir,
                 max_bytes: DEFAULT_TIER_BYTES,
+                index: Mutex::default(),
             }),
         })
     }
@@ -93,6 +143,7 @@ impl DiskTier {
             inner: Arc::new(Inner {
                 dir: self.inner.dir.clone(),
                 max_bytes,
+                index: Mutex::default(),
             }),
         }
     }
@@ -131,11 +182,18 @@ impl DiskTier {
                 return None;
             }
         };
+        let size = bytes.len() as u64;
         match decode(key, bytes) {
             Ok(copy) => {
                 // Recency for eviction; a copy evicted meanwhile is simply gone.
+                let now = SystemTime::now();
                 if let Ok(f) = std::fs::File::options().write(true).open(&path) {
-                    let _ = f.set_modified(SystemTime::now());
+                    let _ = f.set_modified(now);
+                }
+                let mut index = self.index();
+                if index.loaded {
+                    let stamp = index.stamp(now);
+                    index.put(path, size, stamp);
                 }
                 Some(copy)
             }
@@ -144,7 +202,7 @@ impl DiskTier {
                     "local tier: dropping the copy of '{key}' at {}: {reason}",
                     path.display()
                 );
-                let _ = std::fs::remove_file(&path);
+                self.delete(&path);
                 None
             }
         }
@@ -168,7 +226,7 @@ impl DiskTier {
             |e: std::io::Error| Error::other(self.inner.dir.display().to_string(), key.as_str(), e);
         let header = encode_header(key, version, last_modified, &body);
         if (header.len() + body.len()) as u64 > self.inner.max_bytes {
-            let _ = std::fs::remove_file(&path);
+            self.delete(&path);
             return Ok(());
         }
         let tmp = self
@@ -176,81 +234,205 @@ impl DiskTier {
             .dir
             .join("tmp")
             .join(uuid::Uuid::new_v4().simple().to_string());
+        let size = (header.len() + body.len()) as u64;
         let written = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&header)?;
             f.write_all(&body)?;
             f.sync_data()?;
-            std::fs::create_dir_all(path.parent().expect("a copy's path has a parent"))?;
-            std::fs::rename(&tmp, &path)
+            std::fs::create_dir_all(path.parent().expect("a copy's path has a parent"))
         })();
-        if let Err(e) = written {
+        let mut index = self.index();
+        // Published and counted under the total's lock, so the total stays exact.
+        let published = written.and_then(|()| {
+            self.with_total(|total| {
+                let replaced = std::fs::metadata(&path).map_or(0, |m| m.len());
+                std::fs::rename(&tmp, &path)?;
+                *total = (*total + size).saturating_sub(replaced);
+                Ok(())
+            })
+        });
+        if let Err(e) = published {
             let _ = std::fs::remove_file(&tmp);
             return Err(io(e));
         }
-        self.evict().map_err(io)?;
+        if !index.loaded {
+            // The copy just written is found by the scan.
+            self.rebuild(&mut index).map_err(io)?;
+        } else {
+            let stamp = index.stamp(SystemTime::now());
+            index.put(path, size, stamp);
+        }
+        self.evict_locked(&mut index).map_err(io)?;
         Ok(())
     }
 
     /// Deletes the copy of `key`, if any.
     pub fn remove(&self, store: &str, key: &Key) {
-        let _ = std::fs::remove_file(self.path_of(store, key));
+        self.delete(&self.path_of(store, key));
     }
 
-    /// The bytes the tier's copies take (their file sizes added up).
+    /// Deletes one copy, and counts it out of the index and the total.
+    fn delete(&self, path: &Path) {
+        let _ = self.remove_counted(path);
+        self.index().forget(path);
+    }
+
+    /// Removes one copy and subtracts its size from the total, under the total's
+    /// lock; returns the bytes freed (0 when it was gone already).
+    fn remove_counted(&self, path: &Path) -> std::io::Result<u64> {
+        self.with_total(|total| {
+            let size = match std::fs::metadata(path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == IoKind::NotFound => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            match std::fs::remove_file(path) {
+                Ok(()) => {
+                    *total = total.saturating_sub(size);
+                    Ok(size)
+                }
+                Err(e) if e.kind() == IoKind::NotFound => Ok(0), // another process evicted it
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.inner.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared total, read under its file lock.
+    fn total(&self) -> std::io::Result<u64> {
+        self.with_total(|total| Ok(*total))
+    }
+
+    /// Runs `f` on the shared total while holding its file lock (so that a change to
+    /// the files and to their total happen as one), then writes it back.
+    fn with_total<R>(&self, f: impl FnOnce(&mut u64) -> std::io::Result<R>) -> std::io::Result<R> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.inner.dir.join(TOTAL_FILE))?;
+        lock_exclusive(&file)?;
+        let mut buf = [0u8; 8];
+        let mut total = match file.read_exact(&mut buf) {
+            Ok(()) => u64::from_le_bytes(buf),
+            Err(e) if e.kind() == IoKind::UnexpectedEof => 0,
+            Err(e) => return Err(e),
+        };
+        let before = total;
+        let out = f(&mut total);
+        if total != before {
+            file.seek(std::io::SeekFrom::Start(0))?;
+            file.write_all(&total.to_le_bytes())?;
+        }
+        out
+    }
+
+    /// Rebuilds the index from the directory (recency from the files' modification
+    /// times) and resets the shared total to what it found.
+    fn rebuild(&self, index: &mut Index) -> std::io::Result<u64> {
+        self.remove_stale_temps();
+        let mut entries = self.with_total(|total| {
+            let entries = self.entries()?;
+            *total = entries.iter().map(|e| e.1).sum();
+            Ok(entries)
+        })?;
+        entries.sort_by_key(|e| e.2);
+        index.files.clear();
+        index.lru.clear();
+        let mut total = 0;
+        for (path, size, mtime) in entries {
+            total += size;
+            let stamp = index.stamp(mtime);
+            index.put(path, size, stamp);
+        }
+        // Later uses must rank after every file found.
+        index.stamp(SystemTime::now());
+        index.loaded = true;
+        Ok(total)
+    }
+
+    /// Deletes this process's least recently used copies while the shared total is
+    /// over the bound; rebuilds the index once when it runs out of copies to delete.
+    fn evict_locked(&self, index: &mut Index) -> std::io::Result<u64> {
+        let mut total = self.total()?;
+        let mut freed = 0;
+        let mut rebuilt = false;
+        while total > self.inner.max_bytes {
+            let Some((_, path)) = index.lru.pop_first() else {
+                if rebuilt {
+                    break;
+                }
+                rebuilt = true;
+                total = self.rebuild(index)?;
+                continue;
+            };
+            index.files.remove(&path);
+            freed += self.remove_counted(&path)?;
+            total = self.total()?;
+        }
+        Ok(freed)
+    }
+
+    /// The bytes the tier's copies take (their file sizes added up, from the
+    /// directory).
     ///
     /// # Errors
     /// [`Error::Config`] when the tier cannot be read.
     pub fn usage(&self) -> Result<u64> {
-        Ok(self
-            .entries()
-            .map_err(|e| self.config_error(e))?
-            .iter()
-            .map(|e| e.1)
-            .sum())
+        Ok(self.contents()?.1)
+    }
+
+    /// How many copies the tier holds and their bytes (from the directory).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the tier cannot be read.
+    pub fn contents(&self) -> Result<(u64, u64)> {
+        let entries = self.entries().map_err(|e| self.config_error(e))?;
+        Ok((entries.len() as u64, entries.iter().map(|e| e.1).sum()))
     }
 
     /// Deletes every copy (of every store) from the tier; the remote stores are not
-    /// touched.
+    /// touched. Returns how many copies there were and their bytes.
     ///
     /// # Errors
     /// [`Error::Config`] when the tier cannot be emptied.
-    pub fn clear(&self) -> Result<()> {
-        for sub in ["v1", "tmp"] {
-            let dir = self.inner.dir.join(sub);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == IoKind::NotFound => {}
-                Err(e) => return Err(self.config_error(e)),
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| self.config_error(e))?;
-        }
-        Ok(())
+    pub fn clear(&self) -> Result<(u64, u64)> {
+        let mut index = self.index();
+        let found = self
+            .with_total(|total| {
+                let entries = self.entries()?;
+                for sub in ["v1", "tmp"] {
+                    let dir = self.inner.dir.join(sub);
+                    match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == IoKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                    std::fs::create_dir_all(&dir)?;
+                }
+                *total = 0;
+                Ok((entries.len() as u64, entries.iter().map(|e| e.1).sum()))
+            })
+            .map_err(|e| self.config_error(e))?;
+        index.files.clear();
+        index.lru.clear();
+        index.loaded = true;
+        Ok(found)
     }
 
-    /// Deletes least recently used copies until the tier is within its bound, and
-    /// temporary files a killed process left. Returns the bytes deleted.
+    /// Rebuilds this process's index from the directory, then deletes least recently
+    /// used copies until the tier is within its bound, and temporary files a killed
+    /// process left. Returns the bytes deleted.
     pub fn evict(&self) -> std::io::Result<u64> {
-        self.remove_stale_temps();
-        let mut entries = self.entries()?;
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.inner.max_bytes {
-            return Ok(0);
-        }
-        entries.sort_by_key(|e| e.2);
-        let mut freed = 0;
-        for (path, size, _) in entries {
-            if total <= self.inner.max_bytes {
-                break;
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => freed += size,
-                Err(e) if e.kind() == IoKind::NotFound => {} // another process evicted it
-                Err(e) => return Err(e),
-            }
-            total -= size;
-        }
-        Ok(freed)
+        let mut index = self.index();
+        self.rebuild(&mut index)?;
+        self.evict_locked(&mut index)
     }
 
     fn config_error(&self, e: std::io::Error) -> Error {
@@ -298,6 +480,30 @@ impl DiskTier {
             }
         }
     }
+}
+
+/// Takes an exclusive lock on `file`, held until it is closed (`flock`: processes
+/// sharing the tier wait for each other).
+#[cfg(unix)]
+fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor this open file owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != IoKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Without `flock`, the processes sharing a tier do not wait for each other: the
+/// total can drift, and is corrected whenever a process rebuilds its index.
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// magic, body length (u64), BLAKE3 of the body (32), modified (i64 ms), version
@@ -354,4 +560,77 @@ fn decode(key: &Key, bytes: Bytes) -> std::result::Result<TierCopy, String> {
         last_modified: DateTime::from_timestamp_millis(millis).unwrap_or_default(),
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> Key {
+        Key::parse(format!("cache/v1/k{i}")).unwrap()
+    }
+
+    fn put(tier: &DiskTier, i: usize) {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        tier.insert("s3://b", &key(i), None, at, Bytes::from(vec![i as u8; 100]))
+            .unwrap();
+    }
+
+    fn held(tier: &DiskTier) -> Vec<usize> {
+        (0..10)
+            .filter(|i| tier.path_of("s3://b", &key(*i)).exists())
+            .collect()
+    }
+
+    /// Eviction follows the in-memory order of use, and after a reopen the order the
+    /// files' modification times give; the bound holds throughout, also when the tier
+    /// is reopened with a smaller one.
+    #[test]
+    fn eviction_keeps_the_most_recently_used_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = DiskTier::new(dir.path()).unwrap();
+        put(&probe, 9);
+        let copy = probe.usage().unwrap();
+        probe.clear().unwrap();
+        let tier = DiskTier::new(dir.path()).unwrap().with_max_bytes(4 * copy);
+        for i in 0..4 {
+            put(&tier, i);
+        }
+        assert!(tier.get("s3://b", &key(0)).is_some()); // 0 is now the most recent
+        put(&tier, 4);
+        assert_eq!(
+            held(&tier),
+            [0, 2, 3, 4],
+            "the least recently used goes first"
+        );
+        assert_eq!(tier.contents().unwrap(), (4, 4 * copy));
+        drop(tier);
+
+        // Recency on disk, as another process left it: 3 oldest, then 0, 4, 2.
+        let base = SystemTime::now() - Duration::from_secs(1000);
+        let reopened = DiskTier::new(dir.path()).unwrap().with_max_bytes(4 * copy);
+        for (age, i) in [3, 0, 4, 2].into_iter().enumerate() {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(reopened.path_of("s3://b", &key(i)))
+                .unwrap();
+            f.set_modified(base + Duration::from_secs(age as u64))
+                .unwrap();
+        }
+        assert!(reopened.get("s3://b", &key(3)).is_some()); // now the most recent
+        put(&reopened, 5);
+        assert_eq!(
+            held(&reopened),
+            [2, 3, 4, 5],
+            "0 was the least recently used"
+        );
+        drop(reopened);
+
+        // A smaller bound on reopening: the first insert brings the tier within it.
+        let smaller = DiskTier::new(dir.path()).unwrap().with_max_bytes(2 * copy);
+        put(&smaller, 6);
+        assert_eq!(smaller.contents().unwrap(), (2, 2 * copy));
+        assert!(held(&smaller).contains(&6));
+        assert_eq!(smaller.total().unwrap(), 2 * copy, "the shared total");
+    }
 }

@@ -96,6 +96,12 @@ async fn open_plain(url: &str) -> Result<DynBackend> {
 
 /// `URL?cache_dir=/path[&cache_size=N]`: the store at URL behind a local tier.
 async fn open_tiered(url: &str, base: &str, options: &[&str]) -> Result<DynBackend> {
+    let tier = tier_from_options(url, options)?;
+    let remote = Box::pin(open_plain(base)).await?;
+    Ok(Arc::new(TieredBackend::new(tier, remote)))
+}
+
+fn tier_from_options(url: &str, options: &[&str]) -> Result<DiskTier> {
     let bad = |reason: String| Error::Config {
         message: format!("'{url}': {reason}"),
     };
@@ -114,9 +120,37 @@ async fn open_tiered(url: &str, base: &str, options: &[&str]) -> Result<DynBacke
         }
     }
     let dir = dir.ok_or_else(|| bad("cache_size without cache_dir".into()))?;
-    let remote = Box::pin(open_plain(base)).await?;
-    let tier = DiskTier::new(dir)?.with_max_bytes(size);
-    Ok(Arc::new(TieredBackend::new(tier, remote)))
+    Ok(DiskTier::new(dir)?.with_max_bytes(size))
+}
+
+/// The local tier a store URL puts in front of its store (`?cache_dir=...`), if it
+/// names one; the store itself is not opened. For tools that look after the tier
+/// alone, such as `cairn clear --tier-only`.
+///
+/// # Errors
+/// [`Error::Config`] for a bad `cache_size`, or a tier directory that cannot be
+/// created.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let url = format!("s3://bucket/prefix?cache_dir={}&cache_size=1MiB", dir.path().display());
+/// let tier = cairn::backend::tier_of_url(&url)?.unwrap();
+/// assert_eq!((tier.dir(), tier.max_bytes()), (dir.path(), 1 << 20));
+/// assert!(cairn::backend::tier_of_url("s3://bucket/prefix")?.is_none());
+/// # Ok::<(), cairn::Error>(())
+/// ```
+pub fn tier_of_url(url: &str) -> Result<Option<DiskTier>> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(None);
+    };
+    let tier: Vec<&str> = query
+        .split('&')
+        .filter(|p| p.starts_with("cache_dir=") || p.starts_with("cache_size="))
+        .collect();
+    if tier.is_empty() {
+        return Ok(None);
+    }
+    tier_from_options(url, &tier).map(Some)
 }
 
 /// `123`, `10KiB`, `512MiB`, `10GiB`.

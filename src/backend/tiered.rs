@@ -107,7 +107,7 @@ impl TieredBackend {
     /// # Errors
     /// See [`DiskTier::clear`].
     pub fn clear_tier(&self) -> Result<()> {
-        self.tier.clear()
+        self.tier.clear().map(|_| ())
     }
 
     async fn local(&self, key: &Key) -> Option<super::TierCopy> {

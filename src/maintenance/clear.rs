@@ -1,7 +1,8 @@
 //! Removing what a filter selects (`clear`), and the removal summary that `clear` and
 //! `prune` return.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,11 +11,11 @@ use serde::Serialize;
 
 use crate::backend::{DynBackend, Key, Result, StagedObject};
 use crate::cache::LeaseHolder;
-use crate::maintenance::{last_use, Entry, EntryKind, Filter, Maintenance};
+use crate::maintenance::{last_use, Entry, EntryKind, Filter, Maintenance, Totals};
 
 /// Leases unchanged for longer than this are stale by default: their holder renews
 /// far more often (every 10 s by default), so one that has not for an hour is gone.
-pub(crate) const DEFAULT_STALE_LEASE_AFTER: Duration = Duration::from_secs(3600);
+pub const DEFAULT_STALE_LEASE_AFTER: Duration = Duration::from_secs(3600);
 
 /// Why an entry is (or would be) removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -73,32 +74,49 @@ pub struct Removed {
 pub struct Removal {
     /// Whether this was a dry run (nothing was removed).
     pub dry_run: bool,
-    /// The entries removed, sorted by path.
+    /// The entries removed, sorted by path. Empty when they were handed one by one
+    /// to the caller instead ([`Maintenance::clear_each`], [`Maintenance::prune_each`]).
     pub removed: Vec<Removed>,
+    /// How many entries were removed and their bytes (the removed entries, counted as
+    /// they went, also when they were not kept in [`Removal::removed`]).
+    pub total: Totals,
     /// Entries that were selected but kept because a live lease covers them.
     pub kept_live: u64,
     /// The bytes left in the entries looked at, after the removal.
     pub remaining_bytes: u64,
+    /// Leftovers of unfinished writes the store's own clean-up
+    /// ([`Backend::clean_up`](crate::backend::Backend::clean_up)) removed beyond those
+    /// listed in `removed` (0 on the stores cairn ships: they list all of theirs).
+    pub cleaned_up: u64,
 }
 
 impl Removal {
     /// How many entries.
     pub fn entries(&self) -> u64 {
-        self.removed.len() as u64
+        self.total.entries
     }
     /// How many bytes.
     pub fn bytes(&self) -> u64 {
-        self.removed.iter().map(|r| r.size).sum()
+        self.total.bytes
     }
 }
 
-/// The leases that are live: not released and renewed within `stale_after` of `now`.
-#[derive(Debug, Default)]
+/// Entries are removed in batches of this many as the listing goes on.
+pub(crate) const REMOVAL_BATCH: usize = 1000;
+
+/// The leases that are live: not released and renewed within the lease staleness of
+/// the [`Maintenance`]. Cache leases are read once (they are few: one per computation
+/// in progress or abandoned); a flow run's lease is read when an entry of that run is
+/// first met, and remembered per run.
+#[derive(Debug)]
 pub(crate) struct LiveLeases {
     /// Cache leases (`leases/v1/...`) that are live.
     cache: HashSet<String>,
-    /// Flow-run prefixes (`runs/v1/<flow>/<run>/`) whose lease is live.
-    runs: HashSet<String>,
+    /// Flow-run prefixes (`runs/v1/<flow>/<run>/`) and whether their lease is live.
+    runs: Mutex<HashMap<String, bool>>,
+    backend: DynBackend,
+    now: DateTime<Utc>,
+    stale_after: Duration,
 }
 
 impl LiveLeases {
@@ -110,13 +128,9 @@ impl LiveLeases {
             && entry.modified > now - stale_after
     }
 
-    /// Reads the cache leases and the leases of the flow runs `candidates` belong to.
-    pub(crate) async fn find(
-        m: &Maintenance,
-        candidates: &[Entry],
-        stale_after: Duration,
-    ) -> Result<Self> {
-        let mut live = LiveLeases::default();
+    /// Reads the cache leases.
+    pub(crate) async fn find(m: &Maintenance) -> Result<Self> {
+        let mut cache = HashSet::new();
         let filter = Filter {
             kinds: vec![EntryKind::Lease],
             prefix: Some("leases/".into()),
@@ -124,39 +138,49 @@ impl LiveLeases {
         };
         let mut leases = m.list(&filter);
         while let Some(lease) = leases.try_next().await? {
-            if Self::is_live(&lease, m.now, stale_after) {
-                live.cache.insert(lease.path);
+            if Self::is_live(&lease, m.now, m.stale_leases_after) {
+                cache.insert(lease.path);
             }
         }
-        let runs: HashSet<String> = candidates.iter().filter_map(Entry::run_prefix).collect();
-        let found: Vec<Option<String>> = stream::iter(runs)
-            .map(|prefix| {
-                let backend = m.backend.clone();
-                async move {
-                    let live = run_lease_is_live(&backend, &prefix, m.now, stale_after).await?;
-                    Ok::<_, crate::Error>(live.then_some(prefix))
-                }
-            })
-            .buffer_unordered(m.jobs)
-            .try_collect()
-            .await?;
-        live.runs.extend(found.into_iter().flatten());
-        Ok(live)
+        Ok(LiveLeases {
+            cache,
+            runs: Mutex::new(HashMap::new()),
+            backend: m.backend.clone(),
+            now: m.now,
+            stale_after: m.stale_leases_after,
+        })
     }
 
     /// Whether a live lease covers `entry` (it is one, guards it, or holds its run).
-    pub(crate) fn covers(&self, entry: &Entry) -> bool {
+    pub(crate) async fn covers(&self, entry: &Entry) -> Result<bool> {
         if self.cache.contains(&entry.path) {
-            return true;
+            return Ok(true);
         }
         if entry.kind == EntryKind::Cache {
             if let Some(rest) = entry.path.strip_prefix("cache/") {
                 if self.cache.contains(&format!("leases/{rest}")) {
-                    return true;
+                    return Ok(true);
                 }
             }
         }
-        entry.run_prefix().is_some_and(|p| self.runs.contains(&p))
+        let Some(prefix) = entry.run_prefix() else {
+            return Ok(false);
+        };
+        let known = self
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&prefix)
+            .copied();
+        if let Some(live) = known {
+            return Ok(live);
+        }
+        let live = run_lease_is_live(&self.backend, &prefix, self.now, self.stale_after).await?;
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(prefix, live);
+        Ok(live)
     }
 }
 
@@ -183,6 +207,9 @@ impl Maintenance {
     /// itself). With `dry_run`, removes nothing and reports exactly what it would
     /// remove. Removing a cache record also removes its `used` marker.
     ///
+    /// The returned [`Removal::removed`] lists every entry; for a store too large to
+    /// hold that list, [`Maintenance::clear_each`] hands them over one by one.
+    ///
     /// # Errors
     /// The store's errors; what was removed before one stays removed.
     ///
@@ -202,30 +229,74 @@ impl Maintenance {
     /// # Ok::<(), cairn::Error>(()) }).unwrap();
     /// ```
     pub async fn clear(&self, filter: &Filter, dry_run: bool) -> Result<Removal> {
-        let selected: Vec<Entry> = self.list(filter).try_collect().await?;
-        let live = LiveLeases::find(self, &selected, DEFAULT_STALE_LEASE_AFTER).await?;
+        let mut all = Vec::new();
+        let mut removal = self.clear_each(filter, dry_run, |r| all.push(r)).await?;
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        removal.removed = all;
+        Ok(removal)
+    }
+
+    /// [`Maintenance::clear`] in bounded memory: entries are removed in batches as the
+    /// listing goes on, and each one removed (or that would be, in a dry run) is
+    /// handed to `on_removed` (in listing order) instead of being kept; the returned
+    /// [`Removal`] has the counts and an empty [`Removal::removed`].
+    ///
+    /// # Errors
+    /// The store's errors; what was removed before one stays removed.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use cairn::maintenance::{Filter, Maintenance};
+    /// use cairn::{record::RecordInfo, PutMode, ResultStore};
+    ///
+    /// let store = ResultStore::memory();
+    /// for i in 0..3 {
+    ///     let path = format!("cache/v1/default/0{i}/0{i}ff");
+    ///     store.write_record(&path, &i, RecordInfo::default(), PutMode::Create).await?;
+    /// }
+    /// let mut seen = 0;
+    /// let removal = Maintenance::new(&store)
+    ///     .clear_each(&Filter::default(), false, |_| seen += 1)
+    ///     .await?;
+    /// assert_eq!((seen, removal.entries(), removal.removed.len()), (3, 3, 0));
+    /// # Ok::<(), cairn::Error>(()) }).unwrap();
+    /// ```
+    pub async fn clear_each(
+        &self,
+        filter: &Filter,
+        dry_run: bool,
+        mut on_removed: impl FnMut(Removed),
+    ) -> Result<Removal> {
+        let live = LiveLeases::find(self).await?;
         let mut removal = Removal {
             dry_run,
             ..Removal::default()
         };
-        let mut doomed = Vec::new();
-        for e in selected {
-            if live.covers(&e) {
+        let mut listing = self.list(filter);
+        let mut batch = Vec::new();
+        while let Some(e) = listing.try_next().await? {
+            if live.covers(&e).await? {
                 removal.kept_live += 1;
                 removal.remaining_bytes += e.size;
-            } else {
-                doomed.push((e, RemovalReason::Selected));
+                continue;
+            }
+            batch.push((e, RemovalReason::Selected));
+            if batch.len() >= REMOVAL_BATCH {
+                self.remove(std::mem::take(&mut batch), &mut removal, &mut on_removed)
+                    .await?;
             }
         }
-        self.remove(doomed, &mut removal).await?;
+        self.remove(batch, &mut removal, &mut on_removed).await?;
         Ok(removal)
     }
 
-    /// Removes `doomed` (unless the removal is a dry run) and records them in `removal`.
+    /// Removes `doomed` (unless the removal is a dry run), counts them in `removal`
+    /// and hands each to `on_removed`.
     pub(crate) async fn remove(
         &self,
         doomed: Vec<(Entry, RemovalReason)>,
         removal: &mut Removal,
+        on_removed: &mut impl FnMut(Removed),
     ) -> Result<()> {
         if !removal.dry_run {
             let progress = self.progress.clone();
@@ -243,15 +314,15 @@ impl Maintenance {
                 .try_collect::<()>()
                 .await?;
         }
-        removal
-            .removed
-            .extend(doomed.into_iter().map(|(e, reason)| Removed {
+        for (e, reason) in doomed {
+            removal.total.add(e.size);
+            on_removed(Removed {
                 path: e.path,
                 kind: e.kind,
                 size: e.size,
                 reason,
-            }));
-        removal.removed.sort_by(|a, b| a.path.cmp(&b.path));
+            });
+        }
         Ok(())
     }
 }

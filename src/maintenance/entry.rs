@@ -234,6 +234,17 @@ impl Entry {
         }
     }
 
+    /// A cache record chosen for eviction, from what eviction kept of it.
+    pub(crate) fn evictable(path: String, size: u64, created: DateTime<Utc>) -> Entry {
+        let mut e = Entry::staged(&StagedObject {
+            path,
+            size,
+            last_modified: created,
+        });
+        e.kind = EntryKind::Cache;
+        e
+    }
+
     /// Fills in what the object's header (records) or content (leases) says.
     pub(crate) async fn load(mut self, backend: &DynBackend) -> Entry {
         if self.kind.is_record() {

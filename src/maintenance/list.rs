@@ -104,7 +104,8 @@ impl Maintenance {
     /// The listing is streamed: objects are read as the stream is polled, up to
     /// [`Maintenance::jobs`] at a time (records for their header, leases for their
     /// holder), and never held all at once. An object whose header cannot be read is
-    /// listed with its [`Entry::problem`].
+    /// listed with its [`Entry::problem`]. With [`Maintenance::listing_only`], nothing
+    /// is read: the entries are what the listing says.
     ///
     /// # Errors
     /// The store's listing errors (no bucket, no permission, unreachable endpoint).
@@ -141,12 +142,19 @@ impl Maintenance {
         let backend = self.backend.clone();
         let progress = self.progress.clone();
         let now = self.now;
+        let listing_only = self.listing_only;
         objects
             .chain(staged)
             .try_filter(move |e| futures::future::ready(pre.may_match(e)))
             .map_ok(move |e| {
                 let backend = backend.clone();
-                async move { Ok(e.load(&backend).await) }
+                async move {
+                    if listing_only {
+                        Ok(e)
+                    } else {
+                        Ok(e.load(&backend).await)
+                    }
+                }
             })
             .try_buffer_unordered(self.jobs)
             .inspect_ok(move |_| progress.saw(1))

@@ -75,13 +75,15 @@ mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::backend::DynBackend;
 use crate::store::ResultStore;
+use crate::Clock;
 
-pub use clear::{Removal, RemovalReason, Removed};
+pub use clear::{Removal, RemovalReason, Removed, DEFAULT_STALE_LEASE_AFTER};
 pub use entry::{Entry, EntryKind};
 pub use last_use::{note_use, noted_today, used_marker_location};
 pub use list::Filter;
@@ -103,6 +105,8 @@ pub struct Maintenance {
     backend: DynBackend,
     now: DateTime<Utc>,
     jobs: usize,
+    stale_leases_after: Duration,
+    listing_only: bool,
     progress: Arc<Progress>,
 }
 
@@ -118,6 +122,8 @@ impl Maintenance {
             backend,
             now: Utc::now(),
             jobs: DEFAULT_JOBS,
+            stale_leases_after: DEFAULT_STALE_LEASE_AFTER,
+            listing_only: false,
             progress: Arc::new(Progress::default()),
         }
     }
@@ -125,6 +131,75 @@ impl Maintenance {
     /// Judges ages and expiry as of `now` instead of the current time.
     pub fn at(mut self, now: DateTime<Utc>) -> Self {
         self.now = now;
+        self
+    }
+
+    /// Judges ages and expiry by `clock`'s time (read once, now), such as a
+    /// [`ManualClock`](crate::ManualClock) a test moves by hand.
+    ///
+    /// ```
+    /// use cairn::maintenance::Maintenance;
+    /// use cairn::{ManualClock, ResultStore};
+    /// use chrono::{TimeZone, Utc};
+    ///
+    /// let clock = ManualClock::new(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap());
+    /// let m = Maintenance::new(&ResultStore::memory()).clock(&clock);
+    /// assert_eq!(m.now(), Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap());
+    /// ```
+    pub fn clock(self, clock: &dyn Clock) -> Self {
+        self.at(clock.now())
+    }
+
+    /// Counts a lease as stale (its holder gone) once it has not been renewed for
+    /// `after` (default [`DEFAULT_STALE_LEASE_AFTER`], an hour; holders renew every
+    /// few seconds). Until then, nothing it covers is removed, and a flow run it
+    /// holds shows as running. A released lease is stale at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cairn::maintenance::{Maintenance, DEFAULT_STALE_LEASE_AFTER};
+    /// use cairn::ResultStore;
+    ///
+    /// let m = Maintenance::new(&ResultStore::memory());
+    /// assert_eq!(m.leases_stale_after(), DEFAULT_STALE_LEASE_AFTER);
+    /// let m = m.stale_leases_after(Duration::from_secs(2 * 3600));
+    /// assert_eq!(m.leases_stale_after(), Duration::from_secs(7200));
+    /// ```
+    pub fn stale_leases_after(mut self, after: Duration) -> Self {
+        self.stale_leases_after = after;
+        self
+    }
+
+    /// How long a lease may go without renewal before it counts as stale.
+    pub fn leases_stale_after(&self) -> Duration {
+        self.stale_leases_after
+    }
+
+    /// Lists from the store's listing alone (path, size, modification time), without
+    /// reading any object: one request per listing page instead of one per entry.
+    /// Kind, namespace, flow and run come from the path as always; what only an
+    /// object's content says is then unknown: a cache record's task, its `created`
+    /// (the store's modification time stands in) and `expires` (none), whether a lease
+    /// was released, and a record's format version. So `--expired` selects nothing, a
+    /// `task` filter matches only entries whose path names the task (checkpoints,
+    /// inputs, results, states), and [`Maintenance::prune`], which must know expiry
+    /// and leases, ignores it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+    /// use cairn::maintenance::{Filter, Maintenance};
+    /// use cairn::{record::RecordInfo, PutMode, ResultStore};
+    ///
+    /// let store = ResultStore::memory();
+    /// let info = RecordInfo { task: Some("add".into()), ..Default::default() };
+    /// store.write_record("cache/v1/default/ab/abcd", &3, info, PutMode::Create).await?;
+    /// let usage = Maintenance::new(&store).listing_only(true).usage(&Filter::default()).await?;
+    /// assert_eq!(usage.by_kind["cache"].entries, 1);
+    /// assert_eq!(usage.by_task["-"].entries, 1); // the task is in the header, not read
+    /// # Ok::<(), cairn::Error>(()) }).unwrap();
+    /// ```
+    pub fn listing_only(mut self, listing_only: bool) -> Self {
+        self.listing_only = listing_only;
         self
     }
 

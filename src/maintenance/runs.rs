@@ -7,7 +7,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{DynBackend, Error, Key, Result};
-use crate::maintenance::clear::{LiveLeases, DEFAULT_STALE_LEASE_AFTER};
+use crate::maintenance::clear::LiveLeases;
 use crate::maintenance::{Entry, EntryKind, Filter, Maintenance};
 
 /// One flow run.
@@ -138,8 +138,10 @@ impl Maintenance {
             kinds: EntryKind::ALL.to_vec(),
             ..Filter::default()
         };
-        let mut groups: BTreeMap<(String, String), Vec<Entry>> = BTreeMap::new();
-        let mut listing = self.list(&filter);
+        // What each run needs of its entries, not the entries: memory grows with the
+        // runs (and the task runs of those without a summary), not with the listing.
+        let mut groups: BTreeMap<(String, String), RunEntries> = BTreeMap::new();
+        let mut listing = self.clone().listing_only(true).list(&filter);
         while let Some(e) = listing.try_next().await? {
             let (Some(flow), Some(run)) = (e.flow.clone(), e.run_id.clone()) else {
                 continue;
@@ -147,13 +149,20 @@ impl Maintenance {
             if run_id.is_some_and(|id| !run.starts_with(id)) {
                 continue;
             }
-            groups.entry((flow, run)).or_default().push(e);
+            let group = groups.entry((flow, run)).or_default();
+            if e.path.ends_with("/lease") && e.kind == EntryKind::Lease {
+                let lease = e.load(&self.backend).await;
+                group.live = LiveLeases::is_live(&lease, self.now, self.stale_leases_after);
+                group.add(lease);
+            } else {
+                group.add(e);
+            }
         }
-        let now = self.now;
+        drop(listing);
         let mut details: Vec<RunDetail> = stream::iter(groups)
             .map(|((flow, run), entries)| {
                 let backend = self.backend.clone();
-                async move { detail(&backend, flow, run, entries, now).await }
+                async move { detail(&backend, flow, run, entries).await }
             })
             .buffer_unordered(self.jobs)
             .try_collect()
@@ -165,6 +174,58 @@ impl Maintenance {
                 .then_with(|| a.run.run_id.cmp(&b.run.run_id))
         });
         Ok(details)
+    }
+}
+
+/// What a flow run's summary is made of, gathered from its entries as they are listed.
+#[derive(Debug, Default)]
+struct RunEntries {
+    prefix: String,
+    manifest: bool,
+    summary: bool,
+    live: bool,
+    bytes: u64,
+    /// The latest transition of each task run: (task, task run id) → (seq, path).
+    states: BTreeMap<(String, String), (String, String)>,
+    /// Results, checkpoints and persisted inputs: kind, task, path.
+    outputs: Vec<(EntryKind, Option<String>, String)>,
+}
+
+impl RunEntries {
+    fn add(&mut self, e: Entry) {
+        if self.prefix.is_empty() {
+            self.prefix = e.run_prefix().unwrap_or_default();
+        }
+        self.bytes += e.size;
+        self.manifest |= e.path.ends_with("/manifest.json");
+        if e.path.ends_with("/flow.json") {
+            // The summary lists the task runs: the history is not needed.
+            self.summary = true;
+            self.states.clear();
+            self.outputs.clear();
+        }
+        if self.summary {
+            return;
+        }
+        match e.kind {
+            EntryKind::State => {
+                // `<task run id>-<nn>-<state>`: the highest `nn` of each task run is its latest.
+                let name = e.path.rsplit('/').next().unwrap_or_default();
+                let mut parts = name.rsplitn(3, '-');
+                let (_, seq, id) = (parts.next(), parts.next(), parts.next());
+                let (Some(seq), Some(id)) = (seq, id) else {
+                    return;
+                };
+                let slot = (e.task.clone().unwrap_or_default(), id.to_owned());
+                if self.states.get(&slot).is_none_or(|(s, _)| s.as_str() < seq) {
+                    self.states.insert(slot, (seq.to_owned(), e.path));
+                }
+            }
+            EntryKind::Result | EntryKind::Checkpoint | EntryKind::Inputs => {
+                self.outputs.push((e.kind, e.task, e.path))
+            }
+            _ => {}
+        }
     }
 }
 
@@ -185,23 +246,20 @@ async fn detail(
     backend: &DynBackend,
     flow: String,
     run_id: String,
-    entries: Vec<Entry>,
-    now: DateTime<Utc>,
+    entries: RunEntries,
 ) -> Result<RunDetail> {
-    let prefix = entries[0].run_prefix().unwrap_or_default();
-    let manifest = if entries.iter().any(|e| e.path.ends_with("/manifest.json")) {
+    let prefix = entries.prefix.clone();
+    let manifest = if entries.manifest {
         read_json::<Manifest>(backend, format!("{prefix}manifest.json")).await?
     } else {
         None
     };
-    let summary = if entries.iter().any(|e| e.path.ends_with("/flow.json")) {
+    let summary = if entries.summary {
         read_json::<Summary>(backend, format!("{prefix}flow.json")).await?
     } else {
         None
     };
-    let live = entries.iter().any(|e| {
-        e.path.ends_with("/lease") && LiveLeases::is_live(e, now, DEFAULT_STALE_LEASE_AFTER)
-    });
+    let live = entries.live;
     let started = manifest
         .map(|(m, _)| m.started)
         .or_else(|| summary.as_ref().and_then(|(s, _)| s.date));
@@ -244,7 +302,7 @@ async fn detail(
             finished,
             duration_seconds,
             tasks,
-            bytes: entries.iter().map(|e| e.size).sum(),
+            bytes: entries.bytes,
         },
         task_runs,
     })
@@ -261,24 +319,10 @@ struct Transition {
 /// The task runs of a flow run without a summary (still running, or interrupted):
 /// each one's latest transition under `states/`; for runs written before transitions
 /// were kept, its result, checkpoint or persisted inputs.
-async fn from_history(backend: &DynBackend, entries: &[Entry]) -> Result<Vec<TaskRunRecord>> {
-    // `<task run id>-<nn>-<state>`: the highest `nn` of each task run is its latest.
-    let mut latest: BTreeMap<(String, String), (&str, &Entry)> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.kind == EntryKind::State) {
-        let name = e.path.rsplit('/').next().unwrap_or_default();
-        let mut parts = name.rsplitn(3, '-');
-        let (_, seq, id) = (parts.next(), parts.next(), parts.next());
-        let (Some(seq), Some(id)) = (seq, id) else {
-            continue;
-        };
-        let slot = (e.task.clone().unwrap_or_default(), id.to_owned());
-        if latest.get(&slot).is_none_or(|(s, _)| *s < seq) {
-            latest.insert(slot, (seq, e));
-        }
-    }
-    let mut runs: Vec<TaskRunRecord> = stream::iter(latest.into_values())
-        .map(|(_, e)| async move {
-            let t = read_json::<Transition>(backend, e.path.clone()).await?;
+async fn from_history(backend: &DynBackend, entries: &RunEntries) -> Result<Vec<TaskRunRecord>> {
+    let mut runs: Vec<TaskRunRecord> = stream::iter(entries.states.values())
+        .map(|(_, path)| async move {
+            let t = read_json::<Transition>(backend, path.clone()).await?;
             Ok::<_, Error>(t.map(|(t, _)| TaskRunRecord {
                 task: t.task,
                 name: Some(t.task_run_name),
@@ -292,26 +336,27 @@ async fn from_history(backend: &DynBackend, entries: &[Entry]) -> Result<Vec<Tas
         .try_collect()
         .await?;
     if runs.is_empty() {
-        for e in entries {
-            let state = match e.kind {
+        for (kind, task, path) in &entries.outputs {
+            let state = match kind {
                 EntryKind::Result | EntryKind::Checkpoint => "Completed",
                 EntryKind::Inputs => "Failed",
                 _ => continue,
             };
-            if e.kind == EntryKind::Result
+            if *kind == EntryKind::Result
                 && entries
+                    .outputs
                     .iter()
-                    .any(|c| c.kind == EntryKind::Checkpoint && c.task == e.task)
+                    .any(|(k, t, _)| *k == EntryKind::Checkpoint && t == task)
             {
                 continue; // the checkpoint stands for it
             }
-            let index = e.path.rsplit('/').next();
+            let index = path.rsplit('/').next();
             runs.push(TaskRunRecord {
-                task: e.task.clone().unwrap_or_default(),
+                task: task.clone().unwrap_or_default(),
                 name: None,
                 map_index: index.and_then(|i| i.trim_end_matches(".inputs").parse().ok()),
                 state: state.to_owned(),
-                location: Some(e.path.clone()),
+                location: Some(path.clone()),
             });
         }
     }

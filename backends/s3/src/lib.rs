@@ -51,7 +51,7 @@ use futures::{StreamExt, TryStreamExt};
 use cairn_backend::{
     is_staged_name, recognize_applied, resuming_body, validate_prefix, Backend, Capabilities,
     Error, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
-    Reopen, Result,
+    Reopen, Result, StagedObject,
 };
 
 pub use config::{
@@ -64,6 +64,10 @@ use error::{Class, Failure, Op};
 
 /// The most keys one listing request asks for (S3's own maximum).
 pub const LIST_PAGE_SIZE: i32 = 1000;
+
+/// How an open multipart upload is named among staged leftovers:
+/// `<key>?uploadId=<upload id>`.
+pub const UPLOAD_MARK: &str = "?uploadId=";
 
 /// A cairn [`Backend`] on an S3 bucket (AWS or any S3-compatible store).
 ///
@@ -670,6 +674,89 @@ impl Inner {
     }
 
     /// Aborts a multipart upload, best effort: its parts are discarded.
+    /// The open multipart uploads below `prefix` (relative to the backend's prefix),
+    /// with the bytes of their parts (one ListParts each).
+    async fn open_uploads(&self, prefix: &str) -> Result<Vec<StagedObject>> {
+        let strip = if self.config.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.config.prefix)
+        };
+        let full_prefix = format!("{strip}{prefix}");
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .read_call(|| {
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.config.bucket)
+                        .prefix(&full_prefix)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send()
+                })
+                .await
+                .map_err(|f| self.error(f, prefix, Op::Other))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                let Some(rel) = key.strip_prefix(&strip) else {
+                    continue;
+                };
+                out.push(StagedObject {
+                    path: format!("{rel}{UPLOAD_MARK}{id}"),
+                    size: self.parts_size(key, id).await?,
+                    last_modified: to_chrono(upload.initiated()),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes the uploaded parts of an open multipart upload take (0 when it is
+    /// gone meanwhile).
+    async fn parts_size(&self, object_key: &str, upload_id: &str) -> Result<u64> {
+        let mut total = 0u64;
+        let mut marker = None::<String>;
+        loop {
+            let page = match self
+                .read_call(|| {
+                    self.client
+                        .list_parts()
+                        .bucket(&self.config.bucket)
+                        .key(object_key)
+                        .upload_id(upload_id)
+                        .set_part_number_marker(marker.clone())
+                        .send()
+                })
+                .await
+            {
+                Ok(page) => page,
+                Err(f) if f.class == Class::NotFound => return Ok(total),
+                Err(f) => return Err(self.error(f, object_key, Op::Other)),
+            };
+            total += page
+                .parts()
+                .iter()
+                .map(|p| p.size().unwrap_or(0).max(0) as u64)
+                .sum::<u64>();
+            match (page.is_truncated(), page.next_part_number_marker()) {
+                (Some(true), Some(next)) => marker = Some(next.to_owned()),
+                _ => return Ok(total),
+            }
+        }
+    }
+
     async fn abort(&self, object_key: &str, upload_id: &str) {
         if let Err(f) = self
             .read_call(|| {
@@ -818,54 +905,69 @@ impl Backend for S3Backend {
 
     /// Aborts the multipart uploads under the backend's prefix that were started more
     /// than `older_than` ago and never completed (a writer killed mid-upload leaves
-    /// one, and S3 bills for its parts until it is aborted).
+    /// one, and S3 bills for its parts until it is aborted). The same uploads are
+    /// listed by [`Backend::list_staged`] and aborted one by one by
+    /// [`Backend::delete_staged`].
     async fn clean_up(&self, older_than: std::time::Duration) -> Result<cairn_backend::CleanUp> {
-        let inner = &self.inner;
         let cutoff =
             Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
-        let prefix = if inner.config.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", inner.config.prefix)
-        };
         let mut aborted = 0;
-        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
-        loop {
-            let page = inner
-                .read_call(|| {
-                    inner
-                        .client
-                        .list_multipart_uploads()
-                        .bucket(&inner.config.bucket)
-                        .prefix(&prefix)
-                        .set_key_marker(key_marker.clone())
-                        .set_upload_id_marker(id_marker.clone())
-                        .send()
-                })
-                .await
-                .map_err(|f| inner.error(f, &prefix, Op::Other))?;
-            for upload in page.uploads() {
-                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
-                    continue;
-                };
-                if to_chrono(upload.initiated()) <= cutoff {
-                    inner.abort(key, id).await;
-                    aborted += 1;
-                }
-            }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            id_marker = page.next_upload_id_marker().map(str::to_owned);
-            if key_marker.is_none() && id_marker.is_none() {
-                break;
+        for upload in self.inner.open_uploads("").await? {
+            if upload.last_modified <= cutoff {
+                self.delete_staged(&upload).await?;
+                aborted += 1;
             }
         }
         Ok(cairn_backend::CleanUp {
             staged_files: 0,
             open_uploads: aborted,
         })
+    }
+
+    /// The multipart uploads below `prefix` that were started and never completed nor
+    /// aborted, each as `<key>?uploadId=<id>` with the bytes of its parts and the time
+    /// it was started.
+    fn list_staged(&self, prefix: &str) -> BoxStream<'static, Result<StagedObject>> {
+        if let Err(e) = validate_prefix(prefix) {
+            return stream::once(async { Err(e) }).boxed();
+        }
+        let inner = Arc::clone(&self.inner);
+        let prefix = prefix.to_owned();
+        stream::once(async move { inner.open_uploads(&prefix).await })
+            .flat_map(|r| match r {
+                Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            })
+            .boxed()
+    }
+
+    /// Aborts one open multipart upload that [`Backend::list_staged`] listed; one that
+    /// is gone already (completed or aborted meanwhile) is not an error.
+    async fn delete_staged(&self, staged: &StagedObject) -> Result<()> {
+        let inner = &self.inner;
+        let Some((key, id)) = staged.path.rsplit_once(UPLOAD_MARK) else {
+            return Err(Error::InvalidKey {
+                key: staged.path.clone(),
+                reason: "not an open multipart upload of this store".into(),
+            });
+        };
+        let object_key = inner.object_key(key);
+        let out = inner
+            .read_call(|| {
+                inner
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&inner.config.bucket)
+                    .key(&object_key)
+                    .upload_id(id)
+                    .send()
+            })
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(f) if f.class == Class::NotFound => Ok(()),
+            Err(f) => Err(inner.error(f, &staged.path, Op::Other)),
+        }
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {

@@ -186,6 +186,16 @@ pub fn sorted_body(s: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// Removal lines (printed as the listing goes, in its order) sorted, the summary last.
+pub fn sorted_removals(s: &str) -> String {
+    let (mut removals, summary): (Vec<&str>, Vec<&str>) = s
+        .lines()
+        .partition(|l| l.contains(" (") && l.ends_with(')'));
+    removals.sort();
+    removals.extend(summary);
+    removals.join("\n") + "\n"
+}
+
 /// JSON lines with the store's own modification times blanked, sorted.
 pub fn stable_json(s: &str) -> String {
     let mut lines: Vec<String> = s
