@@ -133,7 +133,20 @@ impl Maintenance {
             let prefix = filter.prefix.clone().unwrap_or_default();
             self.backend
                 .list_staged(&prefix)
-                .map_ok(|s| Entry::staged(&s))
+                .filter_map(|staged| async move {
+                    match staged {
+                        // Listing unfinished uploads needs its own permission on S3
+                        // (s3:ListBucketMultipartUploads): without it the entries are
+                        // still listed, the leftovers are not.
+                        Err(e) if e.kind() == crate::backend::ErrorKind::PermissionDenied => {
+                            tracing::warn!(
+                                "unfinished writes are not listed, the store refuses it: {e}"
+                            );
+                            None
+                        }
+                        other => Some(other.map(|s| Entry::staged(&s))),
+                    }
+                })
                 .boxed()
         } else {
             stream::empty().boxed()
@@ -160,5 +173,91 @@ impl Maintenance {
             .inspect_ok(move |_| progress.saw(1))
             .try_filter(move |e| futures::future::ready(post.matches(e, now)))
             .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use futures::stream::BoxStream;
+    use futures::{StreamExt, TryStreamExt};
+
+    use crate::backend::{
+        Backend, Capabilities, Error, GetRange, GetResult, Key, MemoryBackend, ObjectMeta,
+        PutOptions, PutPayload, PutResult, Result, StagedObject,
+    };
+    use crate::maintenance::{Filter, Maintenance};
+    use crate::{record::RecordInfo, PutMode, ResultStore};
+
+    /// A store that lists its objects but refuses to list unfinished uploads.
+    #[derive(Debug)]
+    struct NoUploadListing(MemoryBackend);
+
+    #[async_trait]
+    impl Backend for NoUploadListing {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
+            self.0.get_opts(key, range).await
+        }
+        async fn get_bytes(
+            &self,
+            key: &Key,
+            range: Option<GetRange>,
+        ) -> Result<(ObjectMeta, Bytes)> {
+            self.0.get_bytes(key, range).await
+        }
+        async fn put_opts(
+            &self,
+            key: &Key,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.0.put_opts(key, payload, opts).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.0.delete(key).await
+        }
+        fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.0.list(prefix)
+        }
+        fn list_staged(&self, prefix: &str) -> BoxStream<'static, Result<StagedObject>> {
+            let error = Error::PermissionDenied {
+                backend: self.describe(),
+                key: prefix.into(),
+                source: "ListMultipartUploads: AccessDenied".into(),
+            };
+            futures::stream::once(async move { Err(error) }).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_refuses_to_list_uploads_still_lists_its_entries() {
+        let store = ResultStore::from_backend(Arc::new(NoUploadListing(MemoryBackend::new())));
+        store
+            .write_record(
+                "cache/v1/default/ab/abcd",
+                &1,
+                RecordInfo::default(),
+                PutMode::Create,
+            )
+            .await
+            .unwrap();
+        let entries: Vec<_> = Maintenance::new(&store)
+            .list(&Filter::default())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
     }
 }
