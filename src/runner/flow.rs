@@ -287,7 +287,7 @@ impl Flow {
             }
         };
         tracing::info!("Flow run '{}' - Finished in state {state}", scope.run_name);
-        let task_runs = scope.task_runs();
+        let task_runs = scope.take_task_runs();
         if scope.persisting() {
             if let Err(e) = scope.persist_summary(&state, &task_runs).await {
                 tracing::warn!(

@@ -127,7 +127,7 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
         "Task run '{}' - Finished in state {state}",
         progress.info.name
     );
-    let info = progress.info;
+    let info = Arc::new(progress.info);
     scope.record(&info);
     Some(TaskRun {
         info,

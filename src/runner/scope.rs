@@ -44,7 +44,7 @@ pub(crate) struct RunScope {
     pub(super) base_context: OnceLock<Context>,
     pub(super) run_id_digest: OnceLock<Digest>,
     pub(super) counters: Mutex<HashMap<String, u64>>,
-    pub(super) task_runs: Mutex<Vec<TaskRunInfo>>,
+    pub(super) task_runs: Mutex<Vec<Arc<TaskRunInfo>>>,
 }
 
 pub(super) fn global_settings() -> Arc<Settings> {
@@ -114,22 +114,24 @@ impl RunScope {
     }
 
     /// Records a finished task run (nobody reads the records of an ephemeral run).
-    pub fn record(&self, info: &TaskRunInfo) {
+    /// Shared with the caller's [`crate::TaskRun`], not copied: a hit stays cheap.
+    pub fn record(&self, info: &Arc<TaskRunInfo>) {
         if self.ephemeral {
             return;
         }
-        let info = info.clone();
         self.task_runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(info);
+            .push(info.clone());
     }
 
-    pub fn task_runs(&self) -> Vec<TaskRunInfo> {
-        self.task_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Takes the task runs recorded, when the flow run ends; those no caller holds any
+    /// more are moved out, not copied.
+    pub fn take_task_runs(&self) -> Vec<TaskRunInfo> {
+        std::mem::take(&mut *self.task_runs.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(|info| Arc::try_unwrap(info).unwrap_or_else(|shared| TaskRunInfo::clone(&shared)))
+            .collect()
     }
 
     /// The context keys every task run of this flow run shares.

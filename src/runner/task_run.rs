@@ -40,7 +40,7 @@ pub struct TaskRunInfo {
 /// A finished task run: its state and its value or error.
 #[derive(Debug)]
 pub struct TaskRun<O> {
-    pub(crate) info: TaskRunInfo,
+    pub(crate) info: std::sync::Arc<TaskRunInfo>,
     pub(crate) result: std::result::Result<O, TaskError>,
 }
 

@@ -126,6 +126,36 @@ pub(crate) fn encode_declared(
     encode_header(&header, payload)
 }
 
+/// A record framed for [`Backend::put_framed`](crate::backend::Backend::put_framed):
+/// the head's length, known before the payload is hashed (a digest is always 64 hex
+/// characters), and the maker of the head, which hashes the payload.
+pub(crate) fn framed_declared(
+    info: RecordInfo,
+    serializer: &str,
+    payload: &Bytes,
+    declared_digests: Vec<String>,
+) -> (usize, crate::backend::HeadMaker) {
+    let mut header = RecordHeader {
+        created: Utc::now(),
+        expires: info.expires,
+        serializer: serializer.to_string(),
+        payload_len: payload.len() as u64,
+        payload_blake3: "0".repeat(64),
+        key_components: info.key_components,
+        task: info.task,
+        output_type: info.output_type,
+        declared_digests,
+        cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let head_len = encode_header(&header, Bytes::new()).len() as usize;
+    let payload = payload.clone();
+    let make_head = Box::new(move || {
+        header.payload_blake3 = digest(&payload).to_hex().to_string();
+        encode_header(&header, Bytes::new()).into_contiguous()
+    });
+    (head_len, make_head)
+}
+
 /// Frames `payload` under an already built header (its digest and length must match).
 pub fn encode_header(header: &RecordHeader, payload: Bytes) -> PutPayload {
     let json = serde_json::to_vec(header).expect("a record header always serializes");
@@ -181,9 +211,90 @@ pub fn decode_header(bytes: &[u8]) -> Result<(RecordHeader, usize), Corruption> 
     Ok((header, payload_start))
 }
 
+/// Hashes a record's payload as a read hands over its bytes in pieces
+/// ([`Backend::get_bytes_inspected`](crate::backend::Backend::get_bytes_inspected)),
+/// so that checking a large record costs no second pass over it.
+#[derive(Default)]
+pub(crate) struct PayloadHasher {
+    seen: u64,
+    prefix: [u8; PREFIX_LEN],
+    payload_start: Option<u64>,
+    hasher: blake3::Hasher,
+}
+
+impl PayloadHasher {
+    /// The next piece of the record.
+    pub(crate) fn update(&mut self, piece: &[u8]) {
+        let start = self.seen;
+        let end = start + piece.len() as u64;
+        self.seen = end;
+        let payload_start = match self.payload_start {
+            Some(p) => p,
+            None => {
+                if start < PREFIX_LEN as u64 {
+                    let from = start as usize;
+                    let n = (PREFIX_LEN - from).min(piece.len());
+                    self.prefix[from..from + n].copy_from_slice(&piece[..n]);
+                }
+                if end < PREFIX_LEN as u64 {
+                    return;
+                }
+                let header_len = u32::from_le_bytes([
+                    self.prefix[10],
+                    self.prefix[11],
+                    self.prefix[12],
+                    self.prefix[13],
+                ]) as u64;
+                let p = (PREFIX_LEN + HEADER_DIGEST_LEN) as u64 + header_len;
+                self.payload_start = Some(p);
+                p
+            }
+        };
+        if end <= payload_start {
+            return;
+        }
+        let part = &piece[payload_start.saturating_sub(start) as usize..];
+        if part.len() > INSPECTED_PARALLEL_HASH_THRESHOLD {
+            self.hasher.update_rayon(part);
+        } else {
+            self.hasher.update(part);
+        }
+    }
+
+    /// The payload's digest, for a record of `len` bytes in all, when every byte of
+    /// it was seen.
+    pub(crate) fn finish(&self, len: usize) -> Option<PayloadDigest> {
+        let payload_start = self.payload_start?;
+        (self.seen == len as u64 && payload_start <= self.seen).then(|| PayloadDigest {
+            payload_start: payload_start as usize,
+            digest: self.hasher.finalize(),
+        })
+    }
+}
+
+/// A payload's BLAKE3, computed while the record was read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PayloadDigest {
+    payload_start: usize,
+    digest: blake3::Hash,
+}
+
+/// A whole piece handed over at once (a record read in one buffer) is hashed on all
+/// cores above this size; the pieces of a pipelined read are smaller, and hashed on
+/// one core beside the thread that reads.
+const INSPECTED_PARALLEL_HASH_THRESHOLD: usize = 8 << 20;
+
 /// Checks a whole record and returns its header and payload (a slice of `bytes`, not
 /// a copy).
 pub fn decode(bytes: Bytes) -> Result<(RecordHeader, Bytes), Corruption> {
+    decode_hashed(bytes, None)
+}
+
+/// [`decode`], with the payload's digest already computed while it was read.
+pub(crate) fn decode_hashed(
+    bytes: Bytes,
+    hashed: Option<PayloadDigest>,
+) -> Result<(RecordHeader, Bytes), Corruption> {
     let (header, payload_start) = decode_header(&bytes)?;
     let actual = (bytes.len() - payload_start) as u64;
     if actual != header.payload_len {
@@ -193,7 +304,11 @@ pub fn decode(bytes: Bytes) -> Result<(RecordHeader, Bytes), Corruption> {
         )));
     }
     let payload = bytes.slice(payload_start..);
-    if digest(&payload).to_hex().as_str() != header.payload_blake3 {
+    let actual = match hashed {
+        Some(h) if h.payload_start == payload_start => h.digest,
+        _ => digest(&payload),
+    };
+    if actual.to_hex().as_str() != header.payload_blake3 {
         return Err(Corruption("payload checksum (BLAKE3) mismatch".into()));
     }
     Ok((header, payload))
@@ -202,6 +317,51 @@ pub fn decode(bytes: Bytes) -> Result<(RecordHeader, Bytes), Corruption> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_hashed_in_pieces_matches_the_header_whatever_the_split() {
+        let record = encode(
+            RecordInfo::default(),
+            "bytes",
+            Bytes::from((0..5000u32).map(|i| i as u8).collect::<Vec<u8>>()),
+        )
+        .into_contiguous();
+        let (header, _) = decode(record.clone()).unwrap();
+        for first in (0..200).chain((200..record.len()).step_by(97)) {
+            for second in [1usize, 7, 100, 4096] {
+                let mut h = PayloadHasher::default();
+                h.update(&record[..first]);
+                let mut at = first;
+                while at < record.len() {
+                    let end = (at + second).min(record.len());
+                    h.update(&record[at..end]);
+                    at = end;
+                }
+                let hashed = h.finish(record.len()).expect("every byte was seen");
+                assert_eq!(hashed.digest.to_hex().as_str(), header.payload_blake3);
+                assert!(decode_hashed(record.clone(), Some(hashed)).is_ok());
+            }
+        }
+        // A hasher that missed bytes gives no digest, and decoding hashes again.
+        let mut h = PayloadHasher::default();
+        h.update(&record[..record.len() - 1]);
+        assert!(h.finish(record.len()).is_none());
+    }
+
+    #[test]
+    fn a_digest_from_the_pieces_does_not_hide_corruption() {
+        let mut record = encode(RecordInfo::default(), "bytes", Bytes::from(vec![3u8; 9000]))
+            .into_contiguous()
+            .to_vec();
+        let last = record.len() - 1;
+        record[last] ^= 0x40;
+        let mut h = PayloadHasher::default();
+        h.update(&record);
+        let hashed = h.finish(record.len());
+        assert!(hashed.is_some());
+        let err = decode_hashed(Bytes::from(record), hashed).unwrap_err();
+        assert!(err.0.contains("BLAKE3"), "{err}");
+    }
 
     fn sample() -> Bytes {
         encode(

@@ -60,6 +60,10 @@ pub struct Record<T> {
     pub value: T,
 }
 
+/// Payloads from this size up are written with [`Backend::put_framed`]: their digest
+/// is computed while they are written.
+const FRAMED_WRITE_MIN: usize = 8 << 20;
+
 impl ResultStore {
     /// A store on `backend`, JSON by default, without a location template.
     pub fn new(backend: impl Backend) -> Self {
@@ -165,6 +169,12 @@ impl ResultStore {
         Serializer::for_location(location, self.serializer)
     }
 
+    /// The serializer of a `T` at `location`: its extension's when it names one, else
+    /// the default as [`Serializer::for_value`] applies it (byte values go raw).
+    fn serializer_of<T: 'static>(&self, location: &str) -> Serializer {
+        Serializer::for_location(location, self.serializer.for_value::<T>())
+    }
+
     /// Renders the location template for `context`.
     ///
     /// # Errors
@@ -195,7 +205,7 @@ impl ResultStore {
     pub async fn read<T: DeserializeOwned + 'static>(&self, location: &str) -> Result<T> {
         let key = Key::parse(location)?;
         let bytes = self.backend.get(&key).await?;
-        let serializer = self.serializer_for(location);
+        let serializer = self.serializer_of::<T>(location);
         self.decode(&key, serializer, bytes)
     }
 
@@ -235,7 +245,7 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<PutResult> {
         let key = Key::parse(location)?;
-        let bytes = self.encode(&key, self.serializer_for(location), value)?;
+        let bytes = self.encode(&key, self.serializer_of::<T>(location), value)?;
         self.backend
             .put_opts(&key, PutPayload::from(bytes), mode.into())
             .await
@@ -277,23 +287,27 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<(PutResult, usize)> {
         let key = Key::parse(location)?;
+        let serializer = self.serializer.for_value::<T>();
         let (payload, declared) =
-            crate::hashing::collect_declared(|| self.encode(&key, self.serializer, value));
+            crate::hashing::collect_declared(|| self.encode(&key, serializer, value));
         let payload = payload?;
         let len = payload.len();
         let declared = declared.iter().map(|d| d.to_hex()).collect();
-        let framed = record::encode_declared(info, &self.serializer.name(), payload, declared);
-        let put = self
-            .backend
-            .put_opts(
-                &key,
-                framed,
-                PutOptions {
-                    mode,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        let put = if len >= FRAMED_WRITE_MIN {
+            // Hashed while the payload is written, where the backend can.
+            let (head_len, make_head) =
+                record::framed_declared(info, &serializer.name(), &payload, declared);
+            self.backend
+                .put_framed(&key, head_len, make_head, payload, opts)
+                .await?
+        } else {
+            let framed = record::encode_declared(info, &serializer.name(), payload, declared);
+            self.backend.put_opts(&key, framed, opts).await?
+        };
         Ok((put, len))
     }
 
@@ -316,8 +330,23 @@ impl ResultStore {
         location: &str,
     ) -> Result<(Record<T>, Option<String>)> {
         let key = Key::parse(location)?;
-        let (meta, bytes) = self.backend.get_bytes(&key, None).await?;
-        Ok((self.decode_record(&key, bytes)?, meta.version))
+        // The payload is hashed as the read lands it, not in a second pass.
+        let hasher = Arc::new(std::sync::Mutex::new(record::PayloadHasher::default()));
+        let inspect = {
+            let hasher = hasher.clone();
+            Box::new(move |piece: &[u8]| {
+                hasher
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .update(piece)
+            })
+        };
+        let (meta, bytes) = self.backend.get_bytes_inspected(&key, inspect).await?;
+        let hashed = hasher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(bytes.len());
+        Ok((self.decode_record(&key, bytes, hashed)?, meta.version))
     }
 
     /// The store's version of the object at `location` (a HEAD, a `stat`).
@@ -329,8 +358,10 @@ impl ResultStore {
         &self,
         key: &Key,
         bytes: Bytes,
+        hashed: Option<record::PayloadDigest>,
     ) -> Result<Record<T>> {
-        let (header, payload) = record::decode(bytes).map_err(|c| self.corrupt(key, c))?;
+        let (header, payload) =
+            record::decode_hashed(bytes, hashed).map_err(|c| self.corrupt(key, c))?;
         let serializer = Serializer::from_name(&header.serializer).ok_or_else(|| {
             self.corrupt(
                 key,

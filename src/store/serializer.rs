@@ -128,6 +128,30 @@ impl Serializer {
         }
     }
 
+    /// The serializer a value of type `T` is stored with when `self` is only a default
+    /// (a record, or a target whose extension names no serializer): byte values
+    /// (`Bytes`, `Vec<u8>`) go raw, keeping `self`'s compression, and never through a
+    /// text or structured encoding by accident (JSON would write a 100 MB `Bytes` as
+    /// an array of numbers, four times its size). Other types keep `self`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use cairn::Serializer;
+    /// assert_eq!(Serializer::JSON.for_value::<Bytes>(), Serializer::BYTES);
+    /// assert_eq!(Serializer::JSON.zstd(3).for_value::<Vec<u8>>(), Serializer::BYTES.zstd(3));
+    /// assert_eq!(Serializer::JSON.for_value::<Vec<u32>>(), Serializer::JSON);
+    /// ```
+    pub fn for_value<T: 'static>(self) -> Serializer {
+        if is_byte_type::<T>() {
+            Serializer {
+                format: Format::Bytes,
+                compression: self.compression,
+            }
+        } else {
+            self
+        }
+    }
+
     /// A short name, stored in record headers: `json`, `msgpack+zstd`, ...
     pub fn name(&self) -> String {
         let base = match self.format {
@@ -203,6 +227,12 @@ impl Serializer {
             Format::Text => from_text(bytes),
         }
     }
+}
+
+/// Whether `T` is a byte buffer, stored raw under any default serializer.
+fn is_byte_type<T: 'static>() -> bool {
+    let id = TypeId::of::<T>();
+    id == TypeId::of::<Bytes>() || id == TypeId::of::<Vec<u8>>()
 }
 
 /// `Bytes` (shared), `Vec<u8>`, `String`, `str` slices as stored bytes.

@@ -486,6 +486,55 @@ pub async fn large_values(b: &DynBackend) {
     assert!(b.get(&k).await.unwrap() == data);
 }
 
+/// An inspected read hands over every byte once, in order, and returns the object
+/// whole; a large record corrupted near its end is still reported corrupt (its digest
+/// is computed from the inspected pieces).
+pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
+    use std::sync::{Arc, Mutex};
+    let p = unique_prefix("inspected");
+    for size in [0usize, 5, (20 << 20) + 12_345] {
+        let k = key(format!("{p}/obj-{size}"));
+        let data = Bytes::from(
+            (0..size)
+                .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        b.put(&k, data.clone().into()).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = seen.clone();
+        let (meta, back) = b
+            .get_bytes_inspected(
+                &k,
+                Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(meta.size, size as u64);
+        assert!(
+            back == data,
+            "an inspected read returned other bytes ({size})"
+        );
+        assert!(
+            *seen.lock().unwrap() == data[..],
+            "the pieces inspected are not the object ({size} bytes)"
+        );
+    }
+    let store = ResultStore::from_backend(b.clone());
+    let loc = format!("{p}/big-record");
+    let value = Bytes::from(vec![7u8; 24 << 20]);
+    store
+        .write_record(&loc, &value, RecordInfo::default(), PutMode::Create)
+        .await
+        .unwrap();
+    assert!(store.read_record::<Bytes>(&loc).await.unwrap().value == value);
+    let mut bad = b.get(&key(&loc)).await.unwrap().to_vec();
+    let near_end = bad.len() - 100;
+    bad[near_end] ^= 0x01;
+    b.put(&key(&loc), bad.into()).await.unwrap();
+    let err = store.read_record::<Bytes>(&loc).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}
+
 /// A record with a flipped byte or cut short is reported corrupt, never returned.
 pub async fn corruption_is_detected(b: &DynBackend) {
     let p = unique_prefix("corrupt");
@@ -582,6 +631,7 @@ macro_rules! conformance_tests {
             deletes_remove_from_listings,
             large_values,
             corruption_is_detected,
+            inspected_reads_cover_every_byte_once,
             user_metadata,
             escaping_locations_are_refused,
         );

@@ -297,6 +297,68 @@ pub async fn a_location_that_can_never_be_written_fails_before_the_body(store: &
     }
 }
 
+/// Byte outputs go raw under the default (JSON) serializer: in a cache record, in a
+/// checkpoint and at a target whose extension names no serializer; a `.json` target
+/// still gets JSON, because its extension asks for it.
+pub async fn byte_outputs_are_stored_raw(store: &ResultStore) {
+    use bytes::Bytes;
+    let value = Bytes::from((0..=255u8).cycle().take(3000).collect::<Vec<u8>>());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let make = |name: &str| {
+        let (value, runs) = (value.clone(), runs.clone());
+        Task::new(name, move |_day: String| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let value = value.clone();
+            async move { Ok::<_, std::io::Error>(value) }
+        })
+        .inputs(["day"])
+        .result(store.clone())
+    };
+    let cached = make("cached_bytes")
+        .cache_policy(cairn::cache::INPUTS)
+        .result_storage(store.clone());
+    let checkpointed = make("checkpointed_bytes")
+        .checkpoint(true)
+        .location("raw/{task_name}-{day}");
+    let plain_target = make("plain_target").target("raw/target-{day}.dat");
+    let json_target = make("json_target").target("raw/target-{day}.json");
+    let run = Flow::new("bytes")
+        .run((), |_| async move {
+            cached.call("mon".into()).await?;
+            checkpointed.call("mon".into()).await?;
+            plain_target.call("mon".into()).await?;
+            json_target.call("mon".into()).await?;
+            Ok(())
+        })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    let record_at = run.task_runs()[0].cache_record.clone().unwrap();
+    let record = store.read_record::<Bytes>(&record_at).await.unwrap();
+    assert_eq!(record.header.serializer, "bytes");
+    assert_eq!(record.value, value);
+    assert_eq!(
+        store
+            .read_bytes("raw/checkpointed_bytes-mon")
+            .await
+            .unwrap(),
+        value
+    );
+    assert_eq!(store.read_bytes("raw/target-mon.dat").await.unwrap(), value);
+    let json = store.read_bytes("raw/target-mon.json").await.unwrap();
+    let numbers: Vec<u8> = serde_json::from_slice(&json).unwrap();
+    assert_eq!(numbers, value);
+    // Each reads back as what was written.
+    assert_eq!(
+        store.read::<Bytes>("raw/target-mon.dat").await.unwrap(),
+        value
+    );
+    assert_eq!(
+        store.read::<Vec<u8>>("raw/target-mon.json").await.unwrap(),
+        value.to_vec()
+    );
+}
+
 #[macro_export]
 macro_rules! runner_tests {
     ($make:expr) => {
@@ -308,6 +370,7 @@ macro_rules! runner_tests {
             concurrent_flows_leave_one_complete_target,
             only_inputs_a_template_names_become_template_values,
             a_location_that_can_never_be_written_fails_before_the_body,
+            byte_outputs_are_stored_raw,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

@@ -56,6 +56,23 @@ pub trait Backend: Debug + Send + Sync + 'static {
         Ok((meta, result.bytes().await?))
     }
 
+    /// Reads a whole object into one buffer, as [`Backend::get_bytes`] does, and hands
+    /// its bytes to `inspect` in order, in pieces that cover the object exactly once.
+    ///
+    /// A check over the bytes (a record's BLAKE3) then costs no second pass: a backend
+    /// that reads a large object in pieces runs `inspect` on another thread while it
+    /// reads the next piece, so the check takes no time beyond the read itself. The
+    /// provided implementation reads, then inspects the whole buffer at once.
+    async fn get_bytes_inspected(
+        &self,
+        key: &Key,
+        mut inspect: Inspector,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        let (meta, bytes) = self.get_bytes(key, None).await?;
+        inspect(&bytes);
+        Ok((meta, bytes))
+    }
+
     /// Writes an object atomically.
     ///
     /// # Errors
@@ -63,6 +80,28 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// [`Error::PreconditionFailed`](crate::Error::PreconditionFailed) for a stale `IfMatch`.
     async fn put_opts(&self, key: &Key, payload: PutPayload, opts: PutOptions)
         -> Result<PutResult>;
+
+    /// Writes an object made of a head of `head_len` bytes followed by `body`, as
+    /// [`Backend::put_opts`] does, where the head (a header holding the body's digest)
+    /// is made by `make_head`. A backend that can write at an offset runs `make_head`
+    /// while it writes the body, so that hashing a large body costs no time beyond the
+    /// write itself. The provided implementation makes the head, then writes.
+    ///
+    /// # Errors
+    /// As [`Backend::put_opts`]; [`Error::Other`](crate::Error::Other) when the head
+    /// made is not `head_len` bytes long (nothing is published then).
+    async fn put_framed(
+        &self,
+        key: &Key,
+        head_len: usize,
+        make_head: HeadMaker,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let head = check_head(&self.describe(), key, head_len, make_head())?;
+        self.put_opts(key, PutPayload::from_chunks([head, body]), opts)
+            .await
+    }
 
     /// Deletes an object. Idempotent: deleting a missing object succeeds.
     async fn delete(&self, key: &Key) -> Result<()>;
@@ -167,6 +206,28 @@ pub trait BackendExt: Backend {
 
 impl<B: Backend + ?Sized> BackendExt for B {}
 
+/// A check run over an object's bytes as a read lands them, piece by piece, in order
+/// ([`Backend::get_bytes_inspected`]).
+pub type Inspector = Box<dyn FnMut(&[u8]) + Send>;
+
+/// Makes the first bytes of a write once its body is known ([`Backend::put_framed`]).
+pub type HeadMaker = Box<dyn FnOnce() -> Bytes + Send>;
+
+/// `head`, when it has the length announced for it.
+pub fn check_head(backend: &str, key: &Key, head_len: usize, head: Bytes) -> Result<Bytes> {
+    if head.len() == head_len {
+        return Ok(head);
+    }
+    Err(crate::Error::other(
+        backend,
+        key.as_str(),
+        format!(
+            "the head of a framed write is {} bytes, {head_len} were announced",
+            head.len()
+        ),
+    ))
+}
+
 /// A shared, type-erased backend.
 pub type DynBackend = Arc<dyn Backend>;
 
@@ -187,6 +248,13 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
         (**self).get_bytes(key, range).await
     }
+    async fn get_bytes_inspected(
+        &self,
+        key: &Key,
+        inspect: Inspector,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        (**self).get_bytes_inspected(key, inspect).await
+    }
     async fn put_opts(
         &self,
         key: &Key,
@@ -194,6 +262,18 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         opts: PutOptions,
     ) -> Result<PutResult> {
         (**self).put_opts(key, payload, opts).await
+    }
+    async fn put_framed(
+        &self,
+        key: &Key,
+        head_len: usize,
+        make_head: HeadMaker,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        (**self)
+            .put_framed(key, head_len, make_head, body, opts)
+            .await
     }
     async fn delete(&self, key: &Key) -> Result<()> {
         (**self).delete(key).await

@@ -17,7 +17,9 @@ mod retry;
 mod timeouts;
 
 pub use applied::recognize_applied;
-pub use backend::{Backend, BackendExt, CleanUp, DynBackend, StagedObject};
+pub use backend::{
+    check_head, Backend, BackendExt, CleanUp, DynBackend, HeadMaker, Inspector, StagedObject,
+};
 pub use capabilities::Capabilities;
 pub use error::{shorten, ConnectionRefused, Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};

@@ -45,8 +45,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use cairn_backend::{
-    is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Key,
-    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result, StagedObject,
+    check_head, is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult,
+    HeadMaker, Inspector, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
+    StagedObject,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -314,6 +315,56 @@ impl Inner {
     }
 
     fn put_blocking(&self, key: &Key, payload: PutPayload, mode: PutMode) -> Result<PutResult> {
+        self.put_blocking_with(key, mode, |file| {
+            for chunk in payload.chunks() {
+                file.write_all(chunk)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Inner::put_blocking`] of a framed write: the body is written at its offset
+    /// while a scoped thread makes the head, which is then written in front of it.
+    fn put_framed_blocking(
+        &self,
+        key: &Key,
+        head_len: usize,
+        make_head: HeadMaker,
+        body: Bytes,
+        mode: PutMode,
+    ) -> Result<PutResult> {
+        let mut bad_head = None;
+        let result = self.put_blocking_with(key, mode, |file| {
+            use std::os::unix::fs::FileExt;
+            let head = std::thread::scope(|scope| {
+                let maker = scope.spawn(make_head);
+                let written = file.write_all_at(&body, head_len as u64);
+                let head = maker
+                    .join()
+                    .map_err(|_| io::Error::other("making the head of a write panicked"));
+                written.and(head)
+            })?;
+            match check_head(&self.url, key, head_len, head) {
+                Ok(head) => file.write_all_at(&head, 0),
+                Err(e) => {
+                    bad_head = Some(e);
+                    Err(io::Error::other("bad head"))
+                }
+            }
+        });
+        match bad_head {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
+
+    /// Stages a file written by `write`, then publishes it under `mode`.
+    fn put_blocking_with(
+        &self,
+        key: &Key,
+        mode: PutMode,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<PutResult> {
         let k = key.as_str();
         let dest = self.root.join(k);
         let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
@@ -340,10 +391,7 @@ impl Inner {
             .create_new(true)
             .open(&staged.path)
             .map_err(|e| io_error(&self.url, k, e))?;
-        for chunk in payload.chunks() {
-            file.write_all(chunk)
-                .map_err(|e| io_error(&self.url, k, e))?;
-        }
+        write(&mut file).map_err(|e| io_error(&self.url, k, e))?;
         if self.fsync {
             file.sync_all().map_err(|e| io_error(&self.url, k, e))?;
         }
@@ -452,8 +500,60 @@ impl Inner {
     }
 }
 
+/// Objects larger than this are read in pieces of [`INSPECT_PIECE`] bytes, each
+/// inspected on a second thread while the next is read.
+const INSPECT_PIPELINE_MIN: u64 = 2 * INSPECT_PIECE as u64;
+const INSPECT_PIECE: usize = 4 << 20;
+
+/// Reads `len` bytes from `start` into one buffer, handing them to `inspect` in order:
+/// in one piece when small, else piece by piece on a scoped thread that runs behind the
+/// reads, so the inspection overlaps the I/O.
+fn read_inspected(
+    file: &mut File,
+    start: u64,
+    len: usize,
+    inspect: &mut (dyn FnMut(&[u8]) + Send),
+) -> io::Result<Bytes> {
+    if (len as u64) < INSPECT_PIPELINE_MIN {
+        let bytes = read_range(file, start, len)?;
+        inspect(&bytes);
+        return Ok(bytes);
+    }
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))?;
+    }
+    let mut buf = BytesMut::zeroed(len);
+    std::thread::scope(|scope| -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
+        let inspector = scope.spawn(move || {
+            for piece in rx {
+                inspect(piece);
+            }
+        });
+        let mut result = Ok(());
+        for piece in buf.chunks_mut(INSPECT_PIECE) {
+            if let Err(e) = file.read_exact(piece) {
+                result = Err(e);
+                break;
+            }
+            if tx.send(piece).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        if inspector.join().is_err() {
+            return Err(io::Error::other("the read's inspector panicked"));
+        }
+        result
+    })?;
+    Ok(buf.freeze())
+}
+
 fn read_range(file: &mut File, start: u64, len: usize) -> io::Result<Bytes> {
-    file.seek(SeekFrom::Start(start))?;
+    // A file just opened is at its start: no seek (one system call less per hit).
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))?;
+    }
     let mut buf = BytesMut::zeroed(len);
     file.read_exact(&mut buf)?;
     Ok(buf.freeze())
@@ -587,6 +687,43 @@ impl Backend for LocalBackend {
         .await
     }
 
+    async fn get_bytes_inspected(
+        &self,
+        key: &Key,
+        mut inspect: Inspector,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        if self.inner.inline_read_limit > 0 {
+            // As in `get_bytes`: a small object is read right here.
+            let inner = &self.inner;
+            let (mut file, meta, range) = open_range(inner, key, None)?;
+            let len = range.end - range.start;
+            if len <= inner.inline_read_limit {
+                let bytes = read_range(&mut file, range.start, len as usize)
+                    .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+                inspect(&bytes);
+                return Ok((meta, bytes));
+            }
+            let url = inner.url.clone();
+            let k = key.clone();
+            return blocking(move || {
+                let bytes = read_inspected(&mut file, range.start, len as usize, &mut *inspect)
+                    .map_err(|e| io_error(&url, k.as_str(), e))?;
+                Ok((meta, bytes))
+            })
+            .await;
+        }
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || {
+            let (mut file, meta, range) = open_range(&inner, &key, None)?;
+            let len = (range.end - range.start) as usize;
+            let bytes = read_inspected(&mut file, range.start, len, &mut *inspect)
+                .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+            Ok((meta, bytes))
+        })
+        .await
+    }
+
     async fn put_opts(
         &self,
         key: &Key,
@@ -602,6 +739,26 @@ impl Backend for LocalBackend {
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || inner.put_blocking(&key, payload, opts.mode)).await
+    }
+
+    async fn put_framed(
+        &self,
+        key: &Key,
+        head_len: usize,
+        make_head: HeadMaker,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        if !opts.metadata.is_empty() {
+            return Err(Error::Unsupported {
+                backend: self.inner.url.clone(),
+                operation: "user metadata on local files".into(),
+            });
+        }
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || inner.put_framed_blocking(&key, head_len, make_head, body, opts.mode))
+            .await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
@@ -724,6 +881,43 @@ mod tests {
 
     fn key(s: &str) -> Key {
         Key::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_framed_write_puts_the_head_in_front_and_checks_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBackend::new(dir.path()).unwrap();
+        let body = Bytes::from(vec![5u8; 3 << 20]);
+        store
+            .put_framed(
+                &key("f/ok"),
+                4,
+                Box::new(|| Bytes::from_static(b"HEAD")),
+                body.clone(),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let back = store.get(&key("f/ok")).await.unwrap();
+        assert_eq!(&back[..4], b"HEAD");
+        assert!(back[4..] == body[..]);
+        // A head of another length than announced publishes nothing, leaves nothing.
+        let err = store
+            .put_framed(
+                &key("f/bad"),
+                4,
+                Box::new(|| Bytes::from_static(b"LONGER")),
+                body,
+                PutOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("4 were announced"), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path().join("f"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["ok".to_string()]);
     }
 
     #[tokio::test]
