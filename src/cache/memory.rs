@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 
@@ -75,12 +75,18 @@ pub(crate) enum TierHit<T> {
     Stale { value: T, version: Option<String> },
 }
 
+/// The shards of the map: hits on different threads mostly take different locks.
+const SHARDS: usize = 16;
+
+/// The order of insertion and the sizes, kept in one place so that eviction drops the
+/// oldest entries of the whole tier, whichever shard holds them.
 #[derive(Default)]
-struct Inner {
-    entries: DigestMap<Entry>,
+struct Book {
     /// Insertion order, for eviction; stale generations are skipped.
     order: VecDeque<(TierKey, u64)>,
     bytes: usize,
+    /// The entries held, over all shards.
+    entries: usize,
     limit: usize,
     generation: u64,
 }
@@ -103,16 +109,20 @@ struct Inner {
 /// Entries can be dropped one by one ([`MemoryTier::remove_task_run`]), by task
 /// ([`MemoryTier::remove_task`]) or all at once ([`MemoryTier::clear`]).
 pub struct MemoryTier {
-    inner: Mutex<Inner>,
+    /// The entries, by the key's first digest bytes. A hit takes one shard's read lock
+    /// and nothing else, so hits on several threads neither queue nor share a lock.
+    shards: Box<[RwLock<DigestMap<Entry>>]>,
+    /// Taken (before any shard) by everything that adds or removes entries.
+    book: Mutex<Book>,
 }
 
 impl std::fmt::Debug for MemoryTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let book = self.book();
         f.debug_struct("MemoryTier")
-            .field("entries", &inner.entries.len())
-            .field("bytes", &inner.bytes)
-            .field("limit", &inner.limit)
+            .field("entries", &self.len())
+            .field("bytes", &book.bytes)
+            .field("limit", &book.limit)
             .finish()
     }
 }
@@ -121,9 +131,10 @@ impl MemoryTier {
     /// An empty tier holding at most `limit` bytes of values.
     pub fn new(limit: usize) -> Self {
         MemoryTier {
-            inner: Mutex::new(Inner {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            book: Mutex::new(Book {
                 limit,
-                ..Inner::default()
+                ..Book::default()
             }),
         }
     }
@@ -137,14 +148,14 @@ impl MemoryTier {
     /// Changes the bound, dropping the oldest entries if the tier is now over it.
     /// `0` turns the tier off.
     pub fn set_limit(&self, limit: usize) {
-        let mut inner = self.lock();
-        inner.limit = limit;
-        inner.evict();
+        let mut book = self.book();
+        book.limit = limit;
+        self.evict(&mut book);
     }
 
     /// The number of entries held.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.book().entries
     }
 
     /// Whether the tier is empty.
@@ -154,15 +165,18 @@ impl MemoryTier {
 
     /// The bytes of values held.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.book().bytes
     }
 
     /// Drops every entry.
     pub fn clear(&self) {
-        let mut inner = self.lock();
-        inner.entries.clear();
-        inner.order.clear();
-        inner.bytes = 0;
+        let mut book = self.book();
+        for shard in self.shards.iter() {
+            shard.write().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        book.order.clear();
+        book.bytes = 0;
+        book.entries = 0;
     }
 
     /// Drops the entry of one task run's cache record, as its [`crate::TaskRunInfo`]
@@ -191,43 +205,47 @@ impl MemoryTier {
             store: Arc::from(store.as_str()),
             key,
         };
-        let mut inner = self.lock();
-        inner.remove(&key)
+        let mut book = self.book();
+        self.remove(&mut book, &key)
     }
 
     /// Drops every entry mirroring the store at `url` ([`crate::ResultStore::url`]);
     /// returns how many.
     pub fn remove_store(&self, url: &str) -> usize {
-        let mut inner = self.lock();
-        let keys: Vec<TierKey> = inner
-            .entries
-            .keys()
-            .filter(|k| &*k.store == url)
-            .cloned()
-            .collect();
-        for key in &keys {
-            inner.remove(key);
-        }
-        keys.len()
+        self.remove_where(|k, _| &*k.store == url)
     }
 
     /// Drops every entry that task `task` wrote or read; returns how many.
     pub fn remove_task(&self, task: &str) -> usize {
-        let mut inner = self.lock();
-        let keys: Vec<TierKey> = inner
-            .entries
-            .iter()
-            .filter(|(_, e)| e.task.as_deref() == Some(task))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &keys {
-            inner.remove(key);
-        }
-        keys.len()
+        self.remove_where(|_, e| e.task.as_deref() == Some(task))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn remove_where(&self, matches: impl Fn(&TierKey, &Entry) -> bool) -> usize {
+        let mut book = self.book();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            map.retain(|k, e| {
+                let hit = matches(k, e);
+                if hit {
+                    book.bytes -= e.size;
+                    book.entries -= 1;
+                    removed += 1;
+                }
+                !hit
+            });
+        }
+        removed
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shard(&self, key: &TierKey) -> &RwLock<DigestMap<Entry>> {
+        // The first digest bytes place the key in the map; the last ones pick its shard.
+        let bytes = key.key.as_bytes();
+        &self.shards[bytes[31] as usize % SHARDS]
     }
 
     /// The value at `key` if present, unexpired at `now` and of type `T`, whatever
@@ -248,17 +266,19 @@ impl MemoryTier {
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
         let (value, fresh, version) = {
-            let inner = self.lock();
-            let entry = inner.entries.get(key)?;
+            let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+            let entry = map.get(key)?;
             if entry.expires.is_some_and(|e| e <= now) {
                 return None;
             }
             let fresh = trust > chrono::Duration::zero()
                 && now.signed_duration_since(entry.checked) < trust;
             let version = if fresh { None } else { entry.version.clone() };
-            (entry.value.clone(), fresh, version)
+            // The value itself is cloned out of the lock: a clone of a large value
+            // must not hold up other hits on this shard.
+            let value = entry.value.downcast_ref::<T>()?.clone();
+            (value, fresh, version)
         };
-        let value = value.downcast_ref::<T>().cloned()?;
         Some(if fresh {
             TierHit::Fresh(value)
         } else {
@@ -268,14 +288,16 @@ impl MemoryTier {
 
     /// Records that the store confirmed the entry at `key` at `now`.
     pub(crate) fn confirm(&self, key: &TierKey, now: DateTime<Utc>) {
-        if let Some(entry) = self.lock().entries.get_mut(key) {
+        let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(key) {
             entry.checked = now;
         }
     }
 
     /// Drops the entry at `key`, if any.
     pub(crate) fn forget(&self, key: &TierKey) {
-        self.lock().remove(key);
+        let mut book = self.book();
+        self.remove(&mut book, key);
     }
 
     /// Holds `value` at `key`.
@@ -303,64 +325,86 @@ impl MemoryTier {
         checked: DateTime<Utc>,
         task: Option<&str>,
     ) {
-        let mut inner = self.lock();
-        if size > inner.limit {
-            inner.remove(key);
+        let mut book = self.book();
+        if size > book.limit {
+            self.remove(&mut book, key);
             return;
         }
-        inner.generation += 1;
-        let generation = inner.generation;
-        let key = key.clone();
-        let old = inner.entries.insert(
-            key.clone(),
-            Entry {
-                value: Arc::new(value),
-                expires,
-                size,
-                generation,
-                version,
-                checked,
-                task: task.map(Arc::from),
-            },
-        );
-        if let Some(old) = old {
-            inner.bytes -= old.size;
+        book.generation += 1;
+        let generation = book.generation;
+        let old = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.clone(),
+                Entry {
+                    value: Arc::new(value),
+                    expires,
+                    size,
+                    generation,
+                    version,
+                    checked,
+                    task: task.map(Arc::from),
+                },
+            );
+        match old {
+            Some(old) => book.bytes -= old.size,
+            None => book.entries += 1,
         }
-        inner.bytes += size;
-        inner.order.push_back((key, generation));
-        inner.evict();
+        book.bytes += size;
+        book.order.push_back((key.clone(), generation));
+        self.evict(&mut book);
     }
-}
 
-impl Inner {
-    fn remove(&mut self, key: &TierKey) -> bool {
-        match self.entries.remove(key) {
+    fn remove(&self, book: &mut Book, key: &TierKey) -> bool {
+        let removed = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        match removed {
             Some(old) => {
-                self.bytes -= old.size;
+                book.bytes -= old.size;
+                book.entries -= 1;
                 true
             }
             None => false,
         }
     }
 
-    fn evict(&mut self) {
-        while self.bytes > self.limit || (self.limit == 0 && !self.entries.is_empty()) {
-            let Some((key, generation)) = self.order.pop_front() else {
+    fn evict(&self, book: &mut Book) {
+        while book.bytes > book.limit {
+            let Some((key, generation)) = book.order.pop_front() else {
                 break;
             };
-            if self
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.generation == generation)
-            {
-                self.remove(&key);
+            let mut map = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
+            if map.get(&key).is_some_and(|e| e.generation == generation) {
+                if let Some(old) = map.remove(&key) {
+                    book.bytes -= old.size;
+                    book.entries -= 1;
+                }
             }
         }
+        if book.limit == 0 {
+            // Entries of size 0 count no bytes: drop them too when the tier is off.
+            for shard in self.shards.iter() {
+                shard.write().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            book.order.clear();
+            book.bytes = 0;
+            book.entries = 0;
+            return;
+        }
         // Keep the order queue from growing without bound when keys are rewritten.
-        if self.order.len() > 2 * self.entries.len() + 64 {
-            let entries = &self.entries;
-            self.order
-                .retain(|(k, g)| entries.get(k).is_some_and(|e| e.generation == *g));
+        if book.order.len() > 2 * book.entries + 64 {
+            book.order.retain(|(k, g)| {
+                self.shard(k)
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(k)
+                    .is_some_and(|e| e.generation == *g)
+            });
         }
     }
 }
@@ -389,6 +433,30 @@ mod tests {
             None
         );
         assert_eq!(tier.get::<u64>(&k("s/b"), now), None);
+    }
+
+    #[test]
+    fn eviction_is_oldest_first_across_every_shard() {
+        let tier = MemoryTier::new(500);
+        let now = Utc::now();
+        for i in 0..100 {
+            tier.insert(&k(&format!("key{i}")), i, None, 10);
+        }
+        assert_eq!(tier.len(), 50);
+        assert_eq!(tier.bytes(), 500);
+        for i in 0..100 {
+            let held = tier.get::<i32>(&k(&format!("key{i}")), now);
+            assert_eq!(held, (i >= 50).then_some(i), "key{i}");
+        }
+        // The keys spread over the shards, and removal keeps the counts right.
+        let used = tier
+            .shards
+            .iter()
+            .filter(|s| !s.read().unwrap().is_empty())
+            .count();
+        assert!(used > SHARDS / 2, "{used} shards used");
+        assert_eq!(tier.remove_store("memory://test"), 50);
+        assert_eq!((tier.len(), tier.bytes()), (0, 0));
     }
 
     #[test]

@@ -67,11 +67,13 @@ impl RunScope {
         clock: Option<Arc<dyn Clock>>,
         settings: Option<Arc<Settings>>,
     ) -> Self {
+        static EPHEMERAL: OnceLock<Arc<str>> = OnceLock::new();
+        let name = EPHEMERAL.get_or_init(|| Arc::from("ephemeral"));
         let clock = clock.unwrap_or_else(system_clock);
         RunScope {
-            flow_name: Arc::from("ephemeral"),
+            flow_name: name.clone(),
             run_id: Arc::from(task_run_id),
-            run_name: Arc::from("ephemeral"),
+            run_name: name.clone(),
             date: clock.now(),
             store: None,
             checkpointing: None,
