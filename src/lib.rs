@@ -84,6 +84,35 @@
 //! # });
 //! ```
 //!
+//! A cache is an optimization: a cache store that fails is a logged miss or warning,
+//! and the task returns its value. The `strict_cache` flag
+//! ([`Task::strict_cache`]) makes such a failure fail the task run instead:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use cairn::{cache::INPUTS, ResultStore};
+//!
+//! // A store whose `cache/` is a file: no cache record can be read or written.
+//! fn broken() -> ResultStore {
+//!     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+//!     let dir = DIR.get_or_init(|| {
+//!         let dir = tempfile::tempdir().unwrap();
+//!         std::fs::write(dir.path().join("cache"), "not a directory").unwrap();
+//!         dir
+//!     });
+//!     ResultStore::local(dir.path()).unwrap()
+//! }
+//!
+//! #[cairn::task(cache_policy = INPUTS, result_storage = broken(), strict_cache)]
+//! async fn triple(x: u64) -> u64 {
+//!     3 * x
+//! }
+//!
+//! let err = triple(2).await.unwrap_err();
+//! assert!(err.to_string().contains("cache record"), "{err}");
+//! # });
+//! ```
+//!
 //! With the builder, the same task is a value:
 //!
 //! ```

@@ -1,6 +1,8 @@
 //! Hostile input, one table: every row is a clear error that names its cause, and
 //! nothing is written to the store.
 
+mod emulators;
+
 #[cfg(all(feature = "s3", feature = "gcs"))]
 mod every_backend {
     use std::sync::Arc;
@@ -232,6 +234,96 @@ mod every_backend {
             files(dir.path()).len(),
             1,
             "the wrong-type target is left as it was"
+        );
+    }
+}
+
+/// Buckets that pass cairn's own check but that the real store refuses: a name S3's
+/// rules forbid (upper case, `_`, `..`) and names of buckets that do not exist, on
+/// LocalStack and fake-gcs-server. A write, a read and a target task each fail at
+/// once with an error naming the store, the bucket and the reason, and no bucket or
+/// object comes into being.
+#[cfg(all(feature = "s3", feature = "gcs"))]
+#[tokio::test]
+async fn a_bucket_the_store_refuses_is_a_clear_error_and_nothing_is_written() {
+    use bytes::Bytes;
+    use cairn::{PutMode, ResultStore, Task};
+    let (Some(_), Some(_)) = (emulators::s3_bucket(), emulators::gcs_bucket()) else {
+        return;
+    };
+    let missing = format!("cairn-missing-{:08x}", rand::random::<u32>());
+    let mut stores: Vec<(String, &str, ResultStore)> = Vec::new();
+    for bucket in ["Bad_Bucket..Name", missing.as_str()] {
+        let s3 = cairn::backend::S3Backend::builder(bucket)
+            .prefix("p")
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("cairn's own check refused {bucket}: {e}"));
+        stores.push((
+            bucket.to_owned(),
+            "s3",
+            ResultStore::from_backend(std::sync::Arc::new(s3)),
+        ));
+    }
+    for bucket in ["Bad_Bucket..Name", missing.as_str()] {
+        let gcs = cairn::backend::GcsBackend::builder(bucket)
+            .prefix("p")
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("cairn's own check refused {bucket}: {e}"));
+        stores.push((
+            bucket.to_owned(),
+            "gs",
+            ResultStore::from_backend(std::sync::Arc::new(gcs)),
+        ));
+    }
+    for (bucket, scheme, store) in &stores {
+        let started = std::time::Instant::now();
+        let write = store
+            .write_bytes("x/value.bin", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        let read = store.read_bytes("x/value.bin").await.unwrap_err();
+        let target = Task::infallible("t", |x: u64| async move { x })
+            .inputs(["x"])
+            .result(store.clone())
+            .try_target("out/{x}.json")
+            .unwrap()
+            .run(1)
+            .await
+            .into_result()
+            .unwrap_err();
+        for (what, err) in [
+            ("write", write.to_string()),
+            ("read", read.to_string()),
+            ("target task", target.to_string()),
+        ] {
+            println!("{scheme}://{bucket} {what} ({took:?} for the write): {err}");
+            assert!(
+                err.contains(&format!("{scheme}://{bucket}")),
+                "{scheme} {what}: the store and bucket are not named: {err}"
+            );
+            let lower = err.to_ascii_lowercase();
+            assert!(
+                lower.contains("bucket")
+                    && (lower.contains("not exist") || lower.contains("not found")),
+                "{scheme} {what}: the reason is not given: {err}"
+            );
+        }
+        assert_eq!(write.kind(), cairn::ErrorKind::BucketNotFound, "{write}");
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "{scheme}://{bucket}: retried for {took:?}"
+        );
+    }
+    // Nothing came into being: each bucket is still missing (a created bucket would
+    // answer `false` here), so no object exists either.
+    for (bucket, scheme, store) in &stores {
+        let still = store.exists("x/value.bin").await;
+        assert!(
+            still.is_err(),
+            "{scheme}://{bucket}: the bucket came into being: {still:?}"
         );
     }
 }

@@ -250,3 +250,40 @@ async fn a_task_inside_a_flow_is_a_run_of_the_flow() {
     assert_eq!(flow_run.value(), Some(&22));
     assert_eq!(flow_run.runs_of("add_one").count(), 2);
 }
+
+/// A store whose `cache/` is a regular file: every cache record read and write fails.
+fn broken_store() -> ResultStore {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cache"), b"not a directory").unwrap();
+        dir
+    });
+    ResultStore::local(dir.path()).unwrap()
+}
+
+static LENIENT_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cairn::task(cache_policy = INPUTS, result_storage = broken_store(), strict_cache)]
+async fn strictly_cached(x: u64) -> u64 {
+    x * 3
+}
+
+#[cairn::task(cache_policy = INPUTS, result_storage = broken_store())]
+async fn leniently_cached(x: u64) -> u64 {
+    LENIENT_RUNS.fetch_add(1, Ordering::SeqCst);
+    x * 3
+}
+
+#[tokio::test]
+async fn the_strict_cache_flag_fails_a_task_whose_cache_store_fails() {
+    // Without the flag, an unreadable cache is a miss and an unwritable one a warning.
+    assert_eq!(leniently_cached(2).await.unwrap(), 6);
+    assert_eq!(LENIENT_RUNS.load(Ordering::SeqCst), 1);
+    // With it, the run fails, naming the cache record it could not read or write.
+    let err = strictly_cached(2).await.unwrap_err();
+    assert_eq!(err.kind(), TaskErrorKind::Store, "{err}");
+    assert!(err.to_string().contains("cache record"), "{err}");
+    let run = strictly_cached_task().run((2,)).await;
+    assert!(run.state().is_failed(), "{:?}", run.state());
+}

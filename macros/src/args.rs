@@ -15,6 +15,7 @@ pub const FLAGS: &[&str] = &[
     "serialize",
     "memory_tier",
     "persist_result",
+    "strict_cache",
 ];
 
 /// One `key` or `key = value` argument, as written.

@@ -71,7 +71,7 @@
 //! | argument | call |
 //! |---|---|
 //! | `name = "..."` | the task's name (default: the function's name) |
-//! | `checkpoint`, `refresh`, `refresh_cache`, `serialize`, `memory_tier` (bare flags) | `.checkpoint(true)`... |
+//! | `checkpoint`, `refresh`, `refresh_cache`, `serialize`, `memory_tier`, `persist_result`, `strict_cache` (bare flags) | `.checkpoint(true)`... |
 //! | `target = "template"` / `location = "template"` | `.try_target("...")?` / `.try_location("...")?`, checked at compile time |
 //! | `target = expr` (not a literal) | `.target_fn(expr)`: a location computed from the `cairn::Context` |
 //! | `location = expr` (not a literal) | `.try_location(expr)?` |

@@ -85,6 +85,10 @@ pub struct RequestInfo {
     pub target: String,
     /// How many requests the proxy saw before this one.
     pub seq: u64,
+    /// The request's `Content-Range` header, if any (a resumable upload's chunk).
+    pub content_range: Option<String>,
+    /// The length of the request's body as received.
+    pub body_len: usize,
 }
 
 /// Faults drawn at random, per request, with these probabilities (the rest is
@@ -405,6 +409,8 @@ async fn serve(shared: Arc<Shared>, mut client: TcpStream) -> std::io::Result<()
             method: head.method.clone(),
             target: head.target.clone(),
             seq: shared.seq.fetch_add(1, Ordering::Relaxed),
+            content_range: head.header("content-range").map(str::to_owned),
+            body_len: body.len(),
         };
         let script = shared.script.lock().unwrap().clone();
         let fault = script.and_then(|s| s(&info)).unwrap_or_else(|| {
