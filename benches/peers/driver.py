@@ -16,16 +16,16 @@ sets the full counts given in brackets):
                                (default: the system's temporary directory)
     CAIRN_PEERS_DIR            the peers' virtual environments (~/.cache/cairn-peers)
     CAIRN_PEERS_ONLY           a comma list of peers to run (default joblib,flytekit,prefect)
-    CAIRN_PEERS_ROUNDS         alternating rounds of each workload: 3 [5]
-    CAIRN_PEERS_CALLS          timed hits per round: 1000 [5000]
-    CAIRN_PEERS_MISSES         timed misses per round: 100 [500]
-    CAIRN_PEERS_FRESH          fresh processes per tool per round: 3 [10]
-    CAIRN_PEERS_HIT_KEYS       entries present for the in-process and fresh-process hits: 1000
+    CAIRN_PEERS_ROUNDS         alternating rounds of each workload: 2 [5]
+    CAIRN_PEERS_CALLS          timed hits per round: 300 [5000]
+    CAIRN_PEERS_MISSES         timed misses per round: 50 [500]
+    CAIRN_PEERS_FRESH          fresh processes per tool per round: 2 [10]
+    CAIRN_PEERS_HIT_KEYS       entries present for the in-process and fresh-process hits: 300 [1000]
     CAIRN_PEERS_MB             the large value, in MB: 100
     CAIRN_PEERS_ENTRIES        entries present for the hit-latency rows: 1000,10000,50000
     CAIRN_PEERS_SLOW_MAX       the most entries filled through flytekit and Prefect,
-                               whose misses cost milliseconds each: 10000 [no limit]
-    CAIRN_PEERS_FLOW_REPS      timed runs of the 1,000-call flow per round: 2 [5]
+                               whose misses cost milliseconds each: 1000 [no limit]
+    CAIRN_PEERS_FLOW_REPS      timed runs of the 1,000-call flow per round: 1 [5]
     CAIRN_PEERS_FLOW_CALLS     the calls of that flow: 1000
     CAIRN_PEERS_TIMEOUT        seconds one workload process may take: 900
     CAIRN_PEERS_KEEP=1         keep the temporary directory
@@ -51,16 +51,16 @@ def env_int(name, default, full):
     return int(os.environ.get(name, full if FULL else default))
 
 
-ROUNDS = env_int("CAIRN_PEERS_ROUNDS", 3, 5)
-CALLS = env_int("CAIRN_PEERS_CALLS", 1000, 5000)
-MISSES = env_int("CAIRN_PEERS_MISSES", 100, 500)
-FRESH = env_int("CAIRN_PEERS_FRESH", 3, 10)
+ROUNDS = env_int("CAIRN_PEERS_ROUNDS", 2, 5)
+CALLS = env_int("CAIRN_PEERS_CALLS", 300, 5000)
+MISSES = env_int("CAIRN_PEERS_MISSES", 50, 500)
+FRESH = env_int("CAIRN_PEERS_FRESH", 2, 10)
 MBS = env_int("CAIRN_PEERS_MB", 100, 100)
-FLOW_REPS = env_int("CAIRN_PEERS_FLOW_REPS", 2, 5)
-SLOW_MAX = env_int("CAIRN_PEERS_SLOW_MAX", 10_000, 1 << 62)
+FLOW_REPS = env_int("CAIRN_PEERS_FLOW_REPS", 1, 5)
+SLOW_MAX = env_int("CAIRN_PEERS_SLOW_MAX", 1_000, 1 << 62)
 TIMEOUT = env_int("CAIRN_PEERS_TIMEOUT", 900, 3600)
 ENTRIES = [int(n) for n in os.environ.get("CAIRN_PEERS_ENTRIES", "1000,10000,50000").split(",")]
-HIT_KEYS = env_int("CAIRN_PEERS_HIT_KEYS", 1000, 1000)
+HIT_KEYS = env_int("CAIRN_PEERS_HIT_KEYS", 300, 1000)
 FLOW_CALLS = env_int("CAIRN_PEERS_FLOW_CALLS", 1000, 1000)
 PEERS_DIR = os.environ.get("CAIRN_PEERS_DIR", os.path.expanduser("~/.cache/cairn-peers"))
 
