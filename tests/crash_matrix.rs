@@ -476,13 +476,18 @@ async fn kill_matrix(case: &str, backend: &str) {
         _ => format!("{}/crash-{case}", emulators::run_prefix()),
     };
     let counts = tempfile::tempdir().unwrap();
-    // The time a whole write takes, from READY to exit.
+    // The time a whole write takes, from READY to DONE (printed once the run
+    // returned; what follows, the runtime's and the clients' shutdown, is no write).
     let calib = format!("{base}/calibrate");
     let mut c = spawn(&format!("{case}:{backend}"), &calib);
-    let _out = wait_ready(&mut c);
+    let mut out = wait_ready(&mut c);
     let t = Instant::now();
-    assert!(c.wait().unwrap().success());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && line.trim() != "DONE" {
+        line.clear();
+    }
     let window = t.elapsed();
+    assert!(c.wait().unwrap().success());
 
     let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut cleaned = 0;
