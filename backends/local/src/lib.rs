@@ -512,13 +512,18 @@ fn read_inspected(
     file: &mut File,
     start: u64,
     len: usize,
-    inspect: &mut (dyn FnMut(&[u8]) + Send),
+    inspect: Option<&mut Inspector>,
 ) -> io::Result<Bytes> {
-    if (len as u64) < INSPECT_PIPELINE_MIN {
-        let bytes = read_range(file, start, len)?;
-        inspect(&bytes);
-        return Ok(bytes);
-    }
+    let inspect = match inspect {
+        Some(inspect) if len as u64 >= INSPECT_PIPELINE_MIN => inspect,
+        other => {
+            let bytes = read_range(file, start, len)?;
+            if let Some(inspect) = other {
+                inspect(&bytes);
+            }
+            return Ok(bytes);
+        }
+    };
     if start > 0 {
         file.seek(SeekFrom::Start(start))?;
     }
@@ -578,6 +583,63 @@ fn open_range(
     let meta = object_meta(key.clone(), &m);
     let range = resolve_range(range.as_ref(), meta.size, &inner.url, k)?;
     Ok((file, meta, range))
+}
+
+impl LocalBackend {
+    /// An object (or a range of it) read into one buffer of its final size, handed to
+    /// `inspect` as it lands. Small objects are read right here (see
+    /// `with_inline_reads`): the open and fstat are cheap, and a large object's read
+    /// still goes to the blocking pool.
+    async fn read_whole(
+        &self,
+        key: &Key,
+        range: Option<GetRange>,
+        mut inspect: Option<Inspector>,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        if self.inner.inline_read_limit > 0 {
+            let inner = &self.inner;
+            let (mut file, meta, range) = open_range(inner, key, range)?;
+            let len = range.end - range.start;
+            if len <= inner.inline_read_limit {
+                let bytes = read_range(&mut file, range.start, len as usize)
+                    .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+                if let Some(inspect) = inspect.as_mut() {
+                    inspect(&bytes);
+                }
+                return Ok((meta, bytes));
+            }
+            let url = inner.url.clone();
+            let k = key.clone();
+            return blocking(move || {
+                let bytes = read_inspected(&mut file, range.start, len as usize, inspect.as_mut())
+                    .map_err(|e| io_error(&url, k.as_str(), e))?;
+                Ok((meta, bytes))
+            })
+            .await;
+        }
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || {
+            let (mut file, meta, range) = open_range(&inner, &key, range)?;
+            let len = (range.end - range.start) as usize;
+            let bytes = read_inspected(&mut file, range.start, len, inspect.as_mut())
+                .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+            Ok((meta, bytes))
+        })
+        .await
+    }
+
+    /// Local files carry no user metadata: a write asking for some is refused, not
+    /// stripped.
+    fn refuse_metadata(&self, opts: &PutOptions) -> Result<()> {
+        if opts.metadata.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            backend: self.inner.url.clone(),
+            operation: "user metadata on local files".into(),
+        })
+    }
 }
 
 #[async_trait]
@@ -655,73 +717,15 @@ impl Backend for LocalBackend {
     }
 
     async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
-        if self.inner.inline_read_limit > 0 {
-            // Small objects are read right here (see `with_inline_reads`); the open
-            // and fstat are cheap, and a large object's read still goes to the pool.
-            let inner = &self.inner;
-            let (mut file, meta, range) = open_range(inner, key, range)?;
-            let len = range.end - range.start;
-            if len <= inner.inline_read_limit {
-                let bytes = read_range(&mut file, range.start, len as usize)
-                    .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-                return Ok((meta, bytes));
-            }
-            let url = inner.url.clone();
-            let k = key.clone();
-            return blocking(move || {
-                let bytes = read_range(&mut file, range.start, len as usize)
-                    .map_err(|e| io_error(&url, k.as_str(), e))?;
-                Ok((meta, bytes))
-            })
-            .await;
-        }
-        let inner = self.inner.clone();
-        let key = key.clone();
-        blocking(move || {
-            let (mut file, meta, range) = open_range(&inner, &key, range)?;
-            // One read straight into a buffer of the final size: no second copy.
-            let bytes = read_range(&mut file, range.start, (range.end - range.start) as usize)
-                .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-            Ok((meta, bytes))
-        })
-        .await
+        self.read_whole(key, range, None).await
     }
 
     async fn get_bytes_inspected(
         &self,
         key: &Key,
-        mut inspect: Inspector,
+        inspect: Inspector,
     ) -> Result<(ObjectMeta, Bytes)> {
-        if self.inner.inline_read_limit > 0 {
-            // As in `get_bytes`: a small object is read right here.
-            let inner = &self.inner;
-            let (mut file, meta, range) = open_range(inner, key, None)?;
-            let len = range.end - range.start;
-            if len <= inner.inline_read_limit {
-                let bytes = read_range(&mut file, range.start, len as usize)
-                    .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-                inspect(&bytes);
-                return Ok((meta, bytes));
-            }
-            let url = inner.url.clone();
-            let k = key.clone();
-            return blocking(move || {
-                let bytes = read_inspected(&mut file, range.start, len as usize, &mut *inspect)
-                    .map_err(|e| io_error(&url, k.as_str(), e))?;
-                Ok((meta, bytes))
-            })
-            .await;
-        }
-        let inner = self.inner.clone();
-        let key = key.clone();
-        blocking(move || {
-            let (mut file, meta, range) = open_range(&inner, &key, None)?;
-            let len = (range.end - range.start) as usize;
-            let bytes = read_inspected(&mut file, range.start, len, &mut *inspect)
-                .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-            Ok((meta, bytes))
-        })
-        .await
+        self.read_whole(key, None, Some(inspect)).await
     }
 
     async fn put_opts(
@@ -730,12 +734,7 @@ impl Backend for LocalBackend {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        if !opts.metadata.is_empty() {
-            return Err(Error::Unsupported {
-                backend: self.inner.url.clone(),
-                operation: "user metadata on local files".into(),
-            });
-        }
+        self.refuse_metadata(&opts)?;
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || inner.put_blocking(&key, payload, opts.mode)).await
@@ -749,12 +748,7 @@ impl Backend for LocalBackend {
         body: Bytes,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        if !opts.metadata.is_empty() {
-            return Err(Error::Unsupported {
-                backend: self.inner.url.clone(),
-                operation: "user metadata on local files".into(),
-            });
-        }
+        self.refuse_metadata(&opts)?;
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || inner.put_framed_blocking(&key, head_len, make_head, body, opts.mode))
