@@ -12,7 +12,9 @@
 //! `CAIRN_BENCH_SECTIONS` (a comma list of
 //! `latency,steps,scaling,flow,hashing,serialize,shared_map`),
 //! `CAIRN_BENCH_REPS` (repetitions of the flow and hashing figures, default 11 and 5),
-//! `CAIRN_BENCH_DIR` (where the local stores go, default the system temp dir).
+//! `CAIRN_BENCH_DIR` (where the local stores go, default the system temp dir),
+//! `CAIRN_BENCH_MAX_ENTRIES` (the largest store of the scaling section, default
+//! 100000; `1000000` adds a 1M row, about 4 GB of small files and a few minutes to fill).
 //!
 //! `CAIRN_BENCH_PROFILE=memory-hit|local-hit|flow-memory|flow-local` runs only that
 //! case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds, for `perf record`.
@@ -52,7 +54,7 @@ const PEER_PREFECT_FLOW_1000_MS: f64 = 4200.0;
 const AIM_LOCAL_HIT_US: f64 = 10.0;
 const AIM_MEMORY_HIT_US: f64 = 1.0;
 const AIM_FLOW_1000_MS: f64 = 20.0;
-const AIM_FLAT_RATIO: f64 = 1.25;
+const AIM_FLAT_RATIO: f64 = 1.10;
 const AIM_HASH_RATIO: f64 = 0.80;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -231,13 +233,25 @@ struct Report {
     local_miss: Option<Stats>,
     local_miss_nofsync: Option<Stats>,
     s3_miss: Option<Stats>,
-    /// (label, median 100k / median 1k, p95 ratio)
-    flatness: Vec<(String, f64, f64)>,
+    /// Hits as the store grows, largest over smallest size.
+    flatness: Vec<FlatRow>,
     /// (label, median wall-clock)
     flows: Vec<(String, Duration)>,
     /// (label, GiB/s, ratio to raw)
     hashing: Vec<(String, f64, f64)>,
     raw_blake3_gibps: f64,
+}
+
+/// A row of the scaling section: cairn's ratio of the largest store size to the
+/// smallest, next to a raw read's in the same run.
+struct FlatRow {
+    label: String,
+    /// `1M/1k`, say.
+    span: String,
+    median: f64,
+    p95: f64,
+    raw_median: f64,
+    raw_p95: f64,
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -355,10 +369,17 @@ impl Report {
                 verdict(ms(*d) < AIM_FLOW_1000_MS)
             );
         }
-        for (label, median_ratio, p95_ratio) in &self.flatness {
+        for row in &self.flatness {
             println!(
-                "  hit flat within 25% from 1k to 100k entries, {label}: median x{median_ratio:.2} (p95 x{p95_ratio:.2})  {}",
-                verdict(*median_ratio <= AIM_FLAT_RATIO)
+                "  hit flat within {:.0}% over {} entries, {}: median x{:.2} (p95 x{:.2}); raw read x{:.2} (p95 x{:.2})  {}",
+                (AIM_FLAT_RATIO - 1.0) * 100.0,
+                row.span,
+                row.label,
+                row.median,
+                row.p95,
+                row.raw_median,
+                row.raw_p95,
+                verdict(row.median <= AIM_FLAT_RATIO)
             );
         }
         for (label, gibps, ratio) in &self.hashing {
@@ -978,11 +999,101 @@ async fn steps(config: &Config, dir: &Path, report: &Report) {
 // ---------------------------------------------------------------------------------
 // 2. Hit latency as the store grows
 
+/// The store sizes of the scaling section: 1k, 10k, 100k, ... up to `max` (and `max`
+/// itself when it is not one of them).
+fn entry_counts(max: u64) -> Vec<u64> {
+    let max = max.max(1_000);
+    let mut sizes: Vec<u64> = std::iter::successors(Some(1_000u64), |n| n.checked_mul(10))
+        .take_while(|&n| n <= max)
+        .collect();
+    if sizes.last() != Some(&max) {
+        sizes.push(max);
+    }
+    sizes
+}
+
+/// `1k`, `10k`, `1M`: an entry count as the rows name it.
+fn short_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// Writes the entries `range` through `task` (each a miss that runs the body and writes
+/// its record), on `workers` tokio tasks of `concurrency` calls at a time each, and
+/// returns each input's record location (relative to the store's root), by input.
+async fn fill(
+    task: &Task<u64, u64>,
+    range: std::ops::Range<u64>,
+    workers: u64,
+    concurrency: usize,
+) -> Vec<(u64, String)> {
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let task = task.clone();
+            let inputs: Vec<u64> = range
+                .clone()
+                .skip(w as usize)
+                .step_by(workers as usize)
+                .collect();
+            tokio::spawn(async move {
+                let mut out = Vec::with_capacity(inputs.len());
+                for chunk in inputs.chunks(concurrency.max(1)) {
+                    for (run, &x) in task.map(chunk.iter().copied()).await.into_iter().zip(chunk) {
+                        let record = run
+                            .info()
+                            .cache_record
+                            .clone()
+                            .expect("a cached run names its record");
+                        run.into_result().expect("a filling call");
+                        out.push((x, record));
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity((range.end - range.start) as usize);
+    for h in handles {
+        all.extend(h.await.expect("a filling worker"));
+    }
+    all
+}
+
+/// Raw reads (`std::fs::read`: open, fstat, read, close) of the given files, each timed
+/// alone.
+fn time_raw_reads(paths: &[&Path]) -> Vec<Duration> {
+    paths
+        .iter()
+        .map(|p| {
+            let t = Instant::now();
+            let bytes = std::fs::read(p).expect("a record file");
+            let elapsed = t.elapsed();
+            std::hint::black_box(bytes);
+            elapsed
+        })
+        .collect()
+}
+
+/// One row of the scaling table, its timings gathered over several rounds.
+struct ScalingRow {
+    label: &'static str,
+    times: Vec<Duration>,
+}
+
 async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
-    let sizes = [1_000u64, 10_000, 100_000];
+    // Rounds of each row, taken in turn, so that a change in the machine's load touches
+    // the rows alike.
+    const ROUNDS: usize = 5;
+    let max = env_usize("CAIRN_BENCH_MAX_ENTRIES", 100_000) as u64;
+    let sizes = entry_counts(max);
+    let names: Vec<String> = sizes.iter().map(|&n| short_count(n)).collect();
     println!(
-        "2. Hit latency with 1k, 10k, 100k entries in a local store (random keys among \
-         them; {} hits per figure, in a flow)",
+        "2. Hit latency with {} entries in a local store (random keys among them; {} hits \
+         per figure, in a flow, in {ROUNDS} rounds taken in turn; CAIRN_BENCH_MAX_ENTRIES={max})",
+        names.join(", "),
         config.calls
     );
     let root = dir.join("scaling");
@@ -999,60 +1110,141 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
         reader_store.backend().describe()
     );
     let runs = Arc::new(AtomicU64::new(0));
+    // The writer keeps the memory tier on: the tier rows find every entry held, as
+    // after a process wrote them.
     let writer = add_one(&runs).result_storage(writer_store);
     let tier_off = add_one(&runs)
         .result_storage(reader_store.clone())
         .memory_tier(false);
-    let tier_on = add_one(&runs).result_storage(reader_store);
+    let tier_on = add_one(&runs).result_storage(reader_store.clone());
+    // The same tier, trusted for longer than the run: no entry is ever revalidated, so
+    // the row shows the tier's own lookup as it grows.
+    let tier_trusted = add_one(&runs)
+        .result_storage(reader_store)
+        .memory_tier_revalidate_after(Duration::from_secs(24 * 3600));
     MemoryTier::global().clear();
+    println!(
+        "  raw = std::fs::read (open, fstat, read, close) of the record file of a random \
+         entry; tier on = the default trust bound of 1 s, after which a hit `stat`s the \
+         record; tier trusted = never revalidated"
+    );
     print_header();
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    let mut present = 0;
-    for &size in &sizes {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    let mut records: Vec<PathBuf> = Vec::new();
+    // Medians and p95 by row, one per size.
+    let mut table: Vec<(&'static str, Vec<Stats>)> = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let present = records.len() as u64;
         let t = Instant::now();
-        populate(&writer, present..size, 64).await;
-        let fill = t.elapsed();
-        let filled = size - present;
-        present = size;
+        let mut written = fill(&writer, present..size, workers, 64).await;
+        let fill_time = t.elapsed();
+        written.sort_unstable_by_key(|(x, _)| *x);
+        for (x, location) in written {
+            assert_eq!(x, records.len() as u64, "one record per input, in order");
+            records.push(root.join(location));
+        }
         let before = runs.load(Ordering::Relaxed);
-        time_calls_in_flow(&tier_off, &random_inputs(size, config.warmup, 3)).await;
-        let s_off =
-            stats(time_calls_in_flow(&tier_off, &random_inputs(size, config.calls, 5)).await);
-        time_calls_in_flow(&tier_on, &random_inputs(size, config.warmup, 7)).await;
-        let s_on =
-            stats(time_calls_in_flow(&tier_on, &random_inputs(size, config.calls, 11)).await);
+        // Warm-up of each row (not timed).
+        let warm = random_inputs(size, config.warmup, 3);
+        time_calls_in_flow(&tier_off, &warm).await;
+        time_calls_in_flow(&tier_on, &warm).await;
+        time_calls_in_flow(&tier_trusted, &warm).await;
+        let warm_paths: Vec<&Path> = warm
+            .iter()
+            .map(|&x| records[x as usize].as_path())
+            .collect();
+        time_raw_reads(&warm_paths);
+
+        let mut rows = [
+            ScalingRow {
+                label: "raw read",
+                times: Vec::new(),
+            },
+            ScalingRow {
+                label: "memory tier off",
+                times: Vec::new(),
+            },
+            ScalingRow {
+                label: "memory tier on",
+                times: Vec::new(),
+            },
+            ScalingRow {
+                label: "memory tier trusted",
+                times: Vec::new(),
+            },
+        ];
+        let per_round = (config.calls / ROUNDS).max(1);
+        for round in 0..ROUNDS as u64 {
+            let seed = 5 + 4 * round;
+            let raw_inputs = random_inputs(size, per_round, seed);
+            let paths: Vec<&Path> = raw_inputs
+                .iter()
+                .map(|&x| records[x as usize].as_path())
+                .collect();
+            rows[0].times.extend(time_raw_reads(&paths));
+            rows[1].times.extend(
+                time_calls_in_flow(&tier_off, &random_inputs(size, per_round, seed + 1)).await,
+            );
+            rows[2].times.extend(
+                time_calls_in_flow(&tier_on, &random_inputs(size, per_round, seed + 2)).await,
+            );
+            rows[3].times.extend(
+                time_calls_in_flow(&tier_trusted, &random_inputs(size, per_round, seed + 3)).await,
+            );
+        }
         let ran = runs.load(Ordering::Relaxed) - before;
         if ran != 0 {
             println!("  !! the body ran {ran} times during hit rows");
         }
-        print_row(
-            &format!("{size:>7} entries, memory tier off (store read)"),
-            &s_off,
-        );
-        print_row(
-            &format!(
-                "{size:>7} entries, memory tier on ({} held)",
-                MemoryTier::global().len()
-            ),
-            &s_on,
-        );
+        let held = MemoryTier::global().len();
+        for (j, row) in rows.into_iter().enumerate() {
+            let s = stats(row.times);
+            let label = match j {
+                0 => format!("{:>5} entries, raw read of a record file", names[i]),
+                1 => format!("{:>5} entries, memory tier off (store read)", names[i]),
+                2 => format!("{:>5} entries, memory tier on ({held} held)", names[i]),
+                _ => format!("{:>5} entries, memory tier on, trusted", names[i]),
+            };
+            print_row(&label, &s);
+            if table.len() <= j {
+                table.push((row.label, Vec::new()));
+            }
+            table[j].1.push(s);
+        }
+        let filled = size - present;
         println!(
-            "  {:<52} (filled {filled} entries in {:.1} s)",
+            "  {:<52} (filled {filled} entries in {:.1} s, {:.0} entries/s; load {})",
             "",
-            fill.as_secs_f64()
+            fill_time.as_secs_f64(),
+            filled as f64 / fill_time.as_secs_f64(),
+            loadavg()
         );
-        off.push(s_off);
-        on.push(s_on);
     }
-    for (label, v) in [("memory tier off", &off), ("memory tier on", &on)] {
-        let (first, last) = (v[0], v[v.len() - 1]);
-        let median_ratio = last.median.as_secs_f64() / first.median.as_secs_f64();
-        let p95_ratio = last.p95.as_secs_f64() / first.p95.as_secs_f64();
-        println!("  ratio 100k/1k, {label}: median x{median_ratio:.2}, p95 x{p95_ratio:.2}");
-        report
-            .flatness
-            .push((label.to_owned(), median_ratio, p95_ratio));
+    if sizes.len() > 1 {
+        let span = format!("{}/{}", names[names.len() - 1], names[0]);
+        let ratio = |v: &[Stats]| {
+            let (first, last) = (v[0], v[v.len() - 1]);
+            (
+                last.median.as_secs_f64() / first.median.as_secs_f64(),
+                last.p95.as_secs_f64() / first.p95.as_secs_f64(),
+            )
+        };
+        let (raw_median, raw_p95) = ratio(&table[0].1);
+        for (label, v) in &table {
+            let (median, p95) = ratio(v);
+            println!("  ratio {span}, {label}: median x{median:.2}, p95 x{p95:.2}");
+        }
+        for (label, v) in &table[1..] {
+            let (median, p95) = ratio(v);
+            report.flatness.push(FlatRow {
+                label: (*label).to_owned(),
+                span: span.clone(),
+                median,
+                p95,
+                raw_median,
+                raw_p95,
+            });
+        }
     }
     println!();
 }
