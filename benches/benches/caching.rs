@@ -1077,6 +1077,75 @@ fn time_raw_reads(paths: &[&Path]) -> Vec<Duration> {
         .collect()
 }
 
+/// Writes out the filesystem holding `path` (`sync -f`); a failure is printed, not fatal.
+fn sync_fs(path: &Path) {
+    match std::process::Command::new("sync")
+        .arg("-f")
+        .arg(path)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => println!("  (sync -f {} failed: {other:?})", path.display()),
+    }
+}
+
+/// The regular files below `dir` (0 when it does not exist).
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(e.path()),
+                Ok(t) if t.is_file() => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Removes `root` and everything below it, unlinking the files of its directories on
+/// several threads: a million small files take minutes to unlink one by one where the
+/// disk discards every freed block.
+fn remove_tree(root: &Path) {
+    let mut dirs = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            }
+        }
+        dirs.push(d);
+    }
+    let queue = std::sync::Mutex::new(dirs);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| loop {
+                let Some(d) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| !t.is_dir()) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            });
+        }
+    });
+    // Only empty directories are left.
+    if let Err(e) = std::fs::remove_dir_all(root) {
+        println!("  (could not remove {}: {e})", root.display());
+    }
+}
+
 /// One row of the scaling table, its timings gathered over several rounds.
 struct ScalingRow {
     label: &'static str,
@@ -1143,6 +1212,12 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
             assert_eq!(x, records.len() as u64, "one record per input, in order");
             records.push(root.join(location));
         }
+        // The fill wrote without fsync: write it out now, so that the kernel's writeback
+        // of it does not run during the timed rows.
+        let t = Instant::now();
+        sync_fs(&root);
+        let synced = t.elapsed();
+        let markers_before = count_files(&root.join("used"));
         let before = runs.load(Ordering::Relaxed);
         // Warm-up of each row (not timed).
         let warm = random_inputs(size, config.warmup, 3);
@@ -1213,13 +1288,29 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
         }
         let filled = size - present;
         println!(
-            "  {:<52} (filled {filled} entries in {:.1} s, {:.0} entries/s; load {})",
+            "  {:<52} (filled {filled} entries in {:.1} s, {:.0} entries/s, synced in {:.1} s; load {})",
             "",
             fill_time.as_secs_f64(),
             filled as f64 / fill_time.as_secs_f64(),
+            synced.as_secs_f64(),
             loadavg()
         );
+        // A hit read from the store marks the record used, once a day per record and
+        // process (`used/v1/...`, written in the background): with many entries, most
+        // timed hits are a record's first of the day, and write one.
+        println!(
+            "  {:<52} (use markers written during warm-up and rows: {})",
+            "",
+            count_files(&root.join("used")) - markers_before
+        );
     }
+    let t = Instant::now();
+    remove_tree(&root);
+    println!(
+        "  (removed the store in {:.1} s; load {})",
+        t.elapsed().as_secs_f64(),
+        loadavg()
+    );
     if sizes.len() > 1 {
         let span = format!("{}/{}", names[names.len() - 1], names[0]);
         let ratio = |v: &[Stats]| {
