@@ -862,15 +862,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
         if !refresh {
-            match store.read_record_versioned::<O>(&location).await {
-                Ok((record, version)) if !record.header.is_expired(now) => {
+            match store.read_hit::<O>(&location).await {
+                Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(
                             &tier_key,
                             record.value.clone(),
-                            record.header.expires,
-                            record.header.payload_len as usize,
-                            version,
+                            record.expires,
+                            record.payload_len as usize,
+                            record.version,
                             now,
                             Some(&self.def.name),
                         );
@@ -891,11 +891,11 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     }
                     return Ok(Lookup::Hit(record.value));
                 }
-                Ok((record, _)) => {
+                Ok(record) => {
                     tracing::debug!(
                         "Task run '{}' - cache record '{location}' expired at {:?}",
                         self.info.name,
-                        record.header.expires
+                        record.expires
                     );
                     replace = true;
                 }
@@ -1081,15 +1081,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         tier_key: &TierKey,
     ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
-        match store.read_record_versioned::<O>(location).await {
-            Ok((record, version)) if !record.header.is_expired(now) => {
+        match store.read_hit::<O>(location).await {
+            Ok(record) if !record.is_expired(now) => {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(
                         tier_key,
                         record.value.clone(),
-                        record.header.expires,
-                        record.header.payload_len as usize,
-                        version,
+                        record.expires,
+                        record.payload_len as usize,
+                        record.version,
                         now,
                         Some(&self.def.name),
                     );

@@ -52,6 +52,8 @@ use cairn_backend::{
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
+mod publish;
+
 /// Reads larger than this are streamed in chunks of this size; smaller ones are
 /// returned as one buffer read in a single call.
 const READ_CHUNK: u64 = 64 * 1024 * 1024;
@@ -137,7 +139,9 @@ impl LocalBackend {
     /// calling task instead of handing the work to tokio's blocking pool: on a local
     /// disk that takes a few microseconds, several times less than the hand-off, and
     /// it is what makes a small cache hit fast. Larger reads always go to the pool.
-    /// Set 0 on a network filesystem, where an open may stall.
+    /// The same limit applies to writes on a backend without fsync
+    /// ([`LocalBackend::with_fsync`]`(false)`); a write that syncs always goes to the
+    /// pool. Set 0 on a network filesystem, where an open may stall.
     pub fn with_inline_reads(self, limit: u64) -> Self {
         LocalBackend {
             inner: Arc::new(Inner {
@@ -367,49 +371,54 @@ impl Inner {
     ) -> Result<PutResult> {
         let k = key.as_str();
         let dest = self.root.join(k);
-        let parent = dest.parent().unwrap_or(&self.root).to_path_buf();
-        if !self.root.is_dir() {
-            return Err(Error::BucketNotFound {
-                backend: self.url.clone(),
-                bucket: self.root.display().to_string(),
-            });
-        }
-        fs::create_dir_all(&parent).map_err(|e| io_error(&self.url, k, e))?;
-
+        let parent = dest.parent().unwrap_or(&self.root);
         let staged_path = parent.join(format!(
             ".cairn-staged.{}.{}.{}",
             key.file_name(),
             std::process::id(),
             STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
+        let create = |path: &Path| OpenOptions::new().write(true).create_new(true).open(path);
+        // The object's directory usually exists: it is made (and the root checked)
+        // only when the staged file cannot be created without it.
+        let mut file = match create(&staged_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.root.is_dir() {
+                    return Err(Error::BucketNotFound {
+                        backend: self.url.clone(),
+                        bucket: self.root.display().to_string(),
+                    });
+                }
+                fs::create_dir_all(parent).map_err(|e| io_error(&self.url, k, e))?;
+                create(&staged_path).map_err(|e| io_error(&self.url, k, e))?
+            }
+            Err(e) => return Err(io_error(&self.url, k, e)),
+        };
         let mut staged = Staged {
             path: staged_path,
             published: false,
         };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&staged.path)
-            .map_err(|e| io_error(&self.url, k, e))?;
         write(&mut file).map_err(|e| io_error(&self.url, k, e))?;
         if self.fsync {
             file.sync_all().map_err(|e| io_error(&self.url, k, e))?;
         }
+        // The published object is this inode: its version is known before publishing.
+        let meta = file.metadata().map_err(|e| io_error(&self.url, k, e))?;
         drop(file);
 
         match mode {
             PutMode::Create => {
-                // link(2) refuses an existing destination: the atomic create-if-absent.
-                fs::hard_link(&staged.path, &dest).map_err(|e| io_error(&self.url, k, e))?;
-                // The staged name is removed by `Staged::drop`; the published link stays.
+                staged.published = publish::create_new(&staged.path, &dest)
+                    .map_err(|e| io_error(&self.url, k, e))?;
             }
             PutMode::Overwrite => {
-                let _lock = DirLock::acquire(&parent).map_err(|e| io_error(&self.url, k, e))?;
+                let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
                 fs::rename(&staged.path, &dest).map_err(|e| io_error(&self.url, k, e))?;
                 staged.published = true;
             }
             PutMode::IfMatch(expected) => {
-                let _lock = DirLock::acquire(&parent).map_err(|e| io_error(&self.url, k, e))?;
+                let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
                 let current = match fs::metadata(&dest) {
                     Ok(m) => Some(version_of(&m)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -427,11 +436,10 @@ impl Inner {
             }
         }
         if self.fsync {
-            if let Ok(dir) = File::open(&parent) {
+            if let Ok(dir) = File::open(parent) {
                 let _ = dir.sync_all();
             }
         }
-        let meta = fs::metadata(&dest).map_err(|e| io_error(&self.url, k, e))?;
         Ok(PutResult {
             version: Some(version_of(&meta)),
         })
@@ -735,6 +743,11 @@ impl Backend for LocalBackend {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.refuse_metadata(&opts)?;
+        if !self.inner.fsync && payload.len() <= self.inner.inline_read_limit {
+            // Without fsync a small write is a few system calls: done right here, like
+            // a small read (see `with_inline_reads`).
+            return self.inner.put_blocking(key, payload, opts.mode);
+        }
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || inner.put_blocking(&key, payload, opts.mode)).await
