@@ -35,7 +35,7 @@
 #![warn(missing_docs)]
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cairn_backend::{
     check_head, is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult,
     HeadMaker, Inspector, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
@@ -53,6 +53,9 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
 mod publish;
+mod read;
+
+use read::{read_inspected, read_range};
 
 /// Reads larger than this are streamed in chunks of this size; smaller ones are
 /// returned as one buffer read in a single call.
@@ -506,70 +509,6 @@ impl Inner {
         }
         Ok(out)
     }
-}
-
-/// Objects larger than this are read in pieces of [`INSPECT_PIECE`] bytes, each
-/// inspected on a second thread while the next is read.
-const INSPECT_PIPELINE_MIN: u64 = 2 * INSPECT_PIECE as u64;
-const INSPECT_PIECE: usize = 4 << 20;
-
-/// Reads `len` bytes from `start` into one buffer, handing them to `inspect` in order:
-/// in one piece when small, else piece by piece on a scoped thread that runs behind the
-/// reads, so the inspection overlaps the I/O.
-fn read_inspected(
-    file: &mut File,
-    start: u64,
-    len: usize,
-    inspect: Option<&mut Inspector>,
-) -> io::Result<Bytes> {
-    let inspect = match inspect {
-        Some(inspect) if len as u64 >= INSPECT_PIPELINE_MIN => inspect,
-        other => {
-            let bytes = read_range(file, start, len)?;
-            if let Some(inspect) = other {
-                inspect(&bytes);
-            }
-            return Ok(bytes);
-        }
-    };
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))?;
-    }
-    let mut buf = BytesMut::zeroed(len);
-    std::thread::scope(|scope| -> io::Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<&[u8]>(4);
-        let inspector = scope.spawn(move || {
-            for piece in rx {
-                inspect(piece);
-            }
-        });
-        let mut result = Ok(());
-        for piece in buf.chunks_mut(INSPECT_PIECE) {
-            if let Err(e) = file.read_exact(piece) {
-                result = Err(e);
-                break;
-            }
-            if tx.send(piece).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        if inspector.join().is_err() {
-            return Err(io::Error::other("the read's inspector panicked"));
-        }
-        result
-    })?;
-    Ok(buf.freeze())
-}
-
-fn read_range(file: &mut File, start: u64, len: usize) -> io::Result<Bytes> {
-    // A file just opened is at its start: no seek (one system call less per hit).
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))?;
-    }
-    let mut buf = BytesMut::zeroed(len);
-    file.read_exact(&mut buf)?;
-    Ok(buf.freeze())
 }
 
 /// Opens an object for reading and resolves the requested range against its size.
