@@ -253,13 +253,37 @@ fn io_error(url: &str, key: &str, e: io::Error) -> Error {
 /// A version string that changes with every publish: each publish is a new inode, and
 /// the modification time and size disambiguate reused inode numbers.
 fn version_of(meta: &fs::Metadata) -> String {
-    format!(
-        "{:x}-{:x}.{:x}-{:x}",
-        meta.ino(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.size()
-    )
+    version_string(meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size())
+}
+
+/// `{ino:x}-{mtime:x}.{nsec:x}-{size:x}`, written without the formatting machinery
+/// (it is built on every read).
+fn version_string(ino: u64, mtime: i64, nsec: i64, size: u64) -> String {
+    fn hex(out: &mut String, v: u64) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 16];
+        let mut i = buf.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            buf[i] = DIGITS[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        out.extend(buf[i..].iter().map(|&b| b as char));
+    }
+    let mut out = String::with_capacity(48);
+    hex(&mut out, ino);
+    out.push('-');
+    // `{:x}` of a signed integer prints its two's complement bits.
+    hex(&mut out, mtime as u64);
+    out.push('.');
+    hex(&mut out, nsec as u64);
+    out.push('-');
+    hex(&mut out, size);
+    out
 }
 
 fn object_meta(key: Key, meta: &fs::Metadata) -> ObjectMeta {
@@ -824,6 +848,21 @@ impl Inner {
 mod tests {
     use super::*;
     use cairn_backend::BackendExt;
+
+    #[test]
+    fn versions_read_as_their_hex_fields() {
+        for (ino, mtime, nsec, size) in [
+            (0u64, 0i64, 0i64, 0u64),
+            (1, 1_700_000_000, 999_999_999, 302),
+            (u64::MAX, -1, 5, u64::MAX),
+            (0xabc, i64::MIN, i64::MAX, 16),
+        ] {
+            assert_eq!(
+                version_string(ino, mtime, nsec, size),
+                format!("{ino:x}-{mtime:x}.{nsec:x}-{size:x}")
+            );
+        }
+    }
 
     fn key(s: &str) -> Key {
         Key::parse(s).unwrap()
