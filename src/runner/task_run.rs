@@ -75,19 +75,15 @@ impl<O> TaskRun<O> {
 }
 
 /// A new random id (a UUID v4), from a fast per-thread generator seeded from the
-/// operating system's entropy, rather than a system call per id. The process id is
-/// mixed in, so that a forked child that inherited the generator's state still draws
-/// ids of its own.
+/// operating system's entropy (as `rand`'s thread generator is), rather than a system
+/// call per id.
 pub(crate) fn new_id() -> String {
     use rand::{Rng, SeedableRng};
     thread_local! {
         static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
             std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
     }
-    let mut bytes: [u8; 16] = RNG.with(|rng| rng.borrow_mut().random());
-    for (b, p) in bytes.iter_mut().zip(std::process::id().to_le_bytes()) {
-        *b ^= p;
-    }
+    let bytes: [u8; 16] = RNG.with(|rng| rng.borrow_mut().random());
     let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     // Encoded into a stack buffer: one allocation, no formatting machinery.
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
