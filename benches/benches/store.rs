@@ -561,6 +561,40 @@ mod gcs_big {
             }
         }
 
+        /// One `uploadType=multipart` request (JSON metadata, then the media), its body
+        /// streamed from the value's buffer with its length, as cairn sends a single-request
+        /// write.
+        async fn upload_multipart(&self, name: &str, value: &Bytes) {
+            let boundary = "raw-bench-boundary-7f3a9c";
+            let head = Bytes::from(format!(
+                "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                serde_json::json!({ "name": name, "contentType": "application/octet-stream" })
+            ));
+            let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+            let len = head.len() + value.len() + tail.len();
+            let parts = [head, value.clone(), tail];
+            let resp = self
+                .client
+                .post(format!(
+                    "{}/upload/storage/v1/b/{}/o",
+                    self.endpoint, self.bucket
+                ))
+                .query(&[("uploadType", "multipart")])
+                .header(
+                    "Content-Type",
+                    format!("multipart/related; boundary={boundary}"),
+                )
+                .header("Content-Length", len)
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(
+                    parts.into_iter().map(Ok::<_, std::io::Error>),
+                )))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            let _ = resp.bytes().await;
+        }
+
         /// One `uploadType=media` request with the whole value.
         async fn upload_media(&self, name: &str, value: &Bytes) {
             let resp = self
@@ -664,46 +698,114 @@ mod gcs_big {
             size / MIB,
             rss_of_mib(&server)
         );
+        let resumable = std::env::var("CAIRN_BENCH_GCS_RESUMABLE").map_or(true, |v| v != "0");
+        if !resumable {
+            println!("  (resumable rows skipped: CAIRN_BENCH_GCS_RESUMABLE=0)");
+        }
         let mut runs: std::collections::BTreeMap<&str, Vec<Run>> = Default::default();
-        for _ in 0..rounds {
-            let raw_name = format!("{run}-raw");
+        let raw_name = format!("{run}-raw");
+        let mp_name = format!("{run}-raw-multipart");
+        for round in 0..rounds {
+            // Single-request writes: what a conditional write (a task's output, Create) is
+            // on the emulator, and any write up to the resumable threshold. The order
+            // turns round every other round, so that neither side always comes first.
+            let mut writes = [
+                "raw multipart upload",
+                "cairn put, Create (multipart)",
+                "raw media upload",
+                "record write, Create (multipart)",
+            ];
+            let mut reads = ["raw download", "cairn get", "record read (verified)"];
+            if round % 2 == 1 {
+                writes.reverse();
+                reads.reverse();
+            }
+            for name in writes {
+                let r = match name {
+                    "raw multipart upload" => {
+                        measure(&server, raw.upload_multipart(&mp_name, value)).await
+                    }
+                    "raw media upload" => {
+                        measure(&server, raw.upload_media(&raw_name, value)).await
+                    }
+                    "cairn put, Create (multipart)" => {
+                        measure(&server, async {
+                            backend
+                                .put_mode(&key, value.clone().into(), PutMode::Create)
+                                .await
+                                .unwrap();
+                        })
+                        .await
+                    }
+                    // A task's output: a verified record written with Create.
+                    _ => {
+                        measure(&server, async {
+                            store
+                                .write_record(
+                                    "rec-create",
+                                    value,
+                                    RecordInfo::default(),
+                                    PutMode::Create,
+                                )
+                                .await
+                                .unwrap();
+                        })
+                        .await
+                    }
+                };
+                runs.entry(name).or_default().push(r);
+            }
+            raw.delete(&mp_name).await;
+            let r = measure(&server, async {
+                std::hint::black_box(cairn::record::digest(value));
+            })
+            .await;
+            runs.entry("BLAKE3 of the value (record digest)")
+                .or_default()
+                .push(r);
+            for name in reads {
+                let r = match name {
+                    "raw download" => {
+                        measure(&server, async {
+                            let got = raw.download(&raw_name, size).await;
+                            assert_eq!(got.len(), size);
+                        })
+                        .await
+                    }
+                    "cairn get" => {
+                        measure(&server, async {
+                            let got = backend.get(&key).await.unwrap();
+                            assert_eq!(got.len(), size);
+                        })
+                        .await
+                    }
+                    _ => {
+                        measure(&server, async {
+                            let rec = store.read_record::<Bytes>("rec-create").await.unwrap();
+                            assert_eq!(rec.value.len(), size);
+                        })
+                        .await
+                    }
+                };
+                runs.entry(name).or_default().push(r);
+            }
+            raw.delete(&raw_name).await;
+            backend.delete(&key).await.unwrap();
+            store.delete("rec-create").await.unwrap();
+            if !resumable {
+                continue;
+            }
             let r = measure(&server, raw.upload_resumable(&raw_name, value, chunk)).await;
             runs.entry("raw resumable upload").or_default().push(r);
+            raw.delete(&raw_name).await;
             let r = measure(&server, async {
                 backend.put(&key, value.clone().into()).await.unwrap();
             })
             .await;
-            runs.entry("cairn put (resumable)").or_default().push(r);
-            let r = measure(&server, async {
-                let got = raw.download(&raw_name, size).await;
-                assert_eq!(got.len(), size);
-            })
-            .await;
-            runs.entry("raw download").or_default().push(r);
-            let r = measure(&server, async {
-                let got = backend.get(&key).await.unwrap();
-                assert_eq!(got.len(), size);
-            })
-            .await;
-            runs.entry("cairn get").or_default().push(r);
-            raw.delete(&raw_name).await;
-            backend.delete(&key).await.unwrap();
-
-            let r = measure(&server, raw.upload_media(&raw_name, value)).await;
-            runs.entry("raw media upload (one request)")
+            runs.entry("cairn put, Overwrite (resumable)")
                 .or_default()
                 .push(r);
-            raw.delete(&raw_name).await;
-            // A task's output: a verified record written with Create (on the emulator a
-            // conditional write is one request), then read back and verified.
-            let r = measure(&server, async {
-                store
-                    .write_record("rec-create", value, RecordInfo::default(), PutMode::Create)
-                    .await
-                    .unwrap();
-            })
-            .await;
-            runs.entry("record write, Create").or_default().push(r);
+            backend.delete(&key).await.unwrap();
             let r = measure(&server, async {
                 store
                     .write_record("rec-over", value, RecordInfo::default(), PutMode::Overwrite)
@@ -714,55 +816,80 @@ mod gcs_big {
             runs.entry("record write, Overwrite (resumable)")
                 .or_default()
                 .push(r);
-            let r = measure(&server, async {
-                let rec = store.read_record::<Bytes>("rec-over").await.unwrap();
-                assert_eq!(rec.value.len(), size);
-            })
-            .await;
-            runs.entry("record read (verified)").or_default().push(r);
-            store.delete("rec-create").await.unwrap();
             store.delete("rec-over").await.unwrap();
+        }
+        if rounds > 1 {
+            println!("  each run, in seconds:");
+            for (name, rs) in &runs {
+                let times: Vec<String> = rs
+                    .iter()
+                    .map(|r| format!("{:.2}", r.time.as_secs_f64()))
+                    .collect();
+                println!("    {name:<40} {}", times.join(" "));
+            }
         }
         let m: std::collections::BTreeMap<&str, Run> =
             runs.into_iter().map(|(k, v)| (k, median_run(v))).collect();
-        println!("  write");
-        for name in [
-            "raw resumable upload",
-            "raw media upload (one request)",
-            "cairn put (resumable)",
-            "record write, Overwrite (resumable)",
-            "record write, Create",
-        ] {
-            line(name, size, m[name]);
+        let show = |names: &[&str]| {
+            for name in names {
+                if let Some(r) = m.get(name) {
+                    line(name, size, *r);
+                }
+            }
+        };
+        let compare = |what: &str, raw: &str, cairn: &str| {
+            if let (Some(r), Some(c)) = (m.get(raw), m.get(cairn)) {
+                ratio(what, *r, *c);
+            }
+        };
+        println!("  write, one request (peak = memory above the value)");
+        show(&[
+            "raw multipart upload",
+            "raw media upload",
+            "cairn put, Create (multipart)",
+            "BLAKE3 of the value (record digest)",
+            "record write, Create (multipart)",
+        ]);
+        compare(
+            "cairn put vs raw multipart",
+            "raw multipart upload",
+            "cairn put, Create (multipart)",
+        );
+        compare(
+            "record write vs raw multipart",
+            "raw multipart upload",
+            "record write, Create (multipart)",
+        );
+        compare(
+            "record write vs raw media",
+            "raw media upload",
+            "record write, Create (multipart)",
+        );
+        if resumable {
+            println!("  write, resumable in {} MiB chunks", chunk / MIB);
+            show(&[
+                "raw resumable upload",
+                "cairn put, Overwrite (resumable)",
+                "record write, Overwrite (resumable)",
+            ]);
+            compare(
+                "cairn put vs raw resumable",
+                "raw resumable upload",
+                "cairn put, Overwrite (resumable)",
+            );
+            compare(
+                "record write vs raw resumable",
+                "raw resumable upload",
+                "record write, Overwrite (resumable)",
+            );
         }
-        ratio(
-            "cairn put vs raw resumable",
-            m["raw resumable upload"],
-            m["cairn put (resumable)"],
-        );
-        ratio(
-            "record write (resumable) vs raw resumable",
-            m["raw resumable upload"],
-            m["record write, Overwrite (resumable)"],
-        );
-        ratio(
-            "record write (one request) vs raw media",
-            m["raw media upload (one request)"],
-            m["record write, Create"],
-        );
         println!("  read (peak includes the 1 GiB buffer read into)");
-        for name in ["raw download", "cairn get", "record read (verified)"] {
-            line(name, size, m[name]);
-        }
-        ratio(
-            "cairn get vs raw download",
-            m["raw download"],
-            m["cairn get"],
-        );
-        ratio(
+        show(&["raw download", "cairn get", "record read (verified)"]);
+        compare("cairn get vs raw download", "raw download", "cairn get");
+        compare(
             "record read vs raw download",
-            m["raw download"],
-            m["record read (verified)"],
+            "raw download",
+            "record read (verified)",
         );
         println!("  emulator RSS after: {:.0} MiB", rss_of_mib(&server));
         println!();
