@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use cairn::backend::{DiskTier, DynBackend, TieredBackend};
 
-/// A fresh tier directory (kept: the OS cleans its temporary directory).
+/// A fresh tier directory, under the target directory (`localstack/test` empties it).
 fn tier() -> DiskTier {
-    let dir = std::env::temp_dir().join(format!("cairn-tier-{:016x}", rand::random::<u64>()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cairn-tier-{:016x}", rand::random::<u64>()));
     DiskTier::new(dir).unwrap()
 }
 

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cairn::ResultStore;
 
 fn tier_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("cairn-tier-{:016x}", rand::random::<u64>()))
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cairn-tier-{:016x}", rand::random::<u64>()))
 }
 
 fn prefix() -> String {

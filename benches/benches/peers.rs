@@ -10,7 +10,7 @@
 //! peers populate   --dir D --from 0 --to 1000                         fills the cache (untimed)
 //! peers fresh-hit  --dir D --x 7                                       the first call of a new process
 //! peers miss       --dir D --first 1000000 --calls 300                 miss + persist
-//! peers big-persist --dir D --x 1 --mb 100 [--serializer bytes|default]
+//! peers big-persist --dir D --x 1 --mb 100 [--serializer bytes|default] [--no-fsync]
 //! peers big-load   --dir D --x 1 --mb 100 [--serializer bytes|default] (run in a fresh process)
 //! peers scale      --dir D --from 1000 --to 10000 --calls 2000         fills up to N entries, then hits
 //! peers flow       --dir D --calls 1000 --reps 5 [--memory-tier]       a fully cached flow, wall-clock
@@ -21,6 +21,7 @@
 //! disk, as joblib's and the others' do), unless `--memory-tier` is given. The large value
 //! is a 100 MB `bytes::Bytes` returned by a task `big(x: u64)`. The local store syncs
 //! each record (file, then directory) before it counts as written: its default.
+//! `--no-fsync` writes as the peers do (atomically published, not synced).
 //!
 //! Every timed call checks what it measured: hits run no body, misses one each, and a
 //! loaded value has the length it was written with. A failed check is reported in the
@@ -103,8 +104,13 @@ fn main() {
         .expect("a tokio runtime");
     let bench = Bench {
         workload: workload.clone(),
-        store: ResultStore::local(&dir)
-            .unwrap_or_else(|e| fail(&workload, &format!("{}: {e}", dir.display()))),
+        store: if flags.iter().any(|f| f == "no-fsync") {
+            // As the peers write: published atomically, not synced.
+            cairn::backend::LocalBackend::new(&dir).map(|b| ResultStore::new(b.with_fsync(false)))
+        } else {
+            ResultStore::local(&dir)
+        }
+        .unwrap_or_else(|e| fail(&workload, &format!("{}: {e}", dir.display()))),
         dir,
         memory_tier,
         runs: Arc::new(AtomicU64::new(0)),

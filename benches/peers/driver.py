@@ -310,6 +310,15 @@ def run_all(tools, cairn, root, results):
     else:
         results.fail("big-persist-json", "cairn", line.get("error"))
     shutil.rmtree(jdir, ignore_errors=True)
+    # cairn without fsync, as the peers write: the like-for-like persist figure.
+    ndir = os.path.join(root, "cairn", "big-nofsync")
+    for r in range(ROUNDS):
+        line = invoke(cairn, "big-persist", ndir, x=r + 1, mb=MBS, no_fsync=True)
+        if line.get("ok"):
+            results.add("big-persist-nofsync", "cairn", [line["us"]])
+        else:
+            results.fail("big-persist-nofsync", "cairn", line.get("error"))
+    shutil.rmtree(ndir, ignore_errors=True)
 
     say(f"5/6 hit latency with {', '.join(map(str, ENTRIES))} entries present ({CALLS} calls each)")
     previous = 0
@@ -376,6 +385,7 @@ EXTRA = [
     ("hit-memory-tier", "cairn: hit, in process, memory tier on", "time"),
     ("flow-memory-tier", f"cairn: {FLOW_CALLS:,}-call cached flow, memory tier on", "time1"),
     ("big-raw-write", f"raw staged write + fsync + rename of {MBS} MB, same dir", "rate"),
+    ("big-persist-nofsync", f"cairn: {MBS} MB bytes value, persist, fsync off (as the peers)", "rate"),
     ("big-raw-read", f"raw read of that {MBS} MB file, fresh process", "rate"),
     ("big-persist-json", f"cairn: {MBS} MB Bytes, default serializer, persist", "rate"),
     ("big-load-json", f"cairn: {MBS} MB Bytes, default serializer, load", "rate"),

@@ -37,7 +37,14 @@ pub use policy::{
 
 /// The location of the record for `key` (hex) in `namespace`.
 pub(crate) fn record_location(namespace: &str, key_hex: &str) -> String {
-    format!("cache/v1/{namespace}/{}/{key_hex}", &key_hex[..2])
+    let mut location = String::with_capacity(13 + namespace.len() + key_hex.len());
+    location.push_str("cache/v1/");
+    location.push_str(namespace);
+    location.push('/');
+    location.push_str(&key_hex[..2]);
+    location.push('/');
+    location.push_str(key_hex);
+    location
 }
 
 /// Prefect 1's cache validators, as cache policies.

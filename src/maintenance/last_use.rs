@@ -48,26 +48,30 @@ pub fn used_marker_location(record_path: &str) -> String {
 /// # Ok::<(), cairn::Error>(()) }).unwrap();
 /// ```
 pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> Result<bool> {
-    if noted_today(store, record_path, now) {
+    let today = now.date_naive();
+    // Claimed before the write, so that hits racing on one record write it once.
+    if !claim(store.url(), record_path, today) {
         return Ok(false);
     }
-    let today = now.date_naive();
-    store
+    let written = store
         .write_bytes(
             &used_marker_location(record_path),
             today.to_string().into(),
             crate::PutMode::Overwrite,
         )
-        .await?;
-    let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
-    if memo.len() >= MEMO_LIMIT {
-        memo.clear();
+        .await;
+    match written {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            unclaim(store.url(), record_path, today);
+            Err(e)
+        }
     }
-    memo.insert(format!("{}\n{record_path}", store.url()), today);
-    Ok(true)
 }
 
-type Memo = Mutex<HashMap<String, NaiveDate>>;
+/// The day each record was last noted, by store URL, then record path (looked up
+/// without building a key).
+type Memo = Mutex<HashMap<String, HashMap<String, NaiveDate>>>;
 
 fn memo() -> &'static Memo {
     static MEMO: OnceLock<Memo> = OnceLock::new();
@@ -77,6 +81,79 @@ fn memo() -> &'static Memo {
 /// Whether this process already noted a use of the record on `now`'s day (no write
 /// is needed then).
 pub fn noted_today(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> bool {
-    let id = format!("{}\n{record_path}", store.url());
-    memo().lock().unwrap_or_else(|e| e.into_inner()).get(&id) == Some(&now.date_naive())
+    let memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+    memo.get(store.url())
+        .and_then(|records| records.get(record_path))
+        == Some(&now.date_naive())
+}
+
+/// Notes `today` for the record unless it is noted already; returns whether it was not.
+fn claim(url: &str, record_path: &str, today: NaiveDate) -> bool {
+    let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+    if memo.get(url).and_then(|records| records.get(record_path)) == Some(&today) {
+        return false;
+    }
+    if memo.values().map(HashMap::len).sum::<usize>() >= MEMO_LIMIT {
+        memo.clear();
+    }
+    memo.entry(url.to_owned())
+        .or_default()
+        .insert(record_path.to_owned(), today);
+    true
+}
+
+/// Forgets a claim whose write failed, so that the next hit tries again.
+fn unclaim(url: &str, record_path: &str, today: NaiveDate) {
+    let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(records) = memo.get_mut(url) {
+        if records.get(record_path) == Some(&today) {
+            records.remove(record_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_hits_on_one_record_write_its_marker_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::local(dir.path()).unwrap();
+        let now = Utc::now();
+        let path = "cache/v1/default/ab/racing";
+        let calls = (0..16).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { note_use(&store, path, now).await.unwrap() })
+        });
+        let wrote = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|w| *w.as_ref().unwrap())
+            .count();
+        assert_eq!(wrote, 1);
+        assert!(noted_today(&store, path, now));
+        assert!(!noted_today(&store, path, now + chrono::Duration::days(1)));
+        assert!(store.exists(&used_marker_location(path)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_marker_that_cannot_be_written_is_tried_again_on_the_next_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::local(dir.path()).unwrap();
+        let now = Utc::now();
+        let path = "cache/v1/default/cd/refused";
+        // A file where the marker's directory must go: the write fails.
+        std::fs::create_dir_all(dir.path().join("used/v1/cache/v1/default")).unwrap();
+        std::fs::write(
+            dir.path().join("used/v1/cache/v1/default/cd"),
+            b"in the way",
+        )
+        .unwrap();
+        assert!(note_use(&store, path, now).await.is_err());
+        assert!(!noted_today(&store, path, now));
+        std::fs::remove_file(dir.path().join("used/v1/cache/v1/default/cd")).unwrap();
+        assert!(note_use(&store, path, now).await.unwrap());
+        assert!(noted_today(&store, path, now));
+    }
 }

@@ -424,6 +424,7 @@ impl RunScope {
             user_context: flow.context.clone(),
             base_context: OnceLock::new(),
             run_id_digest: OnceLock::new(),
+            default_store: OnceLock::new(),
             counters: Mutex::new(HashMap::new()),
             task_runs: Mutex::new(Vec::new()),
         }

@@ -1,11 +1,13 @@
 //! One task run, from Pending to a final state (the steps of DESIGN.md's "One task
 //! run").
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
 use crate::cache::hashing::{Digest, HashError, KeyHasher};
@@ -86,7 +88,10 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
         ))
     });
     let map_index = map_index.unwrap_or_else(|| scope.next_index(&def.name));
-    let name = format!("{}-{}", def.name, &id[..3]);
+    let mut name = String::with_capacity(def.name.len() + 4);
+    name.push_str(&def.name);
+    name.push('-');
+    name.push_str(&id[..3]);
     let mut progress = Progress {
         def,
         scope: &scope,
@@ -747,7 +752,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let hash_error =
             |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
         let statics = self.static_parts(policy)?;
-        let mut components: Vec<(&str, Digest)> = Vec::with_capacity(statics.len() + 4);
+        let mut key_fn_parts: Vec<(String, Digest)> = Vec::new();
+        // Kept on the stack for the usual handful of parts: no allocation per call.
+        let mut components: SmallVec<[(&str, Digest); 8]> = SmallVec::new();
         components.extend(statics.iter().map(|(n, d)| (n.as_str(), *d)));
         // The namespace may come from the flow, so it is added per run.
         if let Some(ns) = self.namespace() {
@@ -769,21 +776,28 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 crate::cache::hashing::hash_value(&selected).map_err(|e| hash_error(self, e))?;
             components.push(("flow_parameters", digest));
         }
-        let mut inputs: Vec<(String, Digest)> = Vec::new();
+        let mut inputs: SmallVec<[(Cow<'a, str>, Digest); 4]> = SmallVec::new();
         if policy.uses_inputs() {
-            struct AddHashes<'k> {
-                inputs: &'k mut Vec<(String, Digest)>,
+            struct AddHashes<'k, 'a> {
+                inputs: &'k mut SmallVec<[(Cow<'a, str>, Digest); 4]>,
+                /// The task's input names: a visited name found here is borrowed.
+                names: &'a [String],
                 policy: &'k CachePolicy,
                 error: Option<HashError>,
             }
-            impl InputVisitor for AddHashes<'_> {
+            impl<'a> InputVisitor for AddHashes<'_, 'a> {
                 fn visit<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
                     if self.policy.excludes(name) {
                         return Ok(());
                     }
                     match crate::cache::hashing::hash_value(value) {
                         Ok(digest) => {
-                            self.inputs.push((name.to_owned(), digest));
+                            let name = match self.names.iter().find(|n| *n == name) {
+                                Some(n) => Cow::Borrowed(n.as_str()),
+                                None if name == "input" => Cow::Borrowed("input"),
+                                None => Cow::Owned(name.to_owned()),
+                            };
+                            self.inputs.push((name, digest));
                             Ok(())
                         }
                         Err(e) => {
@@ -795,8 +809,10 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     }
                 }
             }
+            let def: &'a TaskDef<I, O> = self.def;
             let mut visitor = AddHashes {
                 inputs: &mut inputs,
+                names: &def.input_names,
                 policy,
                 error: None,
             };
@@ -807,7 +823,6 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 });
             }
         }
-        let mut key_fn_parts: Vec<(String, Digest)> = Vec::new();
         for (i, f) in policy.key_functions().iter().enumerate() {
             let attempts = self.info.attempts.max(1);
             let context = self.context(attempts)?;
@@ -822,8 +837,8 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
         components.extend(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)));
-        let mut inputs: Vec<(&str, Digest)> =
-            inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let mut inputs: SmallVec<[(&str, Digest); 4]> =
+            inputs.iter().map(|(n, d)| (n.as_ref(), *d)).collect();
         crate::cache::hashing::key_from_parts(&mut components, &mut inputs)
             .map(Some)
             .map_err(|e| hash_error(self, e))
@@ -862,15 +877,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
         if !refresh {
-            match store.read_record_versioned::<O>(&location).await {
-                Ok((record, version)) if !record.header.is_expired(now) => {
+            match store.read_hit::<O>(&location).await {
+                Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(
                             &tier_key,
                             record.value.clone(),
-                            record.header.expires,
-                            record.header.payload_len as usize,
-                            version,
+                            record.expires,
+                            record.payload_len as usize,
+                            record.version,
                             now,
                             Some(&self.def.name),
                         );
@@ -891,11 +906,11 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     }
                     return Ok(Lookup::Hit(record.value));
                 }
-                Ok((record, _)) => {
+                Ok(record) => {
                     tracing::debug!(
                         "Task run '{}' - cache record '{location}' expired at {:?}",
                         self.info.name,
-                        record.header.expires
+                        record.expires
                     );
                     replace = true;
                 }
@@ -1081,15 +1096,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         tier_key: &TierKey,
     ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
-        match store.read_record_versioned::<O>(location).await {
-            Ok((record, version)) if !record.header.is_expired(now) => {
+        match store.read_hit::<O>(location).await {
+            Ok(record) if !record.is_expired(now) => {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(
                         tier_key,
                         record.value.clone(),
-                        record.header.expires,
-                        record.header.payload_len as usize,
-                        version,
+                        record.expires,
+                        record.payload_len as usize,
+                        record.version,
                         now,
                         Some(&self.def.name),
                     );

@@ -43,6 +43,8 @@ pub(crate) struct RunScope {
     pub(super) user_context: Context,
     pub(super) base_context: OnceLock<Context>,
     pub(super) run_id_digest: OnceLock<Digest>,
+    /// The default store, once opened (every task run of the flow run asks for it).
+    pub(super) default_store: OnceLock<ResultStore>,
     pub(super) counters: Mutex<HashMap<String, u64>>,
     pub(super) task_runs: Mutex<Vec<Arc<TaskRunInfo>>>,
 }
@@ -90,6 +92,7 @@ impl RunScope {
             user_context: Context::new(),
             base_context: OnceLock::new(),
             run_id_digest: OnceLock::new(),
+            default_store: OnceLock::new(),
             counters: Mutex::new(HashMap::new()),
             task_runs: Mutex::new(Vec::new()),
         }
@@ -180,12 +183,13 @@ impl RunScope {
 
     /// The store persisted results go to when neither the task nor the flow names one.
     pub async fn default_store(&self) -> Result<ResultStore> {
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.as_ref().or(self.default_store.get()) {
             return Ok(store.clone());
         }
         // Boxed: the cold path would otherwise make every task call's future as large
         // as the biggest backend's setup.
-        Box::pin(open_cached(&self.settings.default_store_url())).await
+        let store = Box::pin(open_cached(&self.settings.default_store_url())).await?;
+        Ok(self.default_store.get_or_init(|| store).clone())
     }
 
     /// The store cache records go to when the task names none: the same as persisted

@@ -77,7 +77,8 @@ impl<O> TaskRun<O> {
 /// A new random id (a UUID v4), from the thread-local generator rather than a system
 /// call per id.
 pub(crate) fn new_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
-        .into_uuid()
-        .to_string()
+    let id = uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid();
+    // Encoded into a stack buffer: one allocation, no formatting machinery.
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
 }

@@ -180,6 +180,15 @@ impl std::fmt::Display for Corruption {
 
 /// Parses and checks only the header of a record (enough to list or inspect it).
 pub fn decode_header(bytes: &[u8]) -> Result<(RecordHeader, usize), Corruption> {
+    let (json, payload_start) = split_header(bytes)?;
+    let header: RecordHeader =
+        serde_json::from_slice(json).map_err(|e| Corruption(format!("unreadable header: {e}")))?;
+    Ok((header, payload_start))
+}
+
+/// Checks a record's prefix and header checksum; returns the header's JSON and where
+/// the payload starts.
+fn split_header(bytes: &[u8]) -> Result<(&[u8], usize), Corruption> {
     let bad = |m: String| Err(Corruption(m));
     if bytes.len() < PREFIX_LEN {
         return bad(format!(
@@ -206,9 +215,74 @@ pub fn decode_header(bytes: &[u8]) -> Result<(RecordHeader, usize), Corruption> 
     if blake3::hash(json).as_bytes()[..HEADER_DIGEST_LEN] != *stored {
         return bad("header checksum mismatch".into());
     }
-    let header: RecordHeader =
+    Ok((json, payload_start))
+}
+
+/// What reading a record's value needs from its header, parsed without copying the
+/// header's strings or its key components: a cache hit reads this, not a
+/// [`RecordHeader`]. Every field [`decode_header`] requires must be present, and the
+/// ones a read uses are checked as strictly; the descriptive ones it does not use
+/// (`key_components`, `task`, `output_type`) are skipped unread.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeaderView<'a> {
+    #[serde(rename = "created")]
+    _created: DateTime<Utc>,
+    pub(crate) expires: Option<DateTime<Utc>>,
+    #[serde(borrow)]
+    pub(crate) serializer: std::borrow::Cow<'a, str>,
+    pub(crate) payload_len: u64,
+    #[serde(borrow)]
+    payload_blake3: std::borrow::Cow<'a, str>,
+    #[serde(default, rename = "key_components")]
+    _key_components: serde::de::IgnoredAny,
+    #[serde(default, borrow)]
+    pub(crate) declared_digests: Vec<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, rename = "cairn_version")]
+    _cairn_version: std::borrow::Cow<'a, str>,
+}
+
+/// [`decode_hashed`], reading the header as a [`HeaderView`].
+pub(crate) fn decode_view(
+    bytes: &Bytes,
+    hashed: Option<PayloadDigest>,
+) -> Result<(HeaderView<'_>, Bytes), Corruption> {
+    let (json, payload_start) = split_header(bytes)?;
+    let header: HeaderView<'_> =
         serde_json::from_slice(json).map_err(|e| Corruption(format!("unreadable header: {e}")))?;
-    Ok((header, payload_start))
+    let payload = check_payload(
+        bytes,
+        payload_start,
+        header.payload_len,
+        &header.payload_blake3,
+        hashed,
+    )?;
+    Ok((header, payload))
+}
+
+/// Checks the payload's length and digest against the header's.
+fn check_payload(
+    bytes: &Bytes,
+    payload_start: usize,
+    payload_len: u64,
+    payload_blake3: &str,
+    hashed: Option<PayloadDigest>,
+) -> Result<Bytes, Corruption> {
+    let actual = (bytes.len() - payload_start) as u64;
+    if actual != payload_len {
+        return Err(Corruption(format!(
+            "payload is {actual} bytes, the header says {payload_len} (truncated or appended to)"
+        )));
+    }
+    let payload = bytes.slice(payload_start..);
+    let actual = match hashed {
+        Some(h) if h.payload_start == payload_start => h.digest,
+        _ => digest(&payload),
+    };
+    // `Hash`'s comparison is constant-time and needs no hex string of the digest.
+    if blake3::Hash::from_hex(payload_blake3).ok() != Some(actual) {
+        return Err(Corruption("payload checksum (BLAKE3) mismatch".into()));
+    }
+    Ok(payload)
 }
 
 /// Hashes a record's payload as a read hands over its bytes in pieces
@@ -296,21 +370,13 @@ pub(crate) fn decode_hashed(
     hashed: Option<PayloadDigest>,
 ) -> Result<(RecordHeader, Bytes), Corruption> {
     let (header, payload_start) = decode_header(&bytes)?;
-    let actual = (bytes.len() - payload_start) as u64;
-    if actual != header.payload_len {
-        return Err(Corruption(format!(
-            "payload is {actual} bytes, the header says {} (truncated or appended to)",
-            header.payload_len
-        )));
-    }
-    let payload = bytes.slice(payload_start..);
-    let actual = match hashed {
-        Some(h) if h.payload_start == payload_start => h.digest,
-        _ => digest(&payload),
-    };
-    if actual.to_hex().as_str() != header.payload_blake3 {
-        return Err(Corruption("payload checksum (BLAKE3) mismatch".into()));
-    }
+    let payload = check_payload(
+        &bytes,
+        payload_start,
+        header.payload_len,
+        &header.payload_blake3,
+        hashed,
+    )?;
     Ok((header, payload))
 }
 
@@ -391,9 +457,11 @@ mod tests {
         for i in 0..good.len() {
             let mut bad = good.to_vec();
             bad[i] ^= 0x01;
+            let bad = Bytes::from(bad);
+            assert!(decode(bad.clone()).is_err(), "flip at {i} went unnoticed");
             assert!(
-                decode(Bytes::from(bad)).is_err(),
-                "flip at {i} went unnoticed"
+                decode_view(&bad, None).is_err(),
+                "flip at {i} went unnoticed by the hit's read"
             );
         }
     }
@@ -404,6 +472,8 @@ mod tests {
         for len in 0..good.len() {
             let err = decode(good.slice(..len)).unwrap_err();
             assert!(!err.0.is_empty());
+            let view_err = decode_view(&good.slice(..len), None).unwrap_err();
+            assert_eq!(view_err, err, "at {len} bytes");
         }
     }
 
@@ -411,8 +481,74 @@ mod tests {
     fn appended_bytes_are_detected() {
         let mut longer = sample().to_vec();
         longer.push(b'x');
-        let err = decode(Bytes::from(longer)).unwrap_err();
+        let longer = Bytes::from(longer);
+        let err = decode(longer.clone()).unwrap_err();
         assert!(err.0.contains("header says"), "{err}");
+        assert_eq!(decode_view(&longer, None).unwrap_err(), err);
+    }
+
+    /// A record whose header JSON is `json`, framed and checksummed as a writer would.
+    fn with_header_json(json: &str, payload: &[u8]) -> Bytes {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(&blake3::hash(json.as_bytes()).as_bytes()[..HEADER_DIGEST_LEN]);
+        out.extend_from_slice(payload);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn the_hits_header_view_reads_what_the_full_header_says() {
+        let expires = Utc::now() + chrono::Duration::hours(1);
+        let good = encode_declared(
+            RecordInfo {
+                expires: Some(expires),
+                key_components: [("inputs".to_owned(), "x".to_owned())].into(),
+                task: Some("a \"quoted\" task".into()),
+                output_type: Some("u64".into()),
+            },
+            "json",
+            Bytes::from_static(b"[1,2,3]"),
+            vec!["ab".repeat(32)],
+        )
+        .into_contiguous();
+        let (header, payload) = decode(good.clone()).unwrap();
+        let (view, view_payload) = decode_view(&good, None).unwrap();
+        assert_eq!(view_payload, payload);
+        assert_eq!(view.expires, header.expires);
+        assert_eq!(view.serializer, header.serializer);
+        assert_eq!(view.payload_len, header.payload_len);
+        let declared: Vec<&str> = view.declared_digests.iter().map(|d| d.as_ref()).collect();
+        assert_eq!(declared, header.declared_digests);
+    }
+
+    #[test]
+    fn the_hits_header_view_refuses_what_the_full_header_refuses() {
+        let digest = digest(b"[1]").to_hex();
+        let ok = format!(
+            r#"{{"created":"2026-01-01T00:00:00Z","expires":null,"serializer":"json","payload_len":3,"payload_blake3":"{digest}","cairn_version":"0.1.0"}}"#
+        );
+        assert!(decode(with_header_json(&ok, b"[1]")).is_ok());
+        assert!(decode_view(&with_header_json(&ok, b"[1]"), None).is_ok());
+        let bad = [
+            ok.replace(r#""created":"2026-01-01T00:00:00Z","#, ""),
+            ok.replace("2026-01-01T00:00:00Z", "yesterday"),
+            ok.replace(r#""expires":null"#, r#""expires":"soon""#),
+            ok.replace(r#","cairn_version":"0.1.0""#, ""),
+            ok.replace(r#""serializer":"json""#, r#""serializer":7"#),
+            ok.replace(&digest.to_string(), &"0".repeat(64)),
+            ok.replace(r#""payload_len":3"#, r#""payload_len":2"#),
+        ];
+        for json in bad {
+            let record = with_header_json(&json, b"[1]");
+            let err = decode(record.clone()).unwrap_err();
+            assert!(
+                decode_view(&record, None).is_err(),
+                "accepted: {json} ({err})"
+            );
+        }
     }
 
     #[test]

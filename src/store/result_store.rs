@@ -60,6 +60,26 @@ pub struct Record<T> {
     pub value: T,
 }
 
+/// A record's value with what a cache hit needs from its header.
+#[derive(Debug)]
+pub(crate) struct RecordHit<T> {
+    /// The value.
+    pub(crate) value: T,
+    /// When the record stops being valid, if ever.
+    pub(crate) expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// The payload's length in bytes.
+    pub(crate) payload_len: u64,
+    /// The store's version of the object read.
+    pub(crate) version: Option<String>,
+}
+
+impl<T> RecordHit<T> {
+    /// Whether the record has expired at `now`.
+    pub(crate) fn is_expired(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
 /// Payloads from this size up are written with [`Backend::put_framed`]: their digest
 /// is computed while they are written.
 const FRAMED_WRITE_MIN: usize = 8 << 20;
@@ -325,12 +345,53 @@ impl ResultStore {
     }
 
     /// [`ResultStore::read_record`], also giving the version of the object read.
-    pub(crate) async fn read_record_versioned<T: DeserializeOwned + 'static>(
+    async fn read_record_versioned<T: DeserializeOwned + 'static>(
         &self,
         location: &str,
     ) -> Result<(Record<T>, Option<String>)> {
         let key = Key::parse(location)?;
-        // The payload is hashed as the read lands it, not in a second pass.
+        let (version, bytes, hashed) = self.read_hashed(&key).await?;
+        let (header, payload) =
+            record::decode_hashed(bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
+        let value = self.decode_value(
+            &key,
+            &header.serializer,
+            header.declared_digests.iter().map(String::as_str),
+            payload,
+        )?;
+        Ok((Record { header, value }, version))
+    }
+
+    /// A cache hit's read: [`ResultStore::read_record`] with the same checks, keeping
+    /// from the header only what a hit needs (its strings are not copied).
+    pub(crate) async fn read_hit<T: DeserializeOwned + 'static>(
+        &self,
+        location: &str,
+    ) -> Result<RecordHit<T>> {
+        let key = Key::parse(location)?;
+        let (version, bytes, hashed) = self.read_hashed(&key).await?;
+        let (view, payload) =
+            record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
+        let value = self.decode_value(
+            &key,
+            &view.serializer,
+            view.declared_digests.iter().map(|d| d.as_ref()),
+            payload,
+        )?;
+        Ok(RecordHit {
+            value,
+            expires: view.expires,
+            payload_len: view.payload_len,
+            version,
+        })
+    }
+
+    /// Reads the whole object at `key`, hashing a record's payload as the read lands
+    /// it rather than in a second pass.
+    async fn read_hashed(
+        &self,
+        key: &Key,
+    ) -> Result<(Option<String>, Bytes, Option<record::PayloadDigest>)> {
         let hasher = Arc::new(std::sync::Mutex::new(record::PayloadHasher::default()));
         let inspect = {
             let hasher = hasher.clone();
@@ -341,12 +402,12 @@ impl ResultStore {
                     .update(piece)
             })
         };
-        let (meta, bytes) = self.backend.get_bytes_inspected(&key, inspect).await?;
+        let (meta, bytes) = self.backend.get_bytes_inspected(key, inspect).await?;
         let hashed = hasher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .finish(bytes.len());
-        Ok((self.decode_record(&key, bytes, hashed)?, meta.version))
+        Ok((meta.version, bytes, hashed))
     }
 
     /// The store's version of the object at `location` (a HEAD, a `stat`).
@@ -354,29 +415,26 @@ impl ResultStore {
         Ok(self.backend.head(&Key::parse(location)?).await?.version)
     }
 
-    fn decode_record<T: DeserializeOwned + 'static>(
+    /// Decodes an intact payload written by the serializer named `serializer`, with
+    /// the declared digests of its `Hashed` values.
+    fn decode_value<'d, T: DeserializeOwned + 'static>(
         &self,
         key: &Key,
-        bytes: Bytes,
-        hashed: Option<record::PayloadDigest>,
-    ) -> Result<Record<T>> {
-        let (header, payload) =
-            record::decode_hashed(bytes, hashed).map_err(|c| self.corrupt(key, c))?;
-        let serializer = Serializer::from_name(&header.serializer).ok_or_else(|| {
+        serializer: &str,
+        declared: impl Iterator<Item = &'d str>,
+        payload: Bytes,
+    ) -> Result<T> {
+        let serializer = Serializer::from_name(serializer).ok_or_else(|| {
             self.corrupt(
                 key,
-                record::Corruption(format!("unknown serializer '{}'", header.serializer)),
+                record::Corruption(format!("unknown serializer '{serializer}'")),
             )
         })?;
-        let declared = header
-            .declared_digests
-            .iter()
-            .map(|d| d.parse())
+        let declared = declared
+            .map(str::parse)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.corrupt(key, record::Corruption(format!("declared digest: {e}"))))?;
-        let value =
-            crate::hashing::restore_declared(declared, || self.decode(key, serializer, payload))?;
-        Ok(Record { header, value })
+        crate::hashing::restore_declared(declared, || self.decode(key, serializer, payload))
     }
 
     /// Deletes what is at `location`. Idempotent.
