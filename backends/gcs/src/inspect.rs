@@ -135,6 +135,18 @@ mod tests {
     }
 
     #[tokio::test]
+    #[should_panic(expected = "the inspector broke")]
+    async fn a_panicking_inspector_is_raised_in_the_reader() {
+        let value = data(3 << 20);
+        let _ = collect_inspected(
+            body_of(&value, 64 << 10),
+            value.len(),
+            Box::new(|_: &[u8]| panic!("the inspector broke")),
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn an_empty_body_is_empty() {
         let seen = Arc::new(Mutex::new(0usize));
         let sink = seen.clone();
