@@ -953,6 +953,11 @@ mod gcs_big {
             "raw download",
             "record read (verified)",
         );
+        compare(
+            "record read, hashed after, vs raw",
+            "raw download",
+            "record read, hashed after the read",
+        );
         println!("  emulator RSS after: {:.0} MiB", rss_of_mib(&server));
         println!();
     }
