@@ -16,8 +16,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::backend::Result;
 use crate::store::ResultStore;
 
-/// Past this many remembered records the memo starts afresh (a few extra writes).
-const MEMO_LIMIT: usize = 100_000;
+/// Past this many remembered records the memo starts afresh (a few extra writes). An
+/// entry is 8 bytes of hash and a date, so the bound is a few tens of MB.
+const MEMO_LIMIT: usize = 2_000_000;
 
 /// The location of the `used` marker of the record at `record_path`.
 ///
@@ -53,13 +54,21 @@ pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>
     if !claim(store.url(), record_path, today) {
         return Ok(false);
     }
-    let written = store
-        .write_bytes(
-            &used_marker_location(record_path),
-            today.to_string().into(),
-            crate::PutMode::Overwrite,
-        )
-        .await;
+    // A hint for `prune --max-size`: not synced on a local disk (one lost in a power
+    // cut costs one more marker).
+    let written = async {
+        let key = crate::backend::Key::parse(used_marker_location(record_path))?;
+        let opts = crate::backend::PutOptions {
+            mode: crate::PutMode::Overwrite,
+            hint: true,
+            ..Default::default()
+        };
+        store
+            .backend()
+            .put_opts(&key, today.to_string().into(), opts)
+            .await
+    }
+    .await;
     match written {
         Ok(_) => Ok(true),
         Err(e) => {
@@ -69,46 +78,50 @@ pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>
     }
 }
 
-/// The day each record was last noted, by store URL, then record path (looked up
-/// without building a key).
-type Memo = Mutex<HashMap<String, HashMap<String, NaiveDate>>>;
+/// The day each record was last noted, by a hash of its store's URL and its path (a
+/// collision at worst skips one marker, which is only a hint).
+type Memo = Mutex<HashMap<u64, NaiveDate>>;
 
 fn memo() -> &'static Memo {
     static MEMO: OnceLock<Memo> = OnceLock::new();
     MEMO.get_or_init(Default::default)
 }
 
+fn memo_key(url: &str, record_path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut h);
+    record_path.hash(&mut h);
+    h.finish()
+}
+
 /// Whether this process already noted a use of the record on `now`'s day (no write
 /// is needed then).
 pub fn noted_today(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> bool {
-    let memo = memo().lock().unwrap_or_else(|e| e.into_inner());
-    memo.get(store.url())
-        .and_then(|records| records.get(record_path))
-        == Some(&now.date_naive())
+    let key = memo_key(store.url(), record_path);
+    memo().lock().unwrap_or_else(|e| e.into_inner()).get(&key) == Some(&now.date_naive())
 }
 
 /// Notes `today` for the record unless it is noted already; returns whether it was not.
 fn claim(url: &str, record_path: &str, today: NaiveDate) -> bool {
+    let key = memo_key(url, record_path);
     let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
-    if memo.get(url).and_then(|records| records.get(record_path)) == Some(&today) {
+    if memo.get(&key) == Some(&today) {
         return false;
     }
-    if memo.values().map(HashMap::len).sum::<usize>() >= MEMO_LIMIT {
+    if memo.len() >= MEMO_LIMIT {
         memo.clear();
     }
-    memo.entry(url.to_owned())
-        .or_default()
-        .insert(record_path.to_owned(), today);
+    memo.insert(key, today);
     true
 }
 
 /// Forgets a claim whose write failed, so that the next hit tries again.
 fn unclaim(url: &str, record_path: &str, today: NaiveDate) {
+    let key = memo_key(url, record_path);
     let mut memo = memo().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(records) = memo.get_mut(url) {
-        if records.get(record_path) == Some(&today) {
-            records.remove(record_path);
-        }
+    if memo.get(&key) == Some(&today) {
+        memo.remove(&key);
     }
 }
 

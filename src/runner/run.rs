@@ -869,15 +869,17 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let now = self.scope.clock.now();
         let location = record_location(self.namespace().unwrap_or("default"), &hex);
         self.info.cache_key = Some(hex);
-        self.info.cache_record = Some(location.clone());
+        self.info.cache_record = Some(location);
         self.info.cache_store = Some(store.url().to_owned());
+        // Borrowed from the run's record until a miss needs its own copy.
+        let location = self.info.cache_record.as_deref().unwrap_or_default();
         if !refresh && self.def.memory_tier {
-            if let Some(value) = self.tier_hit(&store, &location, &tier_key, now).await {
+            if let Some(value) = self.tier_hit(&store, location, &tier_key, now).await {
                 return Ok(Lookup::Hit(value));
             }
         }
         if !refresh {
-            match store.read_hit::<O>(&location).await {
+            match store.read_hit::<O>(location).await {
                 Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(
@@ -893,9 +895,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     // At most one small write per record and day: `prune --max-size` evicts
                     // the records used least recently.
                     if !store.url().starts_with("memory://")
-                        && !crate::maintenance::noted_today(&store, &location, now)
+                        && !crate::maintenance::noted_today(&store, location, now)
                     {
-                        let (store, location) = (store.clone(), location.clone());
+                        let (store, location) = (store.clone(), location.to_owned());
                         tokio::spawn(async move {
                             if let Err(e) =
                                 crate::maintenance::note_use(&store, &location, now).await
@@ -938,6 +940,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 }
             }
         }
+        let location = location.to_owned();
         let mut lease = None;
         if (self.def.serialize || self.try_once)
             && !refresh

@@ -74,11 +74,38 @@ impl<O> TaskRun<O> {
     }
 }
 
-/// A new random id (a UUID v4), from the thread-local generator rather than a system
+/// A new random id (a UUID v4), from a fast per-thread generator seeded from the
+/// operating system's entropy (as `rand`'s thread generator is), rather than a system
 /// call per id.
 pub(crate) fn new_id() -> String {
-    let id = uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid();
+    use rand::{Rng, SeedableRng};
+    thread_local! {
+        static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
+    }
+    let bytes: [u8; 16] = RNG.with(|rng| rng.borrow_mut().random());
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     // Encoded into a stack buffer: one allocation, no formatting machinery.
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     id.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_id;
+
+    #[test]
+    fn run_ids_are_uuid_v4_and_distinct_across_threads() {
+        let ids: Vec<String> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| new_id()).collect::<Vec<_>>()))
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.hyphenated().to_string(), *id);
+        }
+    }
 }

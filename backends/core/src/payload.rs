@@ -147,6 +147,10 @@ pub struct PutOptions {
     pub metadata: BTreeMap<String, String>,
     /// The MIME type, where the store records one.
     pub content_type: Option<String>,
+    /// The object is a hint that may be lost in a power cut (a record's `used` marker):
+    /// a local disk that syncs its writes does not sync this one. Object stores, whose
+    /// writes are durable when acknowledged, ignore it.
+    pub hint: bool,
 }
 
 impl From<PutMode> for PutOptions {

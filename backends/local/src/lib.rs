@@ -253,13 +253,37 @@ fn io_error(url: &str, key: &str, e: io::Error) -> Error {
 /// A version string that changes with every publish: each publish is a new inode, and
 /// the modification time and size disambiguate reused inode numbers.
 fn version_of(meta: &fs::Metadata) -> String {
-    format!(
-        "{:x}-{:x}.{:x}-{:x}",
-        meta.ino(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.size()
-    )
+    version_string(meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size())
+}
+
+/// `{ino:x}-{mtime:x}.{nsec:x}-{size:x}`, written without the formatting machinery
+/// (it is built on every read).
+fn version_string(ino: u64, mtime: i64, nsec: i64, size: u64) -> String {
+    fn hex(out: &mut String, v: u64) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 16];
+        let mut i = buf.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            buf[i] = DIGITS[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        out.extend(buf[i..].iter().map(|&b| b as char));
+    }
+    let mut out = String::with_capacity(48);
+    hex(&mut out, ino);
+    out.push('-');
+    // `{:x}` of a signed integer prints its two's complement bits.
+    hex(&mut out, mtime as u64);
+    out.push('.');
+    hex(&mut out, nsec as u64);
+    out.push('-');
+    hex(&mut out, size);
+    out
 }
 
 fn object_meta(key: Key, meta: &fs::Metadata) -> ObjectMeta {
@@ -321,8 +345,14 @@ impl Inner {
         e
     }
 
-    fn put_blocking(&self, key: &Key, payload: PutPayload, mode: PutMode) -> Result<PutResult> {
-        self.put_blocking_with(key, mode, |file| {
+    fn put_blocking(
+        &self,
+        key: &Key,
+        payload: PutPayload,
+        mode: PutMode,
+        sync: bool,
+    ) -> Result<PutResult> {
+        self.put_blocking_with(key, mode, sync, |file| {
             for chunk in payload.chunks() {
                 file.write_all(chunk)?;
             }
@@ -341,7 +371,7 @@ impl Inner {
         mode: PutMode,
     ) -> Result<PutResult> {
         let mut bad_head = None;
-        let result = self.put_blocking_with(key, mode, |file| {
+        let result = self.put_blocking_with(key, mode, self.fsync, |file| {
             use std::os::unix::fs::FileExt;
             let head = std::thread::scope(|scope| {
                 let maker = scope.spawn(make_head);
@@ -365,11 +395,13 @@ impl Inner {
         }
     }
 
-    /// Stages a file written by `write`, then publishes it under `mode`.
+    /// Stages a file written by `write`, then publishes it under `mode`; with `sync`,
+    /// the file and then its directory are synced.
     fn put_blocking_with(
         &self,
         key: &Key,
         mode: PutMode,
+        sync: bool,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<PutResult> {
         let k = key.as_str();
@@ -403,7 +435,7 @@ impl Inner {
             published: false,
         };
         write(&mut file).map_err(|e| io_error(&self.url, k, e))?;
-        if self.fsync {
+        if sync {
             file.sync_all().map_err(|e| io_error(&self.url, k, e))?;
         }
         // The published object is this inode: its version is known before publishing.
@@ -438,7 +470,7 @@ impl Inner {
                 staged.published = true;
             }
         }
-        if self.fsync {
+        if sync {
             if let Ok(dir) = File::open(parent) {
                 let _ = dir.sync_all();
             }
@@ -682,14 +714,15 @@ impl Backend for LocalBackend {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.refuse_metadata(&opts)?;
-        if !self.inner.fsync && payload.len() <= self.inner.inline_read_limit {
+        let sync = self.inner.fsync && !opts.hint;
+        if !sync && payload.len() <= self.inner.inline_read_limit {
             // Without fsync a small write is a few system calls: done right here, like
             // a small read (see `with_inline_reads`).
-            return self.inner.put_blocking(key, payload, opts.mode);
+            return self.inner.put_blocking(key, payload, opts.mode, false);
         }
         let inner = self.inner.clone();
         let key = key.clone();
-        blocking(move || inner.put_blocking(&key, payload, opts.mode)).await
+        blocking(move || inner.put_blocking(&key, payload, opts.mode, sync)).await
     }
 
     async fn put_framed(
@@ -824,6 +857,42 @@ impl Inner {
 mod tests {
     use super::*;
     use cairn_backend::BackendExt;
+
+    #[tokio::test]
+    async fn a_hint_on_a_syncing_store_is_written_on_the_calling_task() {
+        use futures::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path()).unwrap(); // fsync on
+        let k = key("used/v1/cache/v1/default/ab/abcd");
+        let opts = PutOptions {
+            mode: PutMode::Overwrite,
+            hint: true,
+            ..Default::default()
+        };
+        let put = backend
+            .put_opts(&k, Bytes::from_static(b"2026-12-03").into(), opts)
+            .now_or_never()
+            .expect("an unsynced small write needs no hand-off")
+            .unwrap();
+        let (meta, bytes) = backend.get_bytes(&k, None).await.unwrap();
+        assert_eq!(&bytes[..], b"2026-12-03");
+        assert_eq!(put.version, meta.version);
+    }
+
+    #[test]
+    fn versions_read_as_their_hex_fields() {
+        for (ino, mtime, nsec, size) in [
+            (0u64, 0i64, 0i64, 0u64),
+            (1, 1_700_000_000, 999_999_999, 302),
+            (u64::MAX, -1, 5, u64::MAX),
+            (0xabc, i64::MIN, i64::MAX, 16),
+        ] {
+            assert_eq!(
+                version_string(ino, mtime, nsec, size),
+                format!("{ino:x}-{mtime:x}.{nsec:x}-{size:x}")
+            );
+        }
+    }
 
     fn key(s: &str) -> Key {
         Key::parse(s).unwrap()

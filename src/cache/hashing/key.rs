@@ -180,20 +180,39 @@ pub(crate) fn key_from_parts(
     components: &mut [(&str, Digest)],
     inputs: &mut [(&str, Digest)],
 ) -> Result<Digest, HashError> {
+    thread_local! {
+        /// The buffer of the last key built on this thread, reused.
+        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buffer = BUFFER.take();
+    buffer.clear();
+    buffer.reserve(64 + 64 * (components.len() + inputs.len()));
     let mut encoder = Encoder {
-        sink: Sink::Buffer(Vec::with_capacity(
-            64 + 64 * (components.len() + inputs.len()),
-        )),
+        sink: Sink::Buffer(buffer),
     };
+    let digest = encode_key(&mut encoder, components, inputs);
+    let mut buffer = encoder.into_buffer();
+    if buffer.capacity() <= 64 << 10 {
+        buffer.clear();
+        BUFFER.set(buffer);
+    }
+    digest
+}
+
+fn encode_key(
+    encoder: &mut Encoder<'static>,
+    components: &mut [(&str, Digest)],
+    inputs: &mut [(&str, Digest)],
+) -> Result<Digest, HashError> {
     encoder.write_tag(tag::LIST);
     encoder.write_len(4);
     encoder.write_str("cairn-key");
     encoder.write_int(false, u128::from(KEY_FORMAT_VERSION));
-    write_digest_map(&mut encoder, components).map_err(|n| {
+    write_digest_map(encoder, components).map_err(|n| {
         HashError::new("a component of this name was already added")
             .with_subject(Subject::Component(n))
     })?;
-    write_digest_map(&mut encoder, inputs).map_err(|n| {
+    write_digest_map(encoder, inputs).map_err(|n| {
         HashError::new("an input of this name was already added").with_subject(Subject::Input(n))
     })?;
     Ok(blake3::hash(encoder.buffered()).into())

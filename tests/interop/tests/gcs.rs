@@ -205,6 +205,7 @@ async fn custom_metadata_written_by_cairn_is_in_the_json_api() {
                 mode: PutMode::Create,
                 metadata: metadata.clone(),
                 content_type: Some("application/json".into()),
+                ..Default::default()
             },
         )
         .await

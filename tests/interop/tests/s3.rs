@@ -217,6 +217,7 @@ async fn user_metadata_cairn_writes_is_visible_to_head_object() {
             mode: PutMode::Create,
             metadata: metadata.clone(),
             content_type: Some("application/json".into()),
+            ..Default::default()
         };
         s3.put_opts(&key, pattern(len, 4).into(), opts)
             .await
