@@ -35,7 +35,6 @@
 #![warn(missing_docs)]
 
 mod config;
-mod inspect;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -58,9 +57,8 @@ use serde::de::DeserializeOwned;
 
 use cairn_backend::{
     is_transient_status, parse_retry_after, recognize_applied, resuming_body, validate_prefix,
-    Backend, Capabilities, ConnectionRefused, Error, GetRange, GetResult, Inspector, Key,
-    ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Reopen, Result, RetryAfter,
-    RetryPolicy, Timeouts,
+    Backend, Capabilities, ConnectionRefused, Error, GetRange, GetResult, Key, ObjectMeta, PutMode,
+    PutOptions, PutPayload, PutResult, Reopen, Result, RetryAfter, RetryPolicy, Timeouts,
 };
 
 pub use config::{
@@ -1173,25 +1171,6 @@ impl Backend for GcsBackend {
 
     async fn get_opts(&self, key: &Key, range: Option<GetRange>) -> Result<GetResult> {
         self.inner.get_opts(key, range).await
-    }
-
-    /// A large object is inspected on another thread while its body arrives (see
-    /// [`Backend::get_bytes_inspected`]); a small one once it is read.
-    async fn get_bytes_inspected(
-        &self,
-        key: &Key,
-        mut inspect: Inspector,
-    ) -> Result<(ObjectMeta, Bytes)> {
-        let result = self.inner.get_opts(key, None).await?;
-        let meta = result.meta.clone();
-        let expected = (result.range.end - result.range.start) as usize;
-        if expected < inspect::PIPELINE_MIN {
-            let bytes = result.bytes().await?;
-            inspect(&bytes);
-            return Ok((meta, bytes));
-        }
-        let bytes = inspect::collect_inspected(result.body, expected, inspect).await?;
-        Ok((meta, bytes))
     }
 
     async fn put_opts(
