@@ -4,8 +4,10 @@
 //! |---|---|
 //! | `result_store` | [`ResultStore`]: targets, records, locations from templates |
 //! | [`record`] | the record format: magic, version, header, payload, checks |
+//! | `header_scan` | a hit's header read in one pass when it has the shape cairn writes |
 //! | `serializer` | [`Serializer`]: JSON, MessagePack, raw bytes, text; zstd |
 
+mod header_scan;
 pub mod record;
 pub(crate) mod result_store;
 pub(crate) mod serializer;

@@ -68,11 +68,16 @@ fn invalid_reason(key: &str) -> Option<String> {
     if key.starts_with('/') {
         return Some("a key is relative to the store and cannot start with '/'".into());
     }
-    if let Some(c) = key.chars().find(|c| c.is_control()) {
-        return Some(format!("control character {c:?} is not allowed"));
-    }
-    if key.contains('\\') {
-        return Some("'\\' is not allowed (use '/' to separate segments)".into());
+    // Almost every key is printable ASCII without '\\': one pass over its bytes tells,
+    // and only the others are looked at character by character.
+    let plain = key.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
+    if !plain {
+        if let Some(c) = key.chars().find(|c| c.is_control()) {
+            return Some(format!("control character {c:?} is not allowed"));
+        }
+        if key.contains('\\') {
+            return Some("'\\' is not allowed (use '/' to separate segments)".into());
+        }
     }
     for segment in key.split('/') {
         match segment {
@@ -164,6 +169,28 @@ mod tests {
             let err = Key::parse(k).unwrap_err();
             assert!(matches!(err, Error::InvalidKey { .. }), "{k:?}: {err}");
         }
+    }
+
+    #[test]
+    fn characters_are_judged_alike_in_ascii_and_beyond() {
+        // Printable ASCII and non-ASCII letters are keys; every control character is
+        // refused by name, whether ASCII (DEL included) or Unicode's C1 range.
+        for k in ["a~b/c!d", "café/naïve.json", "データ/結果.txt"] {
+            assert!(Key::parse(k).is_ok(), "{k:?}");
+        }
+        for (k, shown) in [
+            ("a\u{7f}b", "'\\u{7f}'"),
+            ("café\u{85}", "'\\u{85}'"),
+            ("a\tb", "'\\t'"),
+        ] {
+            let err = Key::parse(k).unwrap_err().to_string();
+            assert!(
+                err.contains("control character") && err.contains(shown),
+                "{k:?}: {err}"
+            );
+        }
+        let err = Key::parse("café\\x").unwrap_err().to_string();
+        assert!(err.contains("'\\' is not allowed"), "{err}");
     }
 
     #[test]

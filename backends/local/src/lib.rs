@@ -206,6 +206,26 @@ impl LocalBackend {
     }
 }
 
+/// Writes every chunk in order with as few `writev` calls as the kernel allows (one,
+/// for a record's header and payload), resuming after a short write.
+fn write_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    // The kernel takes at most IOV_MAX (1024 on Linux) slices per call.
+    const MAX_SLICES: usize = 1024;
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    io::IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_SLICES);
+        match file.write_vectored(&rest[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => io::IoSlice::advance_slices(&mut rest, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn file_url(root: &Path) -> String {
     format!("file://{}", root.display())
 }
@@ -365,12 +385,7 @@ impl Inner {
         mode: PutMode,
         sync: bool,
     ) -> Result<PutResult> {
-        self.put_blocking_with(key, mode, sync, |file| {
-            for chunk in payload.chunks() {
-                file.write_all(chunk)?;
-            }
-            Ok(())
-        })
+        self.put_blocking_with(key, mode, sync, |file| write_chunks(file, payload.chunks()))
     }
 
     /// [`Inner::put_blocking`] of a framed write: the body is written at its offset
@@ -941,6 +956,26 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["ok".to_string()]);
+    }
+
+    #[test]
+    fn chunks_are_written_whole_and_in_order_whatever_their_number() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty chunks among them, and more chunks than one `writev` takes.
+        let chunks: Vec<Bytes> = (0..2500u32)
+            .map(|i| match i % 3 {
+                0 => Bytes::new(),
+                _ => Bytes::from(i.to_le_bytes().repeat(1 + (i % 5) as usize)),
+            })
+            .collect();
+        let path = dir.path().join("out");
+        let mut file = File::create(&path).unwrap();
+        write_chunks(&mut file, &chunks).unwrap();
+        drop(file);
+        assert_eq!(fs::read(&path).unwrap(), chunks.concat());
+        let mut file = File::create(&path).unwrap();
+        write_chunks(&mut file, &[]).unwrap();
+        assert_eq!(fs::read(&path).unwrap().len(), 0);
     }
 
     #[tokio::test]

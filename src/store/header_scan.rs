@@ -1,0 +1,340 @@
+//! Reading the header a cache hit needs without a JSON parser, when the header has the
+//! exact shape cairn writes.
+//!
+//! A record's header is JSON that cairn serializes itself: fields in a fixed order, no
+//! whitespace, dates as `YYYY-MM-DDTHH:MM:SS[.fraction]Z`. [`scan`] reads exactly that
+//! shape in one pass over the bytes, borrowing every string, and gives up (`None`) at
+//! the first thing it does not expect: an escape in a string, a field out of place, a
+//! date in another form, a number with a sign or a leading zero. The caller then
+//! parses the header with `serde_json` as before, so what is accepted, refused and
+//! read never depends on which of the two read it: the scan accepts only headers the
+//! parser accepts too, and reads the same values from them (tested against the parser
+//! on every header shape cairn writes and on mutations of them).
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+
+use super::record::HeaderView;
+
+/// The header in `json`, when it has the shape cairn writes; `None` otherwise (the
+/// caller falls back to the JSON parser, which accepts or refuses it).
+pub(crate) fn scan(json: &[u8]) -> Option<HeaderView<'_>> {
+    // Strings are borrowed as `&str` below: the whole header must be UTF-8 (checking
+    // it at once is cheaper than string by string, and a header almost always is).
+    let json = std::str::from_utf8(json).ok()?;
+    let mut s = Scanner { text: json, at: 0 };
+    s.expect("{\"created\":")?;
+    let created = date(s.string()?)?;
+    s.expect(",\"expires\":")?;
+    let expires = match s.null_or_string()? {
+        Some(d) => Some(date(d)?),
+        None => None,
+    };
+    s.expect(",\"serializer\":")?;
+    let serializer = s.string()?;
+    s.expect(",\"payload_len\":")?;
+    let payload_len = s.number()?;
+    s.expect(",\"payload_blake3\":")?;
+    let payload_blake3 = s.string()?;
+    s.expect(",\"key_components\":{")?;
+    if !s.eat("}") {
+        loop {
+            s.string()?;
+            s.expect(":")?;
+            s.string()?;
+            if s.eat("}") {
+                break;
+            }
+            s.expect(",")?;
+        }
+    }
+    s.expect(",\"task\":")?;
+    s.null_or_string()?;
+    s.expect(",\"output_type\":")?;
+    s.null_or_string()?;
+    let mut declared_digests = Vec::new();
+    if s.eat(",\"declared_digests\":[") {
+        loop {
+            declared_digests.push(Cow::Borrowed(s.string()?));
+            if s.eat("]") {
+                break;
+            }
+            s.expect(",")?;
+        }
+    }
+    s.expect(",\"cairn_version\":")?;
+    let cairn_version = s.string()?;
+    s.expect("}")?;
+    if s.at != json.len() {
+        return None;
+    }
+    Some(HeaderView::new(
+        created,
+        expires,
+        serializer,
+        payload_len,
+        payload_blake3,
+        declared_digests,
+        cairn_version,
+    ))
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn rest(&self) -> &'a [u8] {
+        &self.text.as_bytes()[self.at..]
+    }
+
+    /// Consumes `token` if the text goes on with it.
+    fn eat(&mut self, token: &str) -> bool {
+        if self.rest().starts_with(token.as_bytes()) {
+            self.at += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, token: &str) -> Option<()> {
+        self.eat(token).then_some(())
+    }
+
+    /// A string without escapes or control characters (JSON forbids the latter raw;
+    /// the former are left to the parser).
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect("\"")?;
+        let rest = self.rest();
+        let len = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        let start = self.at;
+        self.at += len + 1;
+        // Both ends are ASCII quotes, so the slice falls on character boundaries.
+        Some(&self.text[start..start + len])
+    }
+
+    fn null_or_string(&mut self) -> Option<Option<&'a str>> {
+        if self.eat("null") {
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    /// A non-negative integer as JSON writes it (no sign, no leading zero, no
+    /// fraction or exponent) that fits a `u64`.
+    fn number(&mut self) -> Option<u64> {
+        let rest = self.rest();
+        let len = rest
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if len == 0 || (len > 1 && rest[0] == b'0') {
+            return None;
+        }
+        if matches!(rest.get(len), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for &d in &rest[..len] {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        self.at += len;
+        Some(n)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f]Z` (1 to 9 fraction digits), the form cairn writes, as the
+/// instant it names; `None` for anything else, including a leap second.
+fn date(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if punctuation.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let year = i32::try_from(digits(0..4)?).ok()?;
+    let (month, day) = (digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if second > 59 {
+        return None;
+    }
+    let nanos = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            let value = digits(20..20 + fraction.len())?;
+            value * 10u32.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    Some(NaiveDateTime::new(date, time).and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::record::{encode_declared, RecordInfo};
+
+    /// The header JSON of a record encoded with `info` and `declared`.
+    fn header_json(info: RecordInfo, declared: Vec<String>) -> Vec<u8> {
+        let record =
+            encode_declared(info, "json", Bytes::from_static(b"[1]"), declared).into_contiguous();
+        let len = u32::from_le_bytes(record[10..14].try_into().unwrap()) as usize;
+        record[14..14 + len].to_vec()
+    }
+
+    fn parsed(json: &[u8]) -> Result<HeaderView<'_>, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    /// The scan read what the parser reads.
+    fn assert_same(scanned: &HeaderView<'_>, json: &[u8]) {
+        let parsed = parsed(json).unwrap_or_else(|e| {
+            panic!(
+                "the scan accepted a header the parser refuses ({e}): {}",
+                String::from_utf8_lossy(json)
+            )
+        });
+        assert_eq!(
+            scanned,
+            &parsed,
+            "scan and parser differ on {}",
+            String::from_utf8_lossy(json)
+        );
+    }
+
+    fn infos() -> Vec<(RecordInfo, Vec<String>)> {
+        let expires = "2031-02-03T04:05:06.5Z".parse().unwrap();
+        let components: BTreeMap<String, String> = [
+            ("inputs".to_owned(), String::new()),
+            ("task_source".to_owned(), "ab".repeat(32)),
+        ]
+        .into();
+        vec![
+            (RecordInfo::default(), vec![]),
+            (
+                RecordInfo {
+                    expires: Some(expires),
+                    key_components: components.clone(),
+                    task: Some("add_one".into()),
+                    output_type: Some("alloc::vec::Vec<u8>".into()),
+                },
+                vec!["cd".repeat(32), "ef".repeat(32)],
+            ),
+            (
+                RecordInfo {
+                    expires: None,
+                    key_components: components,
+                    task: Some("étape_un".into()),
+                    output_type: None,
+                },
+                vec![],
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_header_shape_cairn_writes_is_scanned_as_the_parser_reads_it() {
+        for (info, declared) in infos() {
+            let json = header_json(info, declared);
+            let scanned = scan(&json)
+                .unwrap_or_else(|| panic!("not scanned: {}", String::from_utf8_lossy(&json)));
+            assert_same(&scanned, &json);
+        }
+    }
+
+    #[test]
+    fn strings_with_escapes_are_left_to_the_parser() {
+        let (mut info, declared) = infos().remove(1);
+        info.task = Some("a \"quoted\" task".into());
+        let json = header_json(info, declared);
+        assert!(scan(&json).is_none());
+        assert!(parsed(&json).is_ok());
+    }
+
+    #[test]
+    fn dates_are_read_as_chrono_reads_them() {
+        for s in [
+            "2026-12-03T21:04:19Z",
+            "2026-12-03T21:04:19.1Z",
+            "2026-12-03T21:04:19.123Z",
+            "2026-12-03T21:04:19.123456Z",
+            "2026-12-03T21:04:19.123456789Z",
+            "2024-02-29T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ] {
+            let chrono: DateTime<Utc> = serde_json::from_str(&format!("\"{s}\"")).unwrap();
+            assert_eq!(date(s), Some(chrono), "{s}");
+        }
+        for s in [
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-03T24:00:00Z",
+            "2026-12-03T21:04:60Z",
+            "2026-12-03T21:04:19.Z",
+            "2026-12-03T21:04:19.1234567890Z",
+            "2026-12-03T21:04:19+00:00",
+            "2026-12-03 21:04:19Z",
+            "+2026-12-03T21:04:19Z",
+            "yesterday",
+        ] {
+            assert_eq!(date(s), None, "{s}");
+        }
+    }
+
+    /// Every header the scan accepts, the parser accepts with the same values: checked
+    /// on each byte of real headers replaced, removed or doubled.
+    #[test]
+    fn mutated_headers_are_never_accepted_by_the_scan_alone() {
+        let replacements = b"0 9\"\\{}[],:.-+eZTnul\x01\x7f\xc3";
+        let mut scanned = 0;
+        for (info, declared) in infos() {
+            let json = header_json(info, declared);
+            for i in 0..json.len() {
+                let mut variants = vec![];
+                for &r in replacements {
+                    let mut v = json.clone();
+                    v[i] = r;
+                    variants.push(v);
+                }
+                let mut removed = json.clone();
+                removed.remove(i);
+                variants.push(removed);
+                let mut doubled = json.clone();
+                doubled.insert(i, json[i]);
+                variants.push(doubled);
+                for v in variants {
+                    if let Some(view) = scan(&v) {
+                        assert_same(&view, &v);
+                        scanned += 1;
+                    }
+                }
+            }
+        }
+        // Digits changed inside dates, lengths and digests still scan: the test saw
+        // the scan accept many variants, not only refuse them.
+        assert!(scanned > 100, "{scanned}");
+    }
+}
