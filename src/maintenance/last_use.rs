@@ -80,16 +80,20 @@ pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>
 
 /// The day each record was last noted, by a hash of its store's URL and its path (a
 /// collision at worst skips one marker, which is only a hint).
-type Memo = Mutex<HashMap<u64, NaiveDate>>;
+type Memo = Mutex<
+    HashMap<u64, NaiveDate, std::hash::BuildHasherDefault<crate::cache::memory::DigestHasher>>,
+>;
 
 fn memo() -> &'static Memo {
     static MEMO: OnceLock<Memo> = OnceLock::new();
     MEMO.get_or_init(Default::default)
 }
 
+/// A fast hash of the two strings (the memo's keys are its own hashes: no second
+/// hashing in the map). Not keyed: the paths come from this process's own stores.
 fn memo_key(url: &str, record_path: &str) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     url.hash(&mut h);
     record_path.hash(&mut h);
     h.finish()

@@ -109,10 +109,12 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.expect("\"")?;
         let rest = self.rest();
-        let len = rest
+        let len = rest.iter().position(|&b| b == b'"')?;
+        // Checked without stopping early, so that the loop runs on whole vectors.
+        let plain = rest[..len]
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if rest[len] != b'"' {
+            .fold(true, |ok, &b| ok & (b != b'\\') & (b >= 0x20));
+        if !plain {
             return None;
         }
         let start = self.at;
