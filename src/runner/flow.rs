@@ -425,7 +425,7 @@ impl RunScope {
             base_context: OnceLock::new(),
             run_id_digest: OnceLock::new(),
             default_store: OnceLock::new(),
-            counters: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::default()),
             task_runs: Mutex::new(Vec::new()),
         }
     }

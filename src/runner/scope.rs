@@ -45,7 +45,8 @@ pub(crate) struct RunScope {
     pub(super) run_id_digest: OnceLock<Digest>,
     /// The default store, once opened (every task run of the flow run asks for it).
     pub(super) default_store: OnceLock<ResultStore>,
-    pub(super) counters: Mutex<HashMap<String, u64>>,
+    /// Map indexes by task name (FxHash: names are short and the process's own).
+    pub(super) counters: Mutex<HashMap<String, u64, rustc_hash::FxBuildHasher>>,
     pub(super) task_runs: Mutex<Vec<Arc<TaskRunInfo>>>,
 }
 
@@ -93,7 +94,7 @@ impl RunScope {
             base_context: OnceLock::new(),
             run_id_digest: OnceLock::new(),
             default_store: OnceLock::new(),
-            counters: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::default()),
             task_runs: Mutex::new(Vec::new()),
         }
     }
