@@ -20,10 +20,67 @@ impl std::hash::Hash for TierKey {
     /// The key is a BLAKE3 digest, already uniformly spread: eight of its bytes are a
     /// hash. The store's URL is compared on lookup, not hashed.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let bytes = self.key.as_bytes();
-        state.write_u64(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")));
+        hash_digest(&self.key, state);
     }
 }
+
+fn hash_digest<H: std::hash::Hasher>(key: &Digest, state: &mut H) {
+    let bytes = key.as_bytes();
+    state.write_u64(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")));
+}
+
+/// A key as a hit looks it up: the store's URL borrowed, so that a hit copies no
+/// `Arc` (whose count every core would write on every hit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TierKeyRef<'a> {
+    pub store: &'a str,
+    pub key: Digest,
+}
+
+/// What a map of [`TierKey`]s can be searched by: an owned key or a borrowed one.
+pub(crate) trait KeyView {
+    fn store(&self) -> &str;
+    fn digest(&self) -> &Digest;
+}
+
+impl KeyView for TierKey {
+    fn store(&self) -> &str {
+        &self.store
+    }
+    fn digest(&self) -> &Digest {
+        &self.key
+    }
+}
+
+impl KeyView for TierKeyRef<'_> {
+    fn store(&self) -> &str {
+        self.store
+    }
+    fn digest(&self) -> &Digest {
+        &self.key
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for TierKey {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn KeyView + '_ {
+    // As `TierKey` hashes: the map finds a borrowed key where it put the owned one.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_digest(self.digest(), state);
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest() == other.digest() && self.store() == other.store()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
 
 /// Passes a [`TierKey`]'s eight digest bytes through as the hash.
 #[derive(Default)]
@@ -242,9 +299,9 @@ impl MemoryTier {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shard(&self, key: &TierKey) -> &RwLock<DigestMap<Entry>> {
+    fn shard(&self, key: &dyn KeyView) -> &RwLock<DigestMap<Entry>> {
         // The first digest bytes place the key in the map; the last ones pick its shard.
-        let bytes = key.key.as_bytes();
+        let bytes = key.digest().as_bytes();
         &self.shards[bytes[31] as usize % SHARDS]
     }
 
@@ -261,7 +318,7 @@ impl MemoryTier {
     /// the store confirmed it less than `trust` before `now`.
     pub(crate) fn lookup<T: Clone + 'static>(
         &self,
-        key: &TierKey,
+        key: &dyn KeyView,
         now: DateTime<Utc>,
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
@@ -287,7 +344,7 @@ impl MemoryTier {
     }
 
     /// Records that the store confirmed the entry at `key` at `now`.
-    pub(crate) fn confirm(&self, key: &TierKey, now: DateTime<Utc>) {
+    pub(crate) fn confirm(&self, key: &dyn KeyView, now: DateTime<Utc>) {
         let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get_mut(key) {
             entry.checked = now;
@@ -295,7 +352,7 @@ impl MemoryTier {
     }
 
     /// Drops the entry at `key`, if any.
-    pub(crate) fn forget(&self, key: &TierKey) {
+    pub(crate) fn forget(&self, key: &dyn KeyView) {
         let mut book = self.book();
         self.remove(&mut book, key);
     }
@@ -357,7 +414,7 @@ impl MemoryTier {
         self.evict(&mut book);
     }
 
-    fn remove(&self, book: &mut Book, key: &TierKey) -> bool {
+    fn remove(&self, book: &mut Book, key: &dyn KeyView) -> bool {
         let removed = self
             .shard(key)
             .write()
@@ -433,6 +490,33 @@ mod tests {
             None
         );
         assert_eq!(tier.get::<u64>(&k("s/b"), now), None);
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_the_entry_of_its_store_only() {
+        let tier = MemoryTier::new(1 << 20);
+        let now = Utc::now();
+        let owned = k("s/a");
+        tier.insert(&owned, 7u64, None, 8);
+        let same = TierKeyRef {
+            store: "memory://test",
+            key: owned.key,
+        };
+        let other_store = TierKeyRef {
+            store: "memory://other",
+            key: owned.key,
+        };
+        let trust = Duration::seconds(60);
+        assert!(matches!(
+            tier.lookup::<u64>(&same, now, trust),
+            Some(TierHit::Fresh(7))
+        ));
+        assert!(tier.lookup::<u64>(&other_store, now, trust).is_none());
+        // Confirming or forgetting through another store's key leaves the entry alone.
+        tier.forget(&other_store);
+        assert!(tier.lookup::<u64>(&same, now, trust).is_some());
+        tier.forget(&same);
+        assert!(tier.lookup::<u64>(&owned, now, trust).is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
 use crate::cache::hashing::{Digest, HashError, KeyHasher};
-use crate::cache::memory::{TierHit, TierKey, DEFAULT_REVALIDATE_AFTER};
+use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
     lease_location, record_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier,
     Reservation,
@@ -492,16 +492,25 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         Ok(self.with_task_serializer(store))
     }
 
-    /// The store for cache records.
-    async fn cache_store(&self) -> std::result::Result<ResultStore, TaskError> {
-        let store =
-            match (&self.def.cache_store, &self.def.store) {
-                (Some(store), _) | (None, Some(store)) => store.clone(),
-                (None, None) => self.scope.default_cache_store().await.map_err(|e| {
+    /// The store for cache records: borrowed from the task or the flow run when it needs
+    /// no serializer of the task's own, so that a hit copies no store (its shared parts
+    /// would otherwise be counted up and down by every hit on every core).
+    async fn cache_store(&self) -> std::result::Result<Cow<'a, ResultStore>, TaskError> {
+        let def: &'a TaskDef<I, O> = self.def;
+        let scope: &'a RunScope = self.scope;
+        let store = match (&def.cache_store, &def.store) {
+            (Some(store), _) | (None, Some(store)) => Cow::Borrowed(store),
+            (None, None) => match scope.cached_default_store() {
+                Some(store) => Cow::Borrowed(store),
+                None => Cow::Owned(scope.default_cache_store().await.map_err(|e| {
                     self.error(TaskErrorKind::Store, Some("no cache store".into()), e)
-                })?,
-            };
-        Ok(self.with_task_serializer(store))
+                })?),
+            },
+        };
+        Ok(match def.serializer {
+            Some(s) => Cow::Owned(store.into_owned().with_serializer(s)),
+            None => store,
+        })
     }
 
     async fn attempts(&mut self) -> std::result::Result<O, TaskError> {
@@ -850,7 +859,12 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         };
         let hex = key.to_hex();
         let store = self.cache_store().await?;
-        let tier_key = TierKey {
+        // Borrowed for the tier's lookup; owned only where a miss or a lock keeps it.
+        let key_ref = TierKeyRef {
+            store: store.url(),
+            key,
+        };
+        let tier_key = || TierKey {
             store: store.url_arc().clone(),
             key,
         };
@@ -861,7 +875,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 .or(self.scope.settings.refresh_cache)
                 .unwrap_or(false);
         let guard = if self.def.serialize {
-            Some(key_lock(&tier_key).lock_owned().await)
+            Some(key_lock(&tier_key()).lock_owned().await)
         } else {
             None
         };
@@ -874,7 +888,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // Borrowed from the run's record until a miss needs its own copy.
         let location = self.info.cache_record.as_deref().unwrap_or_default();
         if !refresh && self.def.memory_tier {
-            if let Some(value) = self.tier_hit(&store, location, &tier_key, now).await {
+            if let Some(value) = self.tier_hit(&store, location, &key_ref, now).await {
                 return Ok(Lookup::Hit(value));
             }
         }
@@ -883,7 +897,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(
-                            &tier_key,
+                            &tier_key(),
                             record.value.clone(),
                             record.expires,
                             record.payload_len as usize,
@@ -897,7 +911,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     if !store.url().starts_with("memory://")
                         && !crate::maintenance::noted_today(&store, location, now)
                     {
-                        let (store, location) = (store.clone(), location.to_owned());
+                        let (store, location) = (store.as_ref().clone(), location.to_owned());
                         tokio::spawn(async move {
                             if let Err(e) =
                                 crate::maintenance::note_use(&store, &location, now).await
@@ -946,7 +960,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             && !refresh
             && !store.url().starts_with("memory://")
         {
-            match self.reserve(&store, &location, &tier_key).await? {
+            match self.reserve(&store, &location, &tier_key()).await? {
                 Reserved::Hit(value) => return Ok(Lookup::Hit(value)),
                 Reserved::Lease(l) => lease = Some(l),
             }
@@ -956,8 +970,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .into_iter()
             .map(|n| (n.to_owned(), String::new()))
             .collect();
+        let tier_key = tier_key();
         Ok(Lookup::Miss(Some(Box::new(CacheSlot {
-            store,
+            store: store.into_owned(),
             location,
             tier_key,
             replace,
@@ -984,7 +999,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         &self,
         store: &ResultStore,
         location: &str,
-        tier_key: &TierKey,
+        tier_key: &TierKeyRef<'_>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<O> {
         let tier = MemoryTier::global();

@@ -50,16 +50,26 @@ pub(crate) struct RunScope {
     pub(super) task_runs: Mutex<Vec<Arc<TaskRunInfo>>>,
 }
 
+// The shared parts of a scope are `Arc`s that every task call outside a flow clones
+// and drops. Cloned from one allocation, their counts would be one cache line that
+// every core writes on every call; each thread keeps its own instead (the settings are
+// fixed once read, and the system clock has no state).
+
 pub(super) fn global_settings() -> Arc<Settings> {
     static SETTINGS: OnceLock<Arc<Settings>> = OnceLock::new();
-    SETTINGS
-        .get_or_init(|| Arc::new(Settings::global().clone()))
-        .clone()
+    thread_local! {
+        static LOCAL: Arc<Settings> = Arc::new(
+            (**SETTINGS.get_or_init(|| Arc::new(Settings::global().clone()))).clone(),
+        );
+    }
+    LOCAL.with(Arc::clone)
 }
 
 pub(super) fn system_clock() -> Arc<dyn Clock> {
-    static CLOCK: OnceLock<Arc<dyn Clock>> = OnceLock::new();
-    CLOCK.get_or_init(|| Arc::new(SystemClock)).clone()
+    thread_local! {
+        static LOCAL: Arc<dyn Clock> = Arc::new(SystemClock);
+    }
+    LOCAL.with(Arc::clone)
 }
 
 impl RunScope {
@@ -70,8 +80,10 @@ impl RunScope {
         clock: Option<Arc<dyn Clock>>,
         settings: Option<Arc<Settings>>,
     ) -> Self {
-        static EPHEMERAL: OnceLock<Arc<str>> = OnceLock::new();
-        let name = EPHEMERAL.get_or_init(|| Arc::from("ephemeral"));
+        thread_local! {
+            static EPHEMERAL: Arc<str> = Arc::from("ephemeral");
+        }
+        let name = EPHEMERAL.with(Arc::clone);
         let clock = clock.unwrap_or_else(system_clock);
         RunScope {
             flow_name: name.clone(),
@@ -199,6 +211,11 @@ impl RunScope {
     /// records in the process only is an explicit choice (`ResultStore::memory()`).
     pub async fn default_cache_store(&self) -> Result<ResultStore> {
         self.default_store().await
+    }
+
+    /// The default store, when it is open already.
+    pub(crate) fn cached_default_store(&self) -> Option<&ResultStore> {
+        self.store.as_ref().or(self.default_store.get())
     }
 
     pub(super) async fn persist_summary(
