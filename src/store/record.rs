@@ -380,9 +380,9 @@ pub(crate) struct PayloadDigest {
     digest: blake3::Hash,
 }
 
-/// A whole piece handed over at once (a record read in one buffer) is hashed on all
-/// cores above this size; the pieces of a pipelined read are smaller, and hashed on
-/// one core beside the thread that reads.
+/// A piece handed over at once (the local store hands over a whole record read in one
+/// buffer) is hashed on all cores above this size; the smaller pieces of a streamed
+/// read are hashed as they come.
 const INSPECTED_PARALLEL_HASH_THRESHOLD: usize = 8 << 20;
 
 /// Checks a whole record and returns its header and payload (a slice of `bytes`, not

@@ -59,10 +59,11 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// Reads a whole object into one buffer, as [`Backend::get_bytes`] does, and hands
     /// its bytes to `inspect` in order, in pieces that cover the object exactly once.
     ///
-    /// A check over the bytes (a record's BLAKE3) then costs no second pass: a backend
-    /// that reads a large object in pieces runs `inspect` on another thread while it
-    /// reads the next piece, so the check takes no time beyond the read itself. The
-    /// provided implementation reads, then inspects the whole buffer at once.
+    /// A check over the bytes (a record's BLAKE3) then needs no second read: a backend
+    /// hands the pieces over as they arrive, or the whole buffer once it is read,
+    /// whichever it measured faster (the local store reads a large object on every
+    /// core, then hands it over whole, to be hashed on every core). The provided
+    /// implementation reads, then inspects the whole buffer at once.
     async fn get_bytes_inspected(
         &self,
         key: &Key,
