@@ -560,15 +560,22 @@ mod gcs_big {
     }
 
     impl Raw {
+        /// The JSON API's upload endpoint of the bucket.
+        fn upload_url(&self) -> String {
+            format!("{}/upload/storage/v1/b/{}/o", self.endpoint, self.bucket)
+        }
+
+        /// The JSON API's URL of the object `name`.
+        fn object_url(&self, name: &str) -> String {
+            format!("{}/storage/v1/b/{}/o/{name}", self.endpoint, self.bucket)
+        }
+
         /// A resumable upload in `chunk`-byte requests, as cairn sends a large write.
         async fn upload_resumable(&self, name: &str, value: &Bytes, chunk: usize) {
             let total = value.len();
             let init = self
                 .client
-                .post(format!(
-                    "{}/upload/storage/v1/b/{}/o",
-                    self.endpoint, self.bucket
-                ))
+                .post(self.upload_url())
                 .query(&[("uploadType", "resumable")])
                 .header("Content-Type", "application/json; charset=UTF-8")
                 .header("X-Upload-Content-Type", "application/octet-stream")
@@ -619,10 +626,7 @@ mod gcs_big {
             let parts = [head, value.clone(), tail];
             let resp = self
                 .client
-                .post(format!(
-                    "{}/upload/storage/v1/b/{}/o",
-                    self.endpoint, self.bucket
-                ))
+                .post(self.upload_url())
                 .query(&[("uploadType", "multipart")])
                 .header(
                     "Content-Type",
@@ -643,10 +647,7 @@ mod gcs_big {
         async fn upload_media(&self, name: &str, value: &Bytes) {
             let resp = self
                 .client
-                .post(format!(
-                    "{}/upload/storage/v1/b/{}/o",
-                    self.endpoint, self.bucket
-                ))
+                .post(self.upload_url())
                 .query(&[("uploadType", "media"), ("name", name)])
                 .header("Content-Type", "application/octet-stream")
                 .body(value.clone())
@@ -661,10 +662,7 @@ mod gcs_big {
         async fn download(&self, name: &str, size: usize) -> Bytes {
             let resp = self
                 .client
-                .get(format!(
-                    "{}/storage/v1/b/{}/o/{name}",
-                    self.endpoint, self.bucket
-                ))
+                .get(self.object_url(name))
                 .query(&[("alt", "media")])
                 .send()
                 .await
@@ -679,14 +677,7 @@ mod gcs_big {
         }
 
         async fn delete(&self, name: &str) {
-            let _ = self
-                .client
-                .delete(format!(
-                    "{}/storage/v1/b/{}/o/{name}",
-                    self.endpoint, self.bucket
-                ))
-                .send()
-                .await;
+            let _ = self.client.delete(self.object_url(name)).send().await;
         }
     }
 

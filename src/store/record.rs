@@ -314,7 +314,7 @@ fn check_payload(
 
 /// Hashes a record's payload as a read hands over its bytes in pieces
 /// ([`Backend::get_bytes_inspected`](crate::backend::Backend::get_bytes_inspected)),
-/// so that checking a large record costs no second pass over it.
+/// so that checking a record needs no second read of it.
 #[derive(Default)]
 pub(crate) struct PayloadHasher {
     seen: u64,

@@ -386,8 +386,8 @@ impl ResultStore {
         })
     }
 
-    /// Reads the whole object at `key`, hashing a record's payload as the read lands
-    /// it rather than in a second pass.
+    /// Reads the whole object at `key`, hashing a record's payload as the backend hands
+    /// its bytes over (in pieces, or whole), rather than in a pass of its own.
     async fn read_hashed(
         &self,
         key: &Key,
