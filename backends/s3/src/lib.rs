@@ -541,10 +541,12 @@ impl Inner {
         payload: PutPayload,
         opts: &PutOptions,
     ) -> Result<PutResult> {
-        // A retried CreateMultipartUpload whose first answer was lost leaves an
-        // upload that nobody completes: the clean-up removes it after a grace period.
+        // A CreateMultipartUpload retried after an attempt whose answer was lost may
+        // have opened an upload nobody knows the id of: found and aborted below.
+        let asked = std::time::Instant::now();
+        let mut ambiguous = false;
         let created = self
-            .read_call(|| {
+            .call(&mut ambiguous, || {
                 self.client
                     .create_multipart_upload()
                     .bucket(&self.config.bucket)
@@ -569,6 +571,12 @@ impl Inner {
             object_key: object_key.clone(),
             upload_id: upload_id.clone(),
         };
+        let lost = if ambiguous {
+            self.lost_uploads(&object_key, &upload_id, asked.elapsed())
+                .await
+        } else {
+            Vec::new()
+        };
         let result = self
             .upload_parts_and_complete(key, &object_key, &upload_id, payload, opts)
             .await;
@@ -576,7 +584,60 @@ impl Inner {
         if result.is_err() {
             self.abort(&object_key, &upload_id).await;
         }
+        for id in lost {
+            // Still without a single part after this whole upload: no writer uses it.
+            if matches!(self.parts_size(&object_key, &id).await, Ok(0)) {
+                self.abort(&object_key, &id).await;
+            }
+        }
         result
+    }
+
+    /// The uploads of `object_key` that a lost answer to CreateMultipartUpload may have
+    /// opened: those initiated at most `waited` (plus a second of clock resolution)
+    /// before `ours`, the one the retry opened. Best effort: a failed listing finds
+    /// none, and `cairn prune` removes what is left.
+    async fn lost_uploads(
+        &self,
+        object_key: &str,
+        ours: &str,
+        waited: std::time::Duration,
+    ) -> Vec<String> {
+        let listed = self
+            .read_call(|| {
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.config.bucket)
+                    .prefix(object_key)
+                    .send()
+            })
+            .await;
+        let page = match listed {
+            Ok(page) => page,
+            Err(f) => {
+                tracing::debug!(backend = %self.url, key = object_key, error = ?f.class, "could not list uploads a lost answer may have opened");
+                return Vec::new();
+            }
+        };
+        let uploads: Vec<(&str, DateTime<Utc>)> = page
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(object_key))
+            .filter_map(|u| Some((u.upload_id()?, to_chrono(u.initiated()))))
+            .collect();
+        let Some(&(_, at)) = uploads.iter().find(|(id, _)| *id == ours) else {
+            return Vec::new();
+        };
+        let slack = chrono::Duration::seconds(1);
+        let earliest = chrono::Duration::from_std(waited)
+            .ok()
+            .and_then(|w| at.checked_sub_signed(w + slack))
+            .unwrap_or(DateTime::UNIX_EPOCH);
+        uploads
+            .into_iter()
+            .filter(|&(id, t)| id != ours && t >= earliest && t <= at + slack)
+            .map(|(id, _)| id.to_owned())
+            .collect()
     }
 
     async fn upload_parts_and_complete(

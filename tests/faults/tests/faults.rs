@@ -18,7 +18,10 @@ use cairn::backend::{Backend, BackendExt, ErrorKind, Key, PutMode, S3Backend};
 use cairn::cache::INPUTS;
 use cairn::{ResultStore, State, Task};
 use cairn_fault_tests::{Fault, FaultProxy, Flavor, Profile};
-use common::{direct, open_uploads, payload, through_proxy, through_proxy_with, unique, Kind};
+use common::{
+    direct, open_upload_ids, open_uploads, payload, s3_bucket, s3_client, through_proxy,
+    through_proxy_with, unique, Kind,
+};
 use futures::{StreamExt, TryStreamExt};
 
 fn full() -> bool {
@@ -288,6 +291,77 @@ fn s3_recognizes_a_retried_write_the_store_had_applied() {
 #[test]
 fn gcs_recognizes_a_retried_write_the_store_had_applied() {
     applied_writes_are_recognized(Kind::Gcs);
+}
+
+/// A lost answer to CreateMultipartUpload opens an upload whose id the writer never
+/// learns: the writer finds it and aborts it, and leaves another writer's upload of the
+/// same key (one with parts) alone.
+#[test]
+fn s3_aborts_the_upload_a_lost_answer_opened() {
+    rt().block_on(async {
+        let Some((proxy, backend, prefix)) = through_proxy(Kind::S3, 7).await else {
+            return;
+        };
+        let key = Key::parse("big/lost-answer").unwrap();
+        let object_key = format!("{prefix}/{}", key.as_str());
+        // Another writer's upload of the same key, with a part, just before.
+        let client = s3_client().await;
+        let other = client
+            .create_multipart_upload()
+            .bucket(s3_bucket())
+            .key(&object_key)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_owned();
+        client
+            .upload_part()
+            .bucket(s3_bucket())
+            .key(&object_key)
+            .upload_id(&other)
+            .part_number(1)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"a part"))
+            .send()
+            .await
+            .unwrap();
+
+        let creates = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&creates);
+        proxy.set_script(move |r| {
+            let create = r.method == "POST"
+                && r.target.contains("uploads")
+                && !r.target.contains("uploadId");
+            (create && c.fetch_add(1, Ordering::SeqCst) == 0).then_some(Fault::ResetAfter)
+        });
+        let value = Bytes::from(payload(42, 6 * 1024 * 1024));
+        backend
+            .put(&key, value.clone().into())
+            .await
+            .unwrap_or_else(|e| panic!("a multipart write retried after a lost answer: {e}"));
+        proxy.clear();
+        assert_eq!(backend.get(&key).await.unwrap(), value);
+        assert_eq!(proxy.counts()["reset-after"], 1, "{:?}", proxy.counts());
+        assert_eq!(
+            creates.load(Ordering::SeqCst),
+            2,
+            "the create was sent again"
+        );
+        assert_eq!(
+            open_upload_ids(&prefix).await,
+            vec![other.clone()],
+            "the lost upload is aborted, the other writer's is not"
+        );
+        client
+            .abort_multipart_upload()
+            .bucket(s3_bucket())
+            .key(&object_key)
+            .upload_id(&other)
+            .send()
+            .await
+            .unwrap();
+    });
 }
 
 // ---------------------------------------------------------------------------------

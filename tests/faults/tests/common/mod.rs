@@ -137,23 +137,40 @@ pub async fn direct(kind: Kind, prefix: &str) -> ResultStore {
     }
 }
 
-/// Multipart uploads still open under `prefix` in the S3 test bucket.
-pub async fn open_uploads(prefix: &str) -> usize {
-    let bucket = std::env::var("CAIRN_TEST_S3_BUCKET").unwrap_or_else(|_| "cairn-test".into());
+/// The S3 test bucket's name.
+pub fn s3_bucket() -> String {
+    std::env::var("CAIRN_TEST_S3_BUCKET").unwrap_or_else(|_| "cairn-test".into())
+}
+
+/// A raw SDK client of the S3 emulator (no proxy).
+pub async fn s3_client() -> aws_sdk_s3::Client {
     let conf = aws_config::load_from_env().await;
-    let client = aws_sdk_s3::Client::from_conf(
+    aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(true)
             .build(),
-    );
-    let out = client
+    )
+}
+
+/// The ids of the multipart uploads still open under `prefix` in the S3 test bucket.
+pub async fn open_upload_ids(prefix: &str) -> Vec<String> {
+    let out = s3_client()
+        .await
         .list_multipart_uploads()
-        .bucket(bucket)
+        .bucket(s3_bucket())
         .prefix(prefix)
         .send()
         .await
         .expect("ListMultipartUploads");
-    out.uploads().len()
+    out.uploads()
+        .iter()
+        .filter_map(|u| u.upload_id().map(str::to_owned))
+        .collect()
+}
+
+/// Multipart uploads still open under `prefix` in the S3 test bucket.
+pub async fn open_uploads(prefix: &str) -> usize {
+    open_upload_ids(prefix).await.len()
 }
 
 /// A deterministic payload of about `len` bytes for input `x`.
