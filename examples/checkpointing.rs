@@ -73,16 +73,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     for task_run in run.task_runs() {
-        match &task_run.location {
+        match &task_run.location() {
             Some(location) => println!(
                 "  {:<16} {:<12} checkpoint at {location}",
-                task_run.name,
-                task_run.state.to_string()
+                task_run.name(),
+                task_run.state().to_string()
             ),
             None => println!(
                 "  {:<16} {:<12} no checkpoint (checkpointing is off for it)",
-                task_run.name,
-                task_run.state.to_string()
+                task_run.name(),
+                task_run.state().to_string()
             ),
         }
     }
@@ -92,7 +92,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .runs_of("class_task")
         .next()
         .ok_or("no class_task run")?;
-    let location = class_run.location.as_deref().ok_or("no checkpoint")?;
+    let location = class_run.location().ok_or("no checkpoint")?;
     let record = result.read_record::<u64>(location).await?;
     println!(
         "\nclass_task's checkpoint is a verified record: value {}, task {:?}, type {:?}, \
@@ -106,7 +106,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(record.value, 42);
 
     let func_run = run.runs_of("func_task").next().ok_or("no func_task run")?;
-    let location = func_run.location.as_deref().ok_or("no checkpoint")?;
+    let location = func_run.location().ok_or("no checkpoint")?;
     let path = std::path::Path::new(&dir).join(location);
     let text = std::fs::read_to_string(&path)?;
     println!(
@@ -116,6 +116,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(result.read::<u64>(location).await?, 99);
 
     let unseen = run.runs_of("in_memory").next().ok_or("no in_memory run")?;
-    assert!(unseen.location.is_none());
+    assert!(unseen.location().is_none());
     Ok(())
 }

@@ -64,10 +64,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{attempt} flow run '{}': task run '{}' finished in state {}, value {:?}, target {}",
             run.name(),
-            task_run.name,
-            task_run.state,
+            task_run.name(),
+            task_run.state(),
             run.value(),
-            task_run.location.as_deref().unwrap_or("-"),
+            task_run.location().unwrap_or("-"),
         );
     }
 

@@ -218,16 +218,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for task_run in run.task_runs() {
         println!(
             "  {:<14} {:<24} {}",
-            task_run.name,
-            task_run.state.to_string(),
-            task_run.location.as_deref().unwrap_or("-")
+            task_run.name(),
+            task_run.state().to_string(),
+            task_run.location().unwrap_or("-")
         );
     }
     let bodies = pipeline.bodies.load(Ordering::SeqCst);
     let cached = run
         .task_runs()
         .iter()
-        .filter(|r| r.state.is_cached())
+        .filter(|r| r.state().is_cached())
         .count();
     println!(
         "{bodies} task bodies ran, {cached} of {} tasks were cached{}",

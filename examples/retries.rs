@@ -93,11 +93,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("\nflow run '{}': {}", run.name(), run.state());
     for task_run in run.task_runs() {
-        let states: Vec<String> = task_run.states.iter().map(|s| s.to_string()).collect();
+        let states: Vec<String> = task_run.states().iter().map(|s| s.to_string()).collect();
         println!(
             "  {:<12} {} attempt(s): {}",
-            task_run.name,
-            task_run.attempts,
+            task_run.name(),
+            task_run.attempts(),
             states.join(" → ")
         );
     }

@@ -78,7 +78,7 @@
 //!     })
 //!     .await;
 //! assert_eq!(run.value(), Some(&(2, 2, 3)));
-//! let states: Vec<_> = run.task_runs().iter().map(|r| r.state.to_string()).collect();
+//! let states: Vec<_> = run.task_runs().iter().map(|r| r.state().to_string()).collect();
 //! assert_eq!(states, ["Completed()", "Cached(type=COMPLETED)", "Completed()"]);
 //! assert_eq!(add_one_task().signature_info().unwrap().inputs, [("x".to_string(), "i64".to_string())]);
 //! # });

@@ -51,7 +51,7 @@ async fn separate_memory_stores_do_not_share_the_memory_tier() {
     let second = task.result_storage(two.clone()).run(1).await;
     assert_eq!(second.state(), &cairn::State::Completed);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-    let location = caching::record_location("default", second.info().cache_key.as_ref().unwrap());
+    let location = caching::record_location("default", second.info().cache_key().as_ref().unwrap());
     assert!(two.exists(&location).await.unwrap());
 }
 
@@ -102,7 +102,11 @@ async fn a_declared_output_hash_keys_the_downstream_task() {
     assert_eq!(first.value(), Some(&(3u64 << 20)));
     let second = run_once().await;
     assert_eq!(second.value(), Some(&(3u64 << 20)));
-    let states: Vec<_> = second.task_runs().iter().map(|r| r.state.clone()).collect();
+    let states: Vec<_> = second
+        .task_runs()
+        .iter()
+        .map(|r| r.state().clone())
+        .collect();
     assert_eq!(states, [State::Cached, State::Cached]);
     assert_eq!(
         (loads.load(Ordering::SeqCst), sums.load(Ordering::SeqCst)),
@@ -115,7 +119,7 @@ async fn a_declared_output_hash_keys_the_downstream_task() {
     expected.component_value("task", "sum_rows").unwrap();
     expected.add_input("rows", &digest).unwrap(); // a digest hashes as what it stands for
     assert_eq!(
-        second.task_runs()[1].cache_key.as_deref(),
+        second.task_runs()[1].cache_key(),
         Some(expected.finish().to_hex().as_str())
     );
 }

@@ -646,10 +646,10 @@ async fn after_lease_kill(store: &ResultStore, len: usize) -> Result<Vec<&'stati
     }
     if !left.is_empty() && !recorded {
         // The killed holder's lease was taken over, and only once stale.
-        if run.info().waited.is_none() || took < short_lease().stale_after() {
+        if run.info().waited().is_none() || took < short_lease().stale_after() {
             return Err(format!(
                 "the left lease was not waited out: waited {:?}, run took {took:?}",
-                run.info().waited
+                run.info().waited()
             ));
         }
         seen.push("taken_over_when_stale");

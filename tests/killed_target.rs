@@ -172,7 +172,7 @@ async fn a_killed_publish_leaves_no_target(backend: &str) {
     let run = Flow::new("export")
         .run((), |_| async move { task.run(()).await.into_result() })
         .await;
-    assert_eq!(run.task_runs()[0].state, State::Completed, "{backend}");
+    assert_eq!(run.task_runs()[0].state(), &State::Completed, "{backend}");
     assert_eq!(
         runs.load(Ordering::SeqCst),
         1,

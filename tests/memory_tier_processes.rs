@@ -139,7 +139,7 @@ fn child() {
                     "{} {} {}",
                     rows.state(),
                     sum.state(),
-                    sum.info().cache_key.as_deref().unwrap()
+                    sum.info().cache_key().unwrap()
                 );
             }
             other => panic!("unknown mode {other}"),

@@ -99,7 +99,7 @@ fn child() {
         let states: Vec<String> = run
             .task_runs()
             .iter()
-            .map(|r| format!("{}={}", r.task, r.state))
+            .map(|r| format!("{}={}", r.task(), r.state()))
             .collect();
         match run.into_result() {
             Ok(v) => println!("VALUE {v}"),

@@ -146,10 +146,10 @@ async fn a_successful_run_goes_pending_running_completed() {
     assert_eq!(task_run.state(), &State::Completed);
     assert_eq!(task_run.value(), Some(&2));
     assert_eq!(
-        task_run.info().states,
+        task_run.info().states(),
         vec![State::Pending, State::Running, State::Completed]
     );
-    assert_eq!(task_run.info().attempts, 1);
+    assert_eq!(task_run.info().attempts(), 1);
     assert_eq!(count(&runs), 1);
 }
 
@@ -166,11 +166,11 @@ async fn an_existing_target_gives_cached_and_the_body_does_not_run() {
     assert_eq!(run.state(), &State::Cached);
     assert_eq!(run.value(), Some(&41), "the value is read from the target");
     assert_eq!(
-        run.info().states,
+        run.info().states(),
         vec![State::Pending, State::Running, State::Cached]
     );
-    assert_eq!(run.info().attempts, 0);
-    assert_eq!(run.info().location.as_deref(), Some("answers/answer.json"));
+    assert_eq!(run.info().attempts(), 0);
+    assert_eq!(run.info().location(), Some("answers/answer.json"));
     assert_eq!(count(&runs), 0, "the body did not run");
 }
 
@@ -188,12 +188,12 @@ async fn a_failing_task_without_retries_fails_with_the_body_error() {
     };
     assert!(message.contains("disk full"), "{message}");
     assert_eq!(
-        run.info().states[..2],
+        run.info().states()[..2],
         [State::Pending, State::Running],
         "then Failed"
     );
-    assert_eq!(run.info().states.len(), 3);
-    assert_eq!(run.info().attempts, 1);
+    assert_eq!(run.info().states().len(), 3);
+    assert_eq!(run.info().attempts(), 1);
     assert_eq!(count(&runs), 1);
 
     let error = run.error().unwrap();
@@ -225,7 +225,7 @@ async fn retries_pass_through_retrying_states_and_end_completed() {
     assert_eq!(run.state(), &State::Completed);
     assert_eq!(run.value(), Some(&40));
     assert_eq!(
-        run.info().states,
+        run.info().states(),
         vec![
             State::Pending,
             State::Running,
@@ -236,7 +236,7 @@ async fn retries_pass_through_retrying_states_and_end_completed() {
             State::Completed,
         ]
     );
-    assert_eq!(run.info().attempts, 3);
+    assert_eq!(run.info().attempts(), 3);
     assert_eq!(count(&runs), 3);
 }
 
@@ -250,11 +250,11 @@ async fn out_of_retries_the_run_fails_after_retries_plus_one_attempts() {
     let run = broken.run(()).await;
 
     assert!(run.state().is_failed(), "{:?}", run.state());
-    assert_eq!(run.info().attempts, 3, "retries + 1");
+    assert_eq!(run.info().attempts(), 3, "retries + 1");
     assert_eq!(count(&runs), 3);
     let retrying: Vec<_> = run
         .info()
-        .states
+        .states()
         .iter()
         .filter(|s| matches!(s, State::Retrying { .. }))
         .cloned()
@@ -314,32 +314,32 @@ fn task_and_flow_runs_log_their_states_as_the_seeds_do() {
     let [first, second, third] = run.task_runs() else {
         panic!("three task runs: {:?}", run.task_runs())
     };
-    assert!(first.name.starts_with("add_one-"), "{}", first.name);
+    assert!(first.name().starts_with("add_one-"), "{}", first.name());
     assert!(
         has(&format!(
             "Task run '{}' - Finished in state Completed()",
-            first.name
+            first.name()
         )),
         "{log}"
     );
     assert!(
         has(&format!(
             "Task run '{}' - Finished in state Cached(type=COMPLETED)",
-            second.name
+            second.name()
         )),
         "{log}"
     );
     assert!(
         lines.iter().any(|l| l.contains(&format!(
             "Task run '{}' - Attempt 1 failed: connection reset",
-            third.name
+            third.name()
         ))),
         "{log}"
     );
     assert!(
         has(&format!(
             "Task run '{}' - Finished in state Completed()",
-            third.name
+            third.name()
         )),
         "{log}"
     );
@@ -356,7 +356,7 @@ fn task_and_flow_runs_log_their_states_as_the_seeds_do() {
             "Flow run '{name}' - Finished in state Completed()"
         )) > finished(&format!(
             "Task run '{}' - Finished in state Completed()",
-            third.name
+            third.name()
         ))
     );
 }
@@ -373,7 +373,8 @@ fn a_failed_flow_run_logs_failed_with_the_error() {
     assert!(
         log.contains(&format!(
             "Task run '{}' - Finished in state Failed('task run '{}': no such table')",
-            task_run.name, task_run.name
+            task_run.name(),
+            task_run.name()
         )),
         "{log}"
     );
@@ -440,7 +441,10 @@ async fn retries_reuse_the_inputs_and_upstream_work_is_not_redone() {
         "the same input each attempt"
     );
     let load_run = run.runs_of("load").next().unwrap();
-    assert_eq!((load_run.attempts, &load_run.state), (3, &State::Completed));
+    assert_eq!(
+        (load_run.attempts(), load_run.state()),
+        (3, &State::Completed)
+    );
     assert_eq!(run.runs_of("extract").count(), 1);
 }
 
@@ -523,16 +527,12 @@ async fn checkpoint_written(levels: Levels) -> bool {
     let info = &run.task_runs()[0];
     let exists = store.exists(&location).await.unwrap();
     if exists {
-        assert_eq!(
-            info.location.as_deref(),
-            Some(location.as_str()),
-            "{levels:?}"
-        );
+        assert_eq!(info.location(), Some(location.as_str()), "{levels:?}");
         let record = store.read_record::<u64>(&location).await.unwrap();
         assert_eq!(record.value, 42);
         assert!(data.path().join(&location).is_file());
     } else {
-        assert_eq!(info.location, None, "{levels:?}");
+        assert_eq!(info.location(), None, "{levels:?}");
         assert!(
             !home.path().join("storage").exists(),
             "nothing went to the default store either"
@@ -675,10 +675,7 @@ async fn a_checkpoint_at_the_default_location_is_a_verified_record() {
         .await;
 
     let location = format!("runs/v1/seed/{}/class_task/0", run.id());
-    assert_eq!(
-        run.task_runs()[0].location.as_deref(),
-        Some(location.as_str())
-    );
+    assert_eq!(run.task_runs()[0].location(), Some(location.as_str()));
     let record = store.read_record::<u64>(&location).await.unwrap();
     assert_eq!(record.value, 42);
     assert_eq!(record.header.task.as_deref(), Some("class_task"));
@@ -713,7 +710,7 @@ async fn a_location_template_writes_plain_json_there() {
     let locations: Vec<_> = run
         .task_runs()
         .iter()
-        .map(|r| r.location.clone().unwrap())
+        .map(|r| r.location().map(str::to_owned).unwrap())
         .collect();
     assert_eq!(
         locations,
@@ -754,9 +751,9 @@ async fn a_date_target_lands_under_the_weekday_and_is_cached_the_next_run() {
 
     let first = flow.run((), |_| async { func_task.call(()).await }).await;
     assert_eq!(first.value(), Some(&99));
-    assert_eq!(first.task_runs()[0].state, State::Completed);
+    assert_eq!(first.task_runs()[0].state(), &State::Completed);
     assert_eq!(
-        first.task_runs()[0].location.as_deref(),
+        first.task_runs()[0].location(),
         Some("Friday/func_task.txt")
     );
     let path = data.path().join("Friday/func_task.txt");
@@ -764,7 +761,7 @@ async fn a_date_target_lands_under_the_weekday_and_is_cached_the_next_run() {
 
     let second = flow.run((), |_| async { func_task.call(()).await }).await;
     assert_eq!(second.value(), Some(&99));
-    assert_eq!(second.task_runs()[0].state, State::Cached);
+    assert_eq!(second.task_runs()[0].state(), &State::Cached);
     assert_eq!(count(&runs), 1, "the body ran once over two flow runs");
 }
 
@@ -792,14 +789,14 @@ async fn overwrite_reruns_and_replaces_the_target() {
         .overwrite(true)
         .run((), |_| async { task.call(()).await })
         .await;
-    assert_eq!(again.task_runs()[0].state, State::Completed);
+    assert_eq!(again.task_runs()[0].state(), &State::Completed);
     assert_eq!(again.value().map(String::as_str), Some("run 2"));
     assert_eq!(count(&runs), 2);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "run 2");
 
     // Without overwrite, the replaced target is what the next run finds.
     let cached = flow.run((), |_| async { task.call(()).await }).await;
-    assert_eq!(cached.task_runs()[0].state, State::Cached);
+    assert_eq!(cached.task_runs()[0].state(), &State::Cached);
     assert_eq!(cached.value().map(String::as_str), Some("run 2"));
     assert_eq!(count(&runs), 2);
 }
@@ -817,7 +814,7 @@ async fn refresh_reruns_and_replaces_the_target() {
     flow.run((), |_| async { task.call(()).await }).await;
     let refreshing = task.clone().refresh(true);
     let again = flow.run((), |_| async { refreshing.call(()).await }).await;
-    assert_eq!(again.task_runs()[0].state, State::Completed);
+    assert_eq!(again.task_runs()[0].state(), &State::Completed);
     assert_eq!(count(&runs), 2);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "run 2");
 }
@@ -836,7 +833,7 @@ async fn a_target_written_by_another_tool_counts_as_present() {
         .date(a_friday())
         .run((), |_| async { task.call(()).await })
         .await;
-    assert_eq!(run.task_runs()[0].state, State::Cached);
+    assert_eq!(run.task_runs()[0].state(), &State::Cached);
     assert_eq!(run.value().map(String::as_str), Some("made by hand"));
     assert_eq!(count(&runs), 0);
 }
@@ -861,7 +858,7 @@ async fn a_target_that_does_not_decode_fails_the_run_naming_the_target() {
 
     assert!(run.state().is_failed());
     let info = &run.task_runs()[0];
-    assert!(info.state.is_failed(), "{:?}", info.state);
+    assert!(info.state().is_failed(), "{:?}", info.state());
     assert_eq!(count(&runs), 0, "neither run nor overwritten");
     let error = run.error().unwrap().to_string();
     assert!(error.contains("totals/sum.json"), "{error}");
@@ -999,18 +996,12 @@ async fn a_callable_target_is_computed_from_the_context() {
     let flow = flow.result_store(store);
 
     let first = flow.run((), |_| async { rows.call(3).await }).await;
-    assert_eq!(
-        first.task_runs()[0].location.as_deref(),
-        Some("small/rows.json")
-    );
+    assert_eq!(first.task_runs()[0].location(), Some("small/rows.json"));
     assert!(data.path().join("small/rows.json").is_file());
     let big = flow.run((), |_| async { rows.call(500).await }).await;
-    assert_eq!(
-        big.task_runs()[0].location.as_deref(),
-        Some("big/rows.json")
-    );
+    assert_eq!(big.task_runs()[0].location(), Some("big/rows.json"));
     let again = flow.run((), |_| async { rows.call(3).await }).await;
-    assert_eq!(again.task_runs()[0].state, State::Cached);
+    assert_eq!(again.task_runs()[0].state(), &State::Cached);
     assert_eq!(again.value(), Some(&vec![0, 1, 2]));
     assert_eq!(count(&runs), 2);
 }
@@ -1076,7 +1067,7 @@ async fn a_task_called_outside_a_flow_runs_on_its_own() {
     assert_eq!(run.state(), &State::Completed);
     assert_eq!(run.value(), Some(&2));
     assert!(run.name().starts_with("add_one-"), "{}", run.name());
-    assert_eq!(run.info().map_index, 0);
+    assert_eq!(run.info().map_index(), 0);
     assert_eq!(count(&runs), 2);
 
     // With a store and a target of its own, the second call finds the target.
@@ -1124,12 +1115,14 @@ async fn a_flow_run_has_an_id_a_name_a_state_and_its_task_runs() {
         run.name()
     );
     assert_eq!(run.task_runs().len(), 4);
-    assert!(run.task_runs().iter().all(|r| r.state == State::Completed));
-    let mut indices: Vec<u64> = run.runs_of("double").map(|r| r.map_index).collect();
+    assert!(run
+        .task_runs()
+        .iter()
+        .all(|r| r.state() == &State::Completed));
+    let mut indices: Vec<u64> = run.runs_of("double").map(|r| r.map_index()).collect();
     indices.sort();
     assert_eq!(indices, [0, 1, 2, 3], "map indices, then the next call's");
-    let ids: std::collections::BTreeSet<&str> =
-        run.task_runs().iter().map(|r| r.id.as_str()).collect();
+    let ids: std::collections::BTreeSet<&str> = run.task_runs().iter().map(|r| r.id()).collect();
     assert_eq!(ids.len(), 4, "each task run has an id of its own");
 
     // `map` returns the runs in input order, with their indices.
@@ -1139,7 +1132,7 @@ async fn a_flow_run_has_an_id_a_name_a_state_and_its_task_runs() {
     let mapped = mapped.value().unwrap();
     let seen: Vec<(u64, u32)> = mapped
         .iter()
-        .map(|r| (r.info().map_index, *r.value().unwrap()))
+        .map(|r| (r.info().map_index(), *r.value().unwrap()))
         .collect();
     assert_eq!(seen, [(0, 20), (1, 40), (2, 60)]);
 
@@ -1159,7 +1152,7 @@ async fn a_flow_run_has_an_id_a_name_a_state_and_its_task_runs() {
     let states: Vec<(&str, bool)> = failed
         .task_runs()
         .iter()
-        .map(|r| (r.task.as_str(), r.state.is_failed()))
+        .map(|r| (r.task(), r.state().is_failed()))
         .collect();
     assert_eq!(states, [("double", false), ("fail", true)]);
     assert_ne!(failed.id(), run.id());
@@ -1195,11 +1188,7 @@ async fn a_failed_run_leaves_its_inputs_and_state_when_checkpointing() {
     let json = record.value;
     assert_eq!(json["inputs"], serde_json::json!(["oslo", 3]), "{json}");
     assert_eq!(json["task"], "upload", "{json}");
-    assert_eq!(
-        json["task_run_id"],
-        run.task_runs()[0].id.as_str(),
-        "{json}"
-    );
+    assert_eq!(json["task_run_id"], run.task_runs()[0].id(), "{json}");
     assert_eq!(json["attempts"], 2, "{json}");
     let state = json["state"].as_str().unwrap();
     assert!(state.starts_with("Failed("), "{json}");
@@ -1229,7 +1218,7 @@ async fn a_run_that_succeeds_on_a_retry_leaves_no_inputs_to_resume() {
         .run((), |_| async { flaky.call(7).await })
         .await;
     assert_eq!(run.state(), &State::Completed);
-    assert_eq!(run.task_runs()[0].attempts, 2);
+    assert_eq!(run.task_runs()[0].attempts(), 2);
     let inputs = format!("runs/v1/resumable/{}/flaky/0.inputs", run.id());
     assert!(
         !store.exists(&inputs).await.unwrap(),
@@ -1247,7 +1236,7 @@ async fn a_map_outside_a_flow_numbers_its_runs() {
     let runs = counter();
     let square = counted("square", &runs, |x: u64, _| Ok(x * x));
     let results = square.map([1, 2, 3]).await;
-    let indices: Vec<u64> = results.iter().map(|r| r.info().map_index).collect();
+    let indices: Vec<u64> = results.iter().map(|r| r.info().map_index()).collect();
     assert_eq!(indices, [0, 1, 2]);
     let values: Vec<u64> = results.iter().map(|r| *r.value().unwrap()).collect();
     assert_eq!(values, [1, 4, 9]);
@@ -1282,10 +1271,10 @@ async fn with_checkpointing_the_flow_run_leaves_a_summary() {
     let listed = summary["task_runs"].as_array().unwrap();
     assert_eq!(listed.len(), 2, "{summary}");
     for (entry, info) in listed.iter().zip(run.task_runs()) {
-        assert_eq!(entry["name"], info.name.as_str(), "{summary}");
-        assert_eq!(entry["task"], info.task.as_str(), "{summary}");
+        assert_eq!(entry["name"], info.name(), "{summary}");
+        assert_eq!(entry["task"], info.task(), "{summary}");
         assert_eq!(entry["state"], "Completed()", "{summary}");
-        let checkpoint = format!("runs/v1/summarised/{}/{}/0", run.id(), info.task);
+        let checkpoint = format!("runs/v1/summarised/{}/{}/0", run.id(), info.task());
         assert_eq!(entry["location"], checkpoint.as_str(), "{summary}");
         assert!(store.exists(&checkpoint).await.unwrap());
     }
@@ -1323,12 +1312,18 @@ async fn caches_persist_to_cairn_home_unless_told_otherwise() {
     };
     let first = program(make()).await;
     let second = program(make()).await;
-    assert_eq!(first.task_runs()[0].state, State::Completed);
-    assert_eq!(second.task_runs()[0].state, State::Cached);
+    assert_eq!(first.task_runs()[0].state(), &State::Completed);
+    assert_eq!(second.task_runs()[0].state(), &State::Cached);
     assert_eq!(count(&runs), 1);
-    let record = first.task_runs()[0].cache_record.clone().unwrap();
+    let record = first.task_runs()[0]
+        .cache_record()
+        .map(str::to_owned)
+        .unwrap();
     assert!(home.path().join("storage").join(&record).is_file());
-    let store = first.task_runs()[0].cache_store.clone().unwrap();
+    let store = first.task_runs()[0]
+        .cache_store()
+        .map(str::to_owned)
+        .unwrap();
     assert!(
         store.starts_with("file://") && store.ends_with("/storage"),
         "{store}"
@@ -1355,7 +1350,7 @@ async fn caches_persist_to_cairn_home_unless_told_otherwise() {
         })
         .await;
     assert_eq!(run.value(), Some(&8));
-    let states: Vec<State> = run.task_runs().iter().map(|r| r.state.clone()).collect();
+    let states: Vec<State> = run.task_runs().iter().map(|r| r.state().clone()).collect();
     assert_eq!(states, [State::Completed, State::Cached]);
     assert!(home.path().join("storage/cache/v1").is_dir());
 }

@@ -154,7 +154,7 @@ fn child() {
             Some(v) => println!("VALUE {v}"),
             None => println!("FAILED {}", run.error().unwrap()),
         }
-        println!("WAITED {}", run.info().waited.is_some());
+        println!("WAITED {}", run.info().waited().is_some());
     });
 }
 

@@ -115,10 +115,7 @@ async fn a_task_with_a_target_runs_its_body_once() {
     assert_eq!(run.state(), &State::Cached);
     assert_eq!(run.value(), Some(&49));
     assert_eq!(SQUARE_RUNS.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        run.info().location.as_deref(),
-        Some("squares/square-7.json")
-    );
+    assert_eq!(run.info().location(), Some("squares/square-7.json"));
     assert_eq!(
         store().read::<u64>("squares/square-7.json").await.unwrap(),
         49

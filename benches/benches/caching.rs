@@ -624,8 +624,8 @@ async fn location_of(task: &Task<u64, u64>, x: u64) -> String {
         .run(x)
         .await
         .info()
-        .cache_key
-        .clone()
+        .cache_key()
+        .map(str::to_owned)
         .expect("a cache key");
     format!("cache/v1/default/{}/{hex}", &hex[..2])
 }
@@ -1196,8 +1196,8 @@ async fn fill(
                     for (run, &x) in task.map(chunk.iter().copied()).await.into_iter().zip(chunk) {
                         let record = run
                             .info()
-                            .cache_record
-                            .clone()
+                            .cache_record()
+                            .map(str::to_owned)
                             .expect("a cached run names its record");
                         run.into_result().expect("a filling call");
                         out.push((x, record));

@@ -230,7 +230,11 @@ async fn persist(dir: &Path, value: &Bytes, iterations: usize) -> Persisted {
             let t = Instant::now();
             let run = task.run(i).await;
             ours.push(t.elapsed());
-            let location = run.info().cache_record.clone().expect("a cache record");
+            let location = run
+                .info()
+                .cache_record()
+                .map(str::to_owned)
+                .expect("a cache record");
             assert_eq!(run.into_result().expect("a miss").len(), size);
             if let Some((old, _)) = last.replace((location, i)) {
                 fs::remove_file(store_dir.join(old)).expect("remove an older record");
@@ -438,7 +442,11 @@ async fn byte_outputs(dir: &Path, value: &Bytes, iterations: usize) {
         let t = Instant::now();
         let run = bytes_task.run(i).await;
         b.push(t.elapsed());
-        let location = run.info().cache_record.clone().expect("a record");
+        let location = run
+            .info()
+            .cache_record()
+            .map(str::to_owned)
+            .expect("a record");
         b_serializer = store
             .read_record::<Bytes>(&location)
             .await
@@ -449,7 +457,11 @@ async fn byte_outputs(dir: &Path, value: &Bytes, iterations: usize) {
         let t = Instant::now();
         let run = vec_task.run(i).await;
         v.push(t.elapsed());
-        let location = run.info().cache_record.clone().expect("a record");
+        let location = run
+            .info()
+            .cache_record()
+            .map(str::to_owned)
+            .expect("a record");
         v_serializer = store
             .read_record::<Vec<u8>>(&location)
             .await

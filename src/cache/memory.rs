@@ -252,15 +252,12 @@ impl MemoryTier {
     /// # });
     /// ```
     pub fn remove_task_run(&self, run: &crate::TaskRunInfo) -> bool {
-        let (Some(store), Some(hex)) = (&run.cache_store, &run.cache_key) else {
-            return false;
-        };
-        let Ok(key) = hex.parse::<Digest>() else {
+        let Some(cache) = &run.cache else {
             return false;
         };
         let key = TierKey {
-            store: Arc::from(store.as_str()),
-            key,
+            store: Arc::clone(&cache.store),
+            key: cache.key,
         };
         let mut book = self.book();
         self.remove(&mut book, &key)

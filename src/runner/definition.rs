@@ -98,7 +98,7 @@ fn tuple_elements(name: &str) -> Option<Vec<&str>> {
 pub(crate) type DerivedKey = std::result::Result<Vec<(String, Digest)>, Arc<Error>>;
 
 pub(crate) struct TaskDef<I, O> {
-    pub name: String,
+    pub name: Arc<str>,
     pub body: Body<I, O>,
     pub input_names: Vec<String>,
     pub signature: Option<Signature>,
@@ -122,7 +122,7 @@ pub(crate) struct TaskDef<I, O> {
     pub strict_cache: Option<bool>,
     pub cache_store: Option<ResultStore>,
     pub cache_key: Option<String>,
-    pub namespace: Option<String>,
+    pub namespace: Option<Arc<str>>,
     pub serialize: bool,
     pub lease: LeaseConfig,
     pub memory_tier: bool,

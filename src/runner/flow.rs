@@ -56,7 +56,7 @@ pub struct Flow {
     clock: Option<Arc<dyn Clock>>,
     date: Option<DateTime<Utc>>,
     context: Context,
-    namespace: Option<String>,
+    namespace: Option<Arc<str>>,
     run_id: Option<String>,
     resume: bool,
     allow_parameter_change: bool,
@@ -203,7 +203,7 @@ impl Flow {
     /// Keeps the cache entries of this flow's tasks apart from other namespaces
     /// (Flyte's project and domain), unless a task names its own.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
+        self.namespace = Some(Arc::from(namespace.into()));
         self
     }
 
@@ -351,7 +351,7 @@ impl<T> FlowRun<T> {
     }
     /// The task runs of the task called `task`.
     pub fn runs_of<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a TaskRunInfo> + 'a {
-        self.task_runs.iter().filter(move |r| r.task == task)
+        self.task_runs.iter().filter(move |r| r.task() == task)
     }
     /// The value, or the error the body failed with.
     ///

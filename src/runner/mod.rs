@@ -26,6 +26,7 @@ pub(crate) mod settings;
 pub(crate) mod state;
 pub(crate) mod task;
 pub(crate) mod task_run;
+pub(crate) mod thread_copy;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definition::{Signature, TaskInput, TaskOutput};

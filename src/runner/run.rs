@@ -13,15 +13,15 @@ use crate::backend::{Error, ErrorKind, PutMode, Result};
 use crate::cache::hashing::{Digest, HashError, KeyHasher};
 use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
-    lease_location, record_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier,
-    Reservation,
+    lease_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier, Reservation,
 };
 use crate::runner::definition::{type_name_of, TaskDef, TaskInput, TaskOutput};
 use crate::runner::error::{error_chain, TaskError, TaskErrorKind};
 use crate::runner::inputs::{visit_inputs, InputVisitor};
 use crate::runner::scope::RunScope;
 use crate::runner::state::State;
-use crate::runner::task_run::{new_id, TaskRun, TaskRunInfo};
+use crate::runner::task_run::{CacheRef, RunId, TaskRun, TaskRunInfo};
+use crate::runner::thread_copy::thread_copy;
 use crate::store::record::RecordInfo;
 use crate::{Context, ResultStore};
 
@@ -79,41 +79,20 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
     map_index: Option<u64>,
     try_once: bool,
 ) -> Option<TaskRun<O>> {
-    let id = new_id();
+    let id = RunId::new();
     let scope = scope.unwrap_or_else(|| {
         Arc::new(RunScope::ephemeral(
-            &id,
+            id.as_str(),
             def.clock.clone(),
             def.settings.clone(),
         ))
     });
     let map_index = map_index.unwrap_or_else(|| scope.next_index(&def.name));
-    let mut name = String::with_capacity(def.name.len() + 4);
-    name.push_str(&def.name);
-    name.push('-');
-    name.push_str(&id[..3]);
     let mut progress = Progress {
         def,
         scope: &scope,
         input: &input,
-        info: TaskRunInfo {
-            task: def.name.clone(),
-            name,
-            id,
-            map_index,
-            state: State::Pending,
-            states: {
-                let mut states = Vec::with_capacity(4);
-                states.push(State::Pending);
-                states
-            },
-            attempts: 0,
-            location: None,
-            cache_key: None,
-            cache_record: None,
-            cache_store: None,
-            waited: None,
-        },
+        info: TaskRunInfo::new(thread_copy(&def.name), id, map_index),
         context: None,
         try_once,
         busy: false,
@@ -130,7 +109,7 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
     progress.note_transition().await;
     tracing::info!(
         "Task run '{}' - Finished in state {state}",
-        progress.info.name
+        progress.info.name()
     );
     let info = Arc::new(progress.info);
     scope.record(&info);
@@ -152,7 +131,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         context: Option<String>,
         source: impl Into<crate::runner::error::BoxError>,
     ) -> TaskError {
-        TaskError::new(&self.info.name, kind, context, source)
+        TaskError::new(self.info.name(), kind, context, source)
     }
 
     async fn run(&mut self) -> std::result::Result<(O, State), TaskError> {
@@ -310,14 +289,14 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             self.scope,
             &self.def.name,
             &identity,
-            &self.info.id,
+            self.info.id(),
             seq,
             &self.info.state,
         );
         let transition = crate::runner::resume::Transition {
-            task: self.def.name.clone(),
-            task_run_id: self.info.id.clone(),
-            task_run_name: self.info.name.clone(),
+            task: self.def.name.to_string(),
+            task_run_id: self.info.id().to_owned(),
+            task_run_name: self.info.name().to_owned(),
             map_index: self.info.map_index,
             state: self.info.state.to_string(),
             attempts: self.info.attempts,
@@ -331,7 +310,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     /// Records a completed run's result, so that a resumed flow run finds it.
     async fn record_result(&self, location: &str, value: &O) {
         let info = RecordInfo {
-            task: Some(self.def.name.clone()),
+            task: Some(self.def.name.to_string()),
             output_type: Some(std::any::type_name::<O>().to_owned()),
             ..RecordInfo::default()
         };
@@ -352,7 +331,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         if let Err(e) = result {
             tracing::warn!(
                 "Task run '{}' - could not record its result for resuming: {e}",
-                self.info.name
+                self.info.name()
             );
         }
     }
@@ -380,7 +359,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     // for this caller as for every other.
                     tracing::debug!(
                         "Task run '{}' - target '{location}' was published by another run first",
-                        self.info.name
+                        self.info.name()
                     );
                     value = store.read::<O>(&location).await.map_err(|e| {
                         self.error(
@@ -424,8 +403,8 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             for (k, v) in self.def.context.iter() {
                 context.insert(k, v.clone());
             }
-            context.insert("task_name", self.def.name.clone());
-            context.insert("task_run_id", self.info.id.clone());
+            context.insert("task_name", self.def.name.to_string());
+            context.insert("task_run_id", self.info.id().to_owned());
             context.insert("map_index", self.info.map_index);
             // Only an input a template names must be a template value: any other is
             // left out of the context when it cannot be one (a map with tuple keys).
@@ -531,7 +510,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     self.note_transition().await;
                     tracing::warn!(
                         "Task run '{}' - Attempt {} failed: {}; retry {}/{} in {:?}",
-                        self.info.name,
+                        self.info.name(),
                         attempt - 1,
                         error_chain(&*e),
                         attempt - 1,
@@ -587,8 +566,8 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             let location = format!("{}.inputs", self.run_prefix());
             let record = Pending {
                 task: &self.def.name,
-                task_run_id: &self.info.id,
-                task_run_name: &self.info.name,
+                task_run_id: self.info.id(),
+                task_run_name: self.info.name(),
                 state: state.to_string(),
                 attempts: self.info.attempts,
                 inputs: self.input,
@@ -598,7 +577,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     &location,
                     &serde_json::to_value(&record).map_err(|e| e.to_string())?,
                     RecordInfo {
-                        task: Some(self.def.name.clone()),
+                        task: Some(self.def.name.to_string()),
                         output_type: Some(std::any::type_name::<I>().to_owned()),
                         ..RecordInfo::default()
                     },
@@ -611,7 +590,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         if let Err(e) = result {
             tracing::warn!(
                 "Task run '{}' - could not persist its inputs: {e}",
-                self.info.name
+                self.info.name()
             );
         }
     }
@@ -625,7 +604,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         if let Err(e) = result {
             tracing::warn!(
                 "Task run '{}' - could not remove its persisted inputs: {e}",
-                self.info.name
+                self.info.name()
             );
         }
     }
@@ -664,7 +643,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             false => {
                 let location = self.run_prefix();
                 let info = RecordInfo {
-                    task: Some(self.def.name.clone()),
+                    task: Some(self.def.name.to_string()),
                     output_type: Some(std::any::type_name::<O>().to_owned()),
                     ..RecordInfo::default()
                 };
@@ -698,7 +677,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 let mut key = KeyHasher::new();
                 match &def.cache_key {
                     Some(shared) => key.component_value("cache_key", shared)?,
-                    None => key.component_value("task", &def.name)?,
+                    None => key.component_value("task", &*def.name)?,
                 };
                 if policy.uses_task_source() {
                     let source = def.source.as_deref().ok_or_else(|| Error::Config {
@@ -719,7 +698,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         Some(s) => s.clone(),
                         None => crate::runner::definition::Signature::of::<I, O>(&def.input_names),
                     };
-                    key.component_value("signature", &(&def.name, &signature))?;
+                    key.component_value("signature", &(&*def.name, &signature))?;
                 }
                 if let Some(v) = policy.version_str() {
                     key.component_value("version", v)?;
@@ -752,6 +731,28 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .namespace
             .as_deref()
             .or(self.scope.namespace.as_deref())
+    }
+
+    /// This thread's copy of the namespace of cache records and leases (`default`
+    /// unless one is set).
+    fn namespace_copy(&self) -> Arc<str> {
+        thread_local! {
+            static DEFAULT: Arc<str> = Arc::from("default");
+        }
+        match self
+            .def
+            .namespace
+            .as_ref()
+            .or(self.scope.namespace.as_ref())
+        {
+            Some(namespace) => thread_copy(namespace),
+            None => DEFAULT.with(Arc::clone),
+        }
+    }
+
+    /// The cache record the run looks up (once its key is known).
+    fn cache_record(&self) -> &str {
+        self.info.cache_record().unwrap_or_default()
     }
 
     fn cache_key(
@@ -857,7 +858,6 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let Some(key) = self.cache_key(policy)? else {
             return Ok(Lookup::Miss(None));
         };
-        let hex = key.to_hex();
         let store = self.cache_store().await?;
         // Borrowed for the tier's lookup; owned only where a miss or a lock keeps it.
         let key_ref = TierKeyRef {
@@ -881,17 +881,18 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         };
         let mut replace = refresh;
         let now = self.scope.clock.now();
-        let location = record_location(self.namespace().unwrap_or("default"), &hex);
-        self.info.cache_key = Some(hex);
-        self.info.cache_record = Some(location);
-        self.info.cache_store = Some(store.url().to_owned());
-        // Borrowed from the run's record until a miss needs its own copy.
-        let location = self.info.cache_record.as_deref().unwrap_or_default();
+        self.info.cache = Some(CacheRef::new(
+            key,
+            self.namespace_copy(),
+            thread_copy(store.url_arc()),
+        ));
         if !refresh && self.def.memory_tier {
-            if let Some(value) = self.tier_hit(&store, location, &key_ref, now).await {
+            if let Some(value) = self.tier_hit(&store, &key_ref, now).await {
                 return Ok(Lookup::Hit(value));
             }
         }
+        // Borrowed from the run's record until a miss needs its own copy.
+        let location = self.cache_record();
         if !refresh {
             match store.read_hit::<O>(location).await {
                 Ok(record) if !record.is_expired(now) => {
@@ -925,7 +926,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 Ok(record) => {
                     tracing::debug!(
                         "Task run '{}' - cache record '{location}' expired at {:?}",
-                        self.info.name,
+                        self.info.name(),
                         record.expires
                     );
                     replace = true;
@@ -934,7 +935,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Serialization) => {
                     tracing::warn!(
                         "Task run '{}' - ignoring unusable cache record: {e}",
-                        self.info.name
+                        self.info.name()
                     );
                     replace = true;
                 }
@@ -949,7 +950,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     // A cache is an optimization: a store that cannot answer is a miss.
                     tracing::warn!(
                         "Task run '{}' - cache record '{location}' cannot be read, running the task: {e}",
-                        self.info.name
+                        self.info.name()
                     );
                 }
             }
@@ -998,24 +999,25 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     async fn tier_hit(
         &self,
         store: &ResultStore,
-        location: &str,
         tier_key: &TierKeyRef<'_>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<O> {
         let tier = MemoryTier::global();
         match tier.lookup::<O>(tier_key, now, self.revalidate_after())? {
             TierHit::Fresh(value) => Some(value),
-            TierHit::Stale { value, version } => match store.version_of(location).await {
-                Ok(current) if current.is_some() && current == version => {
-                    tier.confirm(tier_key, now);
-                    Some(value)
+            TierHit::Stale { value, version } => {
+                match store.version_of(self.cache_record()).await {
+                    Ok(current) if current.is_some() && current == version => {
+                        tier.confirm(tier_key, now);
+                        Some(value)
+                    }
+                    // Replaced, removed, or unknown: the store is asked again in full.
+                    _ => {
+                        tier.forget(tier_key);
+                        None
+                    }
                 }
-                // Replaced, removed, or unknown: the store is asked again in full.
-                _ => {
-                    tier.forget(tier_key);
-                    None
-                }
-            },
+            }
         }
     }
 
@@ -1060,7 +1062,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         self.info.waited = Some(started.elapsed());
                         tracing::info!(
                             "Task run '{}' - took the lease on key {key_hex} after waiting {:?}",
-                            self.info.name,
+                            self.info.name(),
                             started.elapsed()
                         );
                     }
@@ -1082,13 +1084,13 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         if waited {
                             tracing::info!(
                                 "Task run '{}' - still waiting for {holder} (key {key_hex}, {:?} so far)",
-                                self.info.name,
+                                self.info.name(),
                                 now - started
                             );
                         } else {
                             tracing::info!(
                                 "Task run '{}' - waiting for {holder}, which holds the lease on key {key_hex}",
-                                self.info.name
+                                self.info.name()
                             );
                         }
                         next_log = now + Duration::from_secs(10);
@@ -1162,7 +1164,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let info = RecordInfo {
             expires,
             key_components: slot.components.clone(),
-            task: Some(self.def.name.clone()),
+            task: Some(self.def.name.to_string()),
             output_type: Some(std::any::type_name::<O>().to_owned()),
         };
         // A run that lost its lease is no longer the holder: it must not replace what a
@@ -1202,7 +1204,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     Ok(None) | Err(_) => {
                         tracing::warn!(
                             "Task run '{}' - cache record '{}' was published by another run but cannot be read back; returning this run's value",
-                            self.info.name,
+                            self.info.name(),
                             slot.location
                         );
                         Ok(None)
@@ -1218,7 +1220,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 // The value is computed and correct: it is returned, uncached.
                 tracing::warn!(
                     "Task run '{}' - cache record '{}' cannot be written, returning the value uncached: {e}",
-                    self.info.name,
+                    self.info.name(),
                     slot.location
                 );
                 Ok(None)

@@ -34,7 +34,7 @@ pub(crate) struct RunScope {
     pub strict_cache: Option<bool>,
     pub settings: Arc<Settings>,
     pub clock: Arc<dyn Clock>,
-    pub namespace: Option<String>,
+    pub namespace: Option<Arc<str>>,
     /// Resuming an earlier run of this id ([`crate::Flow::resume`]).
     pub resuming: bool,
     pub(super) ephemeral: bool,
@@ -242,9 +242,9 @@ impl RunScope {
                 .iter()
                 .map(|r| {
                     let mut m = BTreeMap::new();
-                    m.insert("task", r.task.clone());
-                    m.insert("name", r.name.clone());
-                    m.insert("id", r.id.clone());
+                    m.insert("task", r.task().to_owned());
+                    m.insert("name", r.name().to_owned());
+                    m.insert("id", r.id().to_owned());
                     m.insert("map_index", r.map_index.to_string());
                     m.insert("state", r.state.to_string());
                     if let Some(l) = &r.location {

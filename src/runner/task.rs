@@ -74,7 +74,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         });
         Task {
             def: Arc::new(TaskDef {
-                name: name.into(),
+                name: Arc::from(name.into()),
                 body,
                 input_names: Vec::new(),
                 signature: Some(Signature::of::<I, O>(&[])),
@@ -459,7 +459,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// Keeps this task's cache entries apart from other namespaces (Flyte's project
     /// and domain), e.g. `"etl/production"`.
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
-        let namespace = namespace.into();
+        let namespace: Arc<str> = Arc::from(namespace.into());
         self.edit(|d| d.namespace = Some(namespace))
     }
 

@@ -61,7 +61,7 @@ fn flow(name: &str) -> Flow {
 
 /// The states of a flow run's task runs, in the order they finished.
 fn states<T>(run: &FlowRun<T>) -> Vec<State> {
-    run.task_runs().iter().map(|r| r.state.clone()).collect()
+    run.task_runs().iter().map(|r| r.state().clone()).collect()
 }
 
 /// Where the record of `key_hex` lives in `namespace`.
@@ -159,8 +159,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 
 fn cache_key_of<O>(run: &cairn::TaskRun<O>) -> String {
     run.info()
-        .cache_key
-        .clone()
+        .cache_key()
+        .map(str::to_owned)
         .unwrap_or_else(|| panic!("run {} has no cache key", run.name()))
 }
 
@@ -189,8 +189,8 @@ pub async fn default_policy_caches_within_a_flow_run(store: &ResultStore) {
     assert_eq!(executions(&runs), 2);
     // The two entries are records in the store under test.
     assert_eq!(cache_entries(store).await.len(), 2);
-    let key = first.task_runs()[0].cache_key.clone().unwrap();
-    assert_eq!(first.task_runs()[1].cache_key.as_deref(), Some(&*key));
+    let key = first.task_runs()[0].cache_key().map(str::to_owned).unwrap();
+    assert_eq!(first.task_runs()[1].cache_key(), Some(&*key));
     let record = store
         .read_record::<i64>(&record_location("default", &key))
         .await
@@ -203,7 +203,7 @@ pub async fn default_policy_caches_within_a_flow_run(store: &ResultStore) {
         .await;
     assert_eq!(second.value(), Some(&2));
     assert_eq!(states(&second), [State::Completed]);
-    assert_ne!(second.task_runs()[0].cache_key.as_deref(), Some(&*key));
+    assert_ne!(second.task_runs()[0].cache_key(), Some(&*key));
     assert_eq!(executions(&runs), 3);
 }
 
@@ -307,7 +307,7 @@ pub async fn entries_expire_by_the_flow_clock(store: &ResultStore) {
         );
         assert_eq!(executions(&runs), 2, "memory tier {tier}");
         // The replacing record expires 10 s after its write, by the flow's clock.
-        let key = run.task_runs()[0].cache_key.clone().unwrap();
+        let key = run.task_runs()[0].cache_key().map(str::to_owned).unwrap();
         let record = store
             .read_record::<i64>(&record_location("default", &key))
             .await
@@ -449,7 +449,7 @@ pub async fn shared_cache_key_across_tasks_and_flows(store: &ResultStore) {
     assert_eq!((a.value(), states(&a)), (Some(&1), vec![State::Completed]));
     assert_eq!((b.value(), states(&b)), (Some(&1), vec![State::Cached]));
     assert_eq!((c.value(), states(&c)), (Some(&2), vec![State::Completed]));
-    assert_eq!(a.task_runs()[0].cache_key, b.task_runs()[0].cache_key);
+    assert_eq!(a.task_runs()[0].cache_key(), b.task_runs()[0].cache_key());
     assert_eq!(executions(&runs), 2);
     assert_eq!(cache_entries(store).await.len(), 2);
 }
@@ -592,7 +592,7 @@ pub async fn prefect_1_validators(store: &ResultStore) {
         [a.state(), b.state()],
         [&State::Completed, &State::Completed]
     );
-    assert_eq!(a.info().cache_key, None);
+    assert_eq!(a.info().cache_key(), None);
     assert_eq!(executions(&runs), 2);
     assert_eq!(cache_entries(store).await, before);
 }
@@ -1025,11 +1025,8 @@ pub async fn memory_tier_serves_hits_already_seen(store: &ResultStore) {
     assert_eq!(first.state(), &State::Completed);
     let location = record_location("default", &cache_key_of(&first));
     // The run says where its record is.
-    assert_eq!(
-        first.info().cache_record.as_deref(),
-        Some(location.as_str())
-    );
-    assert_eq!(first.info().cache_store.as_deref(), Some(store.url()));
+    assert_eq!(first.info().cache_record(), Some(location.as_str()));
+    assert_eq!(first.info().cache_store(), Some(store.url()));
     store.delete(&location).await.unwrap();
 
     // Within the trust bound, the tier answers without asking the store.
@@ -1051,7 +1048,7 @@ pub async fn memory_tier_serves_hits_already_seen(store: &ResultStore) {
     let held = with_tier.run(7).await;
     assert!(cairn::cache::MemoryTier::global().remove_task_run(held.info()));
     store
-        .delete(held.info().cache_record.as_deref().unwrap())
+        .delete(held.info().cache_record().unwrap())
         .await
         .unwrap();
     assert_eq!(with_tier.run(7).await.state(), &State::Completed);
@@ -1097,7 +1094,13 @@ pub async fn memory_tier_revalidates_replaced_records(store: &ResultStore) {
     assert_eq!(executions(&runs), 4);
 
     // A record deleted from the store is not served past the bound.
-    let location = strict.run(1).await.info().cache_record.clone().unwrap();
+    let location = strict
+        .run(1)
+        .await
+        .info()
+        .cache_record()
+        .map(str::to_owned)
+        .unwrap();
     store.delete(&location).await.unwrap();
     assert_eq!(value(strict.run(1).await), (State::Completed, 5));
 }
@@ -1355,7 +1358,7 @@ pub async fn key_fn_policy(store: &ResultStore) {
         [d.state(), e.state()],
         [&State::Completed, &State::Completed]
     );
-    assert_eq!(d.info().cache_key, None);
+    assert_eq!(d.info().cache_key(), None);
     assert_eq!(executions(&runs), 4);
     assert_eq!(cache_entries(store).await.len(), 2);
 }
@@ -1409,7 +1412,7 @@ pub async fn golden_task_cache_key(store: &ResultStore) {
         .await;
     let keys: Vec<_> = [&first, &second, &narrow]
         .iter()
-        .map(|r| r.task_runs()[0].cache_key.clone().unwrap())
+        .map(|r| r.task_runs()[0].cache_key().map(str::to_owned).unwrap())
         .collect();
     assert_eq!(keys[0], GOLDEN_ADD_ONE_KEY);
     assert_eq!(keys[1], GOLDEN_ADD_ONE_KEY, "another flow run");
@@ -1429,10 +1432,7 @@ pub async fn golden_task_cache_key(store: &ResultStore) {
     let run = flow("golden")
         .run((), |_| async { per_run.call(1).await })
         .await;
-    assert_ne!(
-        run.task_runs()[0].cache_key.as_deref(),
-        Some(GOLDEN_ADD_ONE_KEY)
-    );
+    assert_ne!(run.task_runs()[0].cache_key(), Some(GOLDEN_ADD_ONE_KEY));
 }
 
 /// Generates one `#[tokio::test]` per caching behaviour for the store that `$make` (an

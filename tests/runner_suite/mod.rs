@@ -42,9 +42,9 @@ pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
         "{:?}",
         first.error().map(|e| e.to_string())
     );
-    assert_eq!(first.task_runs()[0].state, State::Completed);
+    assert_eq!(first.task_runs()[0].state(), &State::Completed);
     assert_eq!(
-        first.task_runs()[0].location.as_deref(),
+        first.task_runs()[0].location(),
         Some("Friday/report-mon.txt")
     );
     assert_eq!(
@@ -58,7 +58,7 @@ pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
             task.run("mon".to_string()).await.into_result()
         })
         .await;
-    assert_eq!(second.task_runs()[0].state, State::Cached);
+    assert_eq!(second.task_runs()[0].state(), &State::Cached);
     assert_eq!(second.value().map(String::as_str), Some("sales on mon"));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran again");
 
@@ -67,7 +67,7 @@ pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
     let third = flow
         .run((), |_| async move { task.call("tue".to_string()).await })
         .await;
-    assert_eq!(third.task_runs()[0].state, State::Completed);
+    assert_eq!(third.task_runs()[0].state(), &State::Completed);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -115,7 +115,7 @@ pub async fn checkpoints_land_where_the_location_says(store: &ResultStore) {
     let locations: Vec<_> = run
         .task_runs()
         .iter()
-        .map(|r| r.location.clone().unwrap())
+        .map(|r| r.location().map(str::to_owned).unwrap())
         .collect();
     let record = format!("runs/v1/etl/{}/aggregate/0", run.id());
     assert_eq!(
@@ -159,7 +159,7 @@ pub async fn nothing_is_persisted_unless_asked(store: &ResultStore) {
         .run((), |_| async move { task.call("a".into()).await })
         .await;
     assert_eq!(run.state(), &State::Completed);
-    assert_eq!(run.task_runs()[0].location, None);
+    assert_eq!(run.task_runs()[0].location(), None);
     use futures::TryStreamExt;
     let listed: Vec<_> = store.list("").try_collect().await.unwrap();
     assert!(listed.is_empty(), "something was written: {listed:?}");
@@ -236,7 +236,7 @@ pub async fn only_inputs_a_template_names_become_template_values(store: &ResultS
         "{:?}",
         run.error().map(ToString::to_string)
     );
-    assert_eq!(run.info().location.as_deref(), Some("grids/mon.json"));
+    assert_eq!(run.info().location(), Some("grids/mon.json"));
     assert!(store.exists("grids/mon.json").await.unwrap());
 
     let naming = make("grids/{grid}.json").run(("mon".into(), grid)).await;
@@ -333,7 +333,10 @@ pub async fn byte_outputs_are_stored_raw(store: &ResultStore) {
         .await;
     assert_eq!(run.state(), &State::Completed);
     assert_eq!(runs.load(Ordering::SeqCst), 4);
-    let record_at = run.task_runs()[0].cache_record.clone().unwrap();
+    let record_at = run.task_runs()[0]
+        .cache_record()
+        .map(str::to_owned)
+        .unwrap();
     let record = store.read_record::<Bytes>(&record_at).await.unwrap();
     assert_eq!(record.header.serializer, "bytes");
     assert_eq!(record.value, value);
