@@ -35,7 +35,7 @@ pub struct TaskRunInfo {
     pub(crate) name: OnceLock<Box<str>>,
     pub(crate) map_index: u64,
     pub(crate) state: State,
-    pub(crate) states: SmallVec<[State; 4]>,
+    pub(crate) states: SmallVec<[State; 3]>,
     pub(crate) attempts: u32,
     pub(crate) location: Option<String>,
     pub(crate) cache: Option<CacheRef>,
