@@ -42,14 +42,13 @@ pub struct TaskRunInfo {
     pub(crate) waited: Option<Duration>,
 }
 
-/// The cache record a run looked up: its key, namespace and store, with the key's hex and
-/// the record's location written out on first use.
+/// The cache record a run looked up: its key, namespace and store, with the record's
+/// location (which ends with the key's hex) written out on first use.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheRef {
     pub(crate) key: Digest,
     pub(crate) namespace: Arc<str>,
     pub(crate) store: Arc<str>,
-    hex: OnceLock<Box<str>>,
     record: OnceLock<Box<str>>,
 }
 
@@ -59,20 +58,21 @@ impl CacheRef {
             key,
             namespace,
             store,
-            hex: OnceLock::new(),
             record: OnceLock::new(),
         }
     }
 
     /// The key as 64 hex digits.
     pub(crate) fn hex(&self) -> &str {
-        self.hex.get_or_init(|| self.key.to_hex().into_boxed_str())
+        let record = self.record();
+        &record[record.len() - 64..]
     }
 
     /// `cache/v1/<namespace>/<ab>/<key>`.
     pub(crate) fn record(&self) -> &str {
         self.record.get_or_init(|| {
-            crate::cache::record_location(&self.namespace, self.hex()).into_boxed_str()
+            let hex = self.key.hex_buf();
+            crate::cache::record_location(&self.namespace, hex.as_str()).into_boxed_str()
         })
     }
 }
@@ -257,7 +257,10 @@ impl RunId {
             static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
                 std::cell::RefCell::new(rand::rngs::SmallRng::from_rng(&mut rand::rng()));
         }
-        let bytes: [u8; 16] = RNG.with(|rng| rng.borrow_mut().random());
+        // Two 64-bit draws (an array of bytes would be drawn byte by byte).
+        let bytes = RNG
+            .with(|rng| rng.borrow_mut().random::<u128>())
+            .to_le_bytes();
         let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         id.hyphenated().encode_lower(&mut buf);

@@ -109,7 +109,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.expect("\"")?;
         let rest = self.rest();
-        let len = rest.iter().position(|&b| b == b'"')?;
+        let len = memchr::memchr(b'"', rest)?;
         // Checked without stopping early, so that the loop runs on whole vectors.
         let plain = rest[..len]
             .iter()

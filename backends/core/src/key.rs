@@ -70,7 +70,10 @@ fn invalid_reason(key: &str) -> Option<String> {
     }
     // Almost every key is printable ASCII without '\\': one pass over its bytes tells,
     // and only the others are looked at character by character.
-    let plain = key.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\');
+    // Without stopping early, so that the loop runs on whole vectors.
+    let plain = key
+        .bytes()
+        .fold(true, |ok, b| ok & (0x20..0x7f).contains(&b) & (b != b'\\'));
     if !plain {
         if let Some(c) = key.chars().find(|c| c.is_control()) {
             return Some(format!("control character {c:?} is not allowed"));

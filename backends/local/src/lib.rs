@@ -280,7 +280,7 @@ fn version_of(meta: &fs::Metadata) -> String {
 /// `{ino:x}-{mtime:x}.{nsec:x}-{size:x}`, written without the formatting machinery
 /// (it is built on every read).
 fn version_string(ino: u64, mtime: i64, nsec: i64, size: u64) -> String {
-    fn hex(out: &mut String, v: u64) {
+    fn hex(out: &mut Vec<u8>, v: u64) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 16];
         let mut i = buf.len();
@@ -293,18 +293,18 @@ fn version_string(ino: u64, mtime: i64, nsec: i64, size: u64) -> String {
                 break;
             }
         }
-        out.extend(buf[i..].iter().map(|&b| b as char));
+        out.extend_from_slice(&buf[i..]);
     }
-    let mut out = String::with_capacity(48);
+    let mut out = Vec::with_capacity(67);
     hex(&mut out, ino);
-    out.push('-');
+    out.push(b'-');
     // `{:x}` of a signed integer prints its two's complement bits.
     hex(&mut out, mtime as u64);
-    out.push('.');
+    out.push(b'.');
     hex(&mut out, nsec as u64);
-    out.push('-');
+    out.push(b'-');
     hex(&mut out, size);
-    out
+    String::from_utf8(out).expect("hex digits and separators are ASCII")
 }
 
 fn object_meta(key: Key, meta: &fs::Metadata) -> ObjectMeta {

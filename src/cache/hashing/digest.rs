@@ -27,7 +27,7 @@ impl Digest {
     }
 
     /// The hex digits in a stack buffer.
-    pub(super) fn hex_buf(&self) -> HexBuf {
+    pub(crate) fn hex_buf(&self) -> HexBuf {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 64];
         for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
@@ -39,10 +39,10 @@ impl Digest {
 }
 
 /// A digest's 64 hex digits, without an allocation.
-pub(super) struct HexBuf([u8; 64]);
+pub(crate) struct HexBuf([u8; 64]);
 
 impl HexBuf {
-    pub(super) fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("hex digits are ASCII")
     }
 }
