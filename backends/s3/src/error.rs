@@ -28,6 +28,9 @@ pub(crate) enum Class {
     /// Nothing listens at the endpoint (connection refused): reported at once, not
     /// retried.
     Refused,
+    /// The multipart upload named is not open (`NoSuchUpload`): completed, or aborted
+    /// (by a lifecycle rule, or by a writer clearing uploads a lost answer opened).
+    NoSuchUpload,
     /// Anything else.
     Other,
 }
@@ -67,8 +70,8 @@ pub(crate) fn classify(code: Option<&str>, status: Option<u16>) -> Class {
             | "ServiceUnavailable"
             | "OperationAborted",
         ) => return Class::Transient,
-        // `NoSuchUpload` and the like are 404s that do not mean "no such object".
-        Some("NoSuchUpload") => return Class::Other,
+        // A 404 that does not mean "no such object".
+        Some("NoSuchUpload") => return Class::NoSuchUpload,
         _ => {}
     }
     match status {
@@ -361,7 +364,10 @@ mod tests {
             Class::NoSuchBucket
         );
         assert_eq!(classify(Some("NoSuchKey"), Some(404)), Class::NotFound);
-        assert_eq!(classify(Some("NoSuchUpload"), Some(404)), Class::Other);
+        assert_eq!(
+            classify(Some("NoSuchUpload"), Some(404)),
+            Class::NoSuchUpload
+        );
         assert_eq!(classify(Some("NotFound"), Some(404)), Class::NotFound);
         assert_eq!(
             classify(Some("PreconditionFailed"), Some(412)),

@@ -541,6 +541,32 @@ impl Inner {
         payload: PutPayload,
         opts: &PutOptions,
     ) -> Result<PutResult> {
+        let mut restarted = false;
+        loop {
+            let gone = AtomicBool::new(false);
+            let result = self
+                .put_multipart_once(key, &object_key, payload.clone(), opts, &gone)
+                .await;
+            // The upload was aborted under this writer (a lifecycle rule, or another
+            // writer of the key clearing what a lost answer opened): once more, anew.
+            if result.is_err() && gone.load(Ordering::Relaxed) && !restarted {
+                tracing::debug!(backend = %self.url, key = %key, "multipart upload aborted by another party; starting it again");
+                restarted = true;
+                continue;
+            }
+            return result;
+        }
+    }
+
+    /// One multipart upload; `gone` is set when the store says it is no longer open.
+    async fn put_multipart_once(
+        self: &Arc<Self>,
+        key: &Key,
+        object_key: &str,
+        payload: PutPayload,
+        opts: &PutOptions,
+        gone: &AtomicBool,
+    ) -> Result<PutResult> {
         // A CreateMultipartUpload retried after an attempt whose answer was lost may
         // have opened an upload nobody knows the id of: found and aborted below.
         let asked = std::time::Instant::now();
@@ -550,7 +576,7 @@ impl Inner {
                 self.client
                     .create_multipart_upload()
                     .bucket(&self.config.bucket)
-                    .key(&object_key)
+                    .key(object_key)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
                     .set_content_type(opts.content_type.clone())
                     .set_metadata(metadata(&opts.metadata))
@@ -568,26 +594,26 @@ impl Inner {
         })?;
         let mut guard = AbortGuard {
             inner: Some(Arc::clone(self)),
-            object_key: object_key.clone(),
+            object_key: object_key.to_owned(),
             upload_id: upload_id.clone(),
         };
         let lost = if ambiguous {
-            self.lost_uploads(&object_key, &upload_id, asked.elapsed())
+            self.lost_uploads(object_key, &upload_id, asked.elapsed())
                 .await
         } else {
             Vec::new()
         };
         let result = self
-            .upload_parts_and_complete(key, &object_key, &upload_id, payload, opts)
+            .upload_parts_and_complete(key, object_key, &upload_id, payload, opts, gone)
             .await;
         guard.inner = None;
         if result.is_err() {
-            self.abort(&object_key, &upload_id).await;
+            self.abort(object_key, &upload_id).await;
         }
         for id in lost {
             // Still without a single part after this whole upload: no writer uses it.
-            if matches!(self.parts_size(&object_key, &id).await, Ok(0)) {
-                self.abort(&object_key, &id).await;
+            if matches!(self.parts_size(object_key, &id).await, Ok(0)) {
+                self.abort(object_key, &id).await;
             }
         }
         result
@@ -647,6 +673,7 @@ impl Inner {
         upload_id: &str,
         payload: PutPayload,
         opts: &PutOptions,
+        gone: &AtomicBool,
     ) -> Result<PutResult> {
         let plan = plan_parts(payload.len(), self.config.part_size);
         tracing::debug!(
@@ -659,7 +686,14 @@ impl Inner {
         let payload = &payload;
         let parts: Vec<CompletedPart> = stream::iter(plan.into_iter().enumerate())
             .map(|(i, range)| {
-                self.upload_part(key, object_key, upload_id, i as i32 + 1, payload, range)
+                self.upload_part(
+                    key,
+                    object_key,
+                    upload_id,
+                    (i as i32 + 1, range),
+                    payload,
+                    gone,
+                )
             })
             .buffered(self.config.concurrency)
             .try_collect()
@@ -690,6 +724,11 @@ impl Inner {
             Ok(out) => Ok(PutResult {
                 version: out.e_tag().map(str::to_owned),
             }),
+            // Not open, and no attempt of ours could have completed it: aborted.
+            Err(f) if !ambiguous && f.class == Class::NoSuchUpload => {
+                gone.store(true, Ordering::Relaxed);
+                Err(self.error(f, key.as_str(), Op::Write(&opts.mode)))
+            }
             // A completion retried after the store applied it finds no such upload.
             Err(f) if ambiguous && opts.mode == PutMode::Overwrite => {
                 match recognize_applied_inner(self, key, payload).await {
@@ -706,9 +745,9 @@ impl Inner {
         key: &Key,
         object_key: &str,
         upload_id: &str,
-        number: i32,
+        (number, range): (i32, Range<u64>),
         payload: &PutPayload,
-        range: Range<u64>,
+        gone: &AtomicBool,
     ) -> Result<CompletedPart> {
         // A slice of the payload's chunks: copied only when it spans two of them.
         let body = payload.range(range.clone());
@@ -726,7 +765,12 @@ impl Inner {
                     .send()
             })
             .await
-            .map_err(|f| self.error(f, key.as_str(), Op::Other))?;
+            .map_err(|f| {
+                if f.class == Class::NoSuchUpload {
+                    gone.store(true, Ordering::Relaxed);
+                }
+                self.error(f, key.as_str(), Op::Other)
+            })?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_owned))

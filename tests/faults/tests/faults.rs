@@ -364,6 +364,90 @@ fn s3_aborts_the_upload_a_lost_answer_opened() {
     });
 }
 
+/// An upload aborted under its writer (a lifecycle rule, or another writer of the key
+/// clearing what a lost answer opened) is started again once, and the write lands.
+#[test]
+fn s3_starts_again_an_upload_aborted_under_it() {
+    rt().block_on(async {
+        let Some((proxy, backend, prefix)) = through_proxy(Kind::S3, 8).await else {
+            return;
+        };
+        let key = Key::parse("big/aborted-under-it").unwrap();
+        let object_key = format!("{prefix}/{}", key.as_str());
+        let aborted = Arc::new(AtomicU64::new(0));
+        let creates = Arc::new(AtomicU64::new(0));
+        let (a, c, k) = (
+            Arc::clone(&aborted),
+            Arc::clone(&creates),
+            object_key.clone(),
+        );
+        proxy.set_script(move |r| {
+            if r.method == "POST" && r.target.contains("uploads") && !r.target.contains("uploadId")
+            {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+            let part = r.method == "PUT" && r.target.contains("partNumber=");
+            if part && a.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The first part's upload is aborted before the part reaches the store.
+                let id = query_value(&r.target, "uploadId");
+                let k = k.clone();
+                std::thread::spawn(move || {
+                    tokio::runtime::Runtime::new().unwrap().block_on(async {
+                        s3_client()
+                            .await
+                            .abort_multipart_upload()
+                            .bucket(s3_bucket())
+                            .key(k)
+                            .upload_id(id)
+                            .send()
+                            .await
+                            .expect("AbortMultipartUpload")
+                    })
+                })
+                .join()
+                .unwrap();
+            }
+            None
+        });
+        let value = Bytes::from(payload(43, 6 * 1024 * 1024));
+        backend
+            .put(&key, value.clone().into())
+            .await
+            .unwrap_or_else(|e| panic!("a write whose upload was aborted under it: {e}"));
+        proxy.clear();
+        assert_eq!(backend.get(&key).await.unwrap(), value);
+        assert_eq!(creates.load(Ordering::SeqCst), 2, "started again once");
+        assert!(aborted.load(Ordering::SeqCst) >= 1);
+        assert!(
+            open_upload_ids(&prefix).await.is_empty(),
+            "nothing left open"
+        );
+    });
+}
+
+/// The percent-decoded value of `name` in a request target's query.
+fn query_value(target: &str, name: &str) -> String {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {target}"));
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 // ---------------------------------------------------------------------------------
 // The cache is an optimization; a target is the output.
 
