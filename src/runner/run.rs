@@ -1028,8 +1028,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         record: &str,
         tier_key: &TierKey,
     ) -> std::result::Result<Reserved<O>, TaskError> {
-        let key_hex = tier_key.key.to_hex();
-        let location = lease_location(self.namespace().unwrap_or("default"), &key_hex);
+        let hex = tier_key.key.hex_buf();
+        let key_hex = hex.as_str();
+        let location = lease_location(self.namespace().unwrap_or("default"), key_hex);
         let store_error = |this: &Self, e: Error| {
             this.error(
                 TaskErrorKind::Store,

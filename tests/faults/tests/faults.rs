@@ -330,10 +330,7 @@ fn s3_aborts_the_upload_a_lost_answer_opened() {
         let creates = Arc::new(AtomicU64::new(0));
         let c = Arc::clone(&creates);
         proxy.set_script(move |r| {
-            let create = r.method == "POST"
-                && r.target.contains("uploads")
-                && !r.target.contains("uploadId");
-            (create && c.fetch_add(1, Ordering::SeqCst) == 0).then_some(Fault::ResetAfter)
+            (opens_upload(r) && c.fetch_add(1, Ordering::SeqCst) == 0).then_some(Fault::ResetAfter)
         });
         let value = Bytes::from(payload(42, 6 * 1024 * 1024));
         backend
@@ -382,8 +379,7 @@ fn s3_starts_again_an_upload_aborted_under_it() {
             object_key.clone(),
         );
         proxy.set_script(move |r| {
-            if r.method == "POST" && r.target.contains("uploads") && !r.target.contains("uploadId")
-            {
+            if opens_upload(r) {
                 c.fetch_add(1, Ordering::SeqCst);
             }
             let part = r.method == "PUT" && r.target.contains("partNumber=");
@@ -423,6 +419,11 @@ fn s3_starts_again_an_upload_aborted_under_it() {
             "nothing left open"
         );
     });
+}
+
+/// Whether `r` is a CreateMultipartUpload (`POST <key>?uploads`).
+fn opens_upload(r: &cairn_fault_tests::RequestInfo) -> bool {
+    r.method == "POST" && r.target.contains("uploads") && !r.target.contains("uploadId")
 }
 
 /// The percent-decoded value of `name` in a request target's query.
