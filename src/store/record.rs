@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -157,14 +157,18 @@ pub(crate) fn framed_declared(
 
 /// Frames `payload` under an already built header (its digest and length must match).
 pub fn encode_header(header: &RecordHeader, payload: Bytes) -> PutPayload {
-    let json = serde_json::to_vec(header).expect("a record header always serializes");
-    let mut head = BytesMut::with_capacity(PREFIX_LEN + json.len() + HEADER_DIGEST_LEN);
-    head.put_slice(MAGIC);
-    head.put_u16_le(FORMAT_VERSION);
-    head.put_u32_le(json.len() as u32);
-    head.put_slice(&json);
-    head.put_slice(&blake3::hash(&json).as_bytes()[..HEADER_DIGEST_LEN]);
-    PutPayload::from_chunks([head.freeze(), payload])
+    // The JSON is written in place after the prefix, whose length field is filled in
+    // once the JSON's length is known.
+    let mut head = Vec::with_capacity(PREFIX_LEN + 512 + HEADER_DIGEST_LEN);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&[0; 4]);
+    super::header_write::write(header, &mut head);
+    let json_len = head.len() - PREFIX_LEN;
+    head[10..PREFIX_LEN].copy_from_slice(&(json_len as u32).to_le_bytes());
+    let digest = blake3::hash(&head[PREFIX_LEN..]);
+    head.extend_from_slice(&digest.as_bytes()[..HEADER_DIGEST_LEN]);
+    PutPayload::from_chunks([Bytes::from(head), payload])
 }
 
 /// Why a record failed its checks.
