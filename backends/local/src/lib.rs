@@ -1,20 +1,25 @@
 //! The local-disk backend of cairn.
 //!
 //! Objects are plain files below a root directory, at exactly their key, so other
-//! tools read them as they are. Every write is staged in a hidden file beside its
-//! destination (`.cairn-staged.<name>.<id>`) and published by one atomic step:
+//! tools read them as they are. Every write is staged and published by one atomic
+//! step:
 //!
-//! - `Overwrite`: `rename(2)` over the destination;
-//! - `Create`: `link(2)` to the destination, which fails if it exists, so of several
-//!   concurrent creators exactly one wins;
-//! - `IfMatch(version)`: the version is checked and the file renamed while holding an
-//!   exclusive `flock(2)` on the parent directory, which every cairn publish in that
-//!   directory takes.
+//! - `Create`: on Linux, staged in a file without a name (`O_TMPFILE`) in the
+//!   destination's directory and given its name by `linkat(2)`, which fails if the name
+//!   exists, so of several concurrent creators exactly one wins; elsewhere (or on a
+//!   filesystem without unnamed files) staged in a hidden file beside its destination
+//!   (`.cairn-staged.<name>.<id>`) and published by `renameat2(RENAME_NOREPLACE)` or
+//!   `link(2)`, which refuse an existing name the same way;
+//! - `Overwrite`: staged in a hidden file and `rename(2)`d over the destination;
+//! - `IfMatch(version)`: staged in a hidden file, the version checked and the file
+//!   renamed while holding an exclusive `flock(2)` on the parent directory, which
+//!   every cairn publish in that directory takes.
 //!
 //! With [`LocalBackend::with_fsync`] (on by default) the staged file is synced before it
 //! is published and the directory after, so a published object survives a power cut.
-//! A writer that is killed leaves at most a staged file, which reads and listings
-//! ignore and [`LocalBackend::clean_staged`] removes.
+//! A writer that is killed leaves at most a hidden staged file (an unnamed one goes
+//! with its process), which reads and listings ignore and
+//! [`LocalBackend::clean_staged`] removes.
 //!
 //! ```
 //! # async fn demo() -> cairn_backend::Result<()> {
@@ -38,7 +43,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -73,7 +78,14 @@ struct Inner {
     url: String,
     fsync: bool,
     inline_read_limit: u64,
+    /// Whether `Create` writes are staged in unnamed files: [`UNNAMED_UNKNOWN`] until
+    /// the first one tries.
+    unnamed: AtomicU8,
 }
+
+const UNNAMED_UNKNOWN: u8 = 0;
+const UNNAMED_YES: u8 = 1;
+const UNNAMED_NO: u8 = 2;
 
 /// Reads of at most this many bytes run on the calling task by default.
 pub const DEFAULT_INLINE_READ_LIMIT: u64 = 64 << 10;
@@ -121,6 +133,7 @@ impl LocalBackend {
                 root,
                 fsync: true,
                 inline_read_limit: DEFAULT_INLINE_READ_LIMIT,
+                unnamed: AtomicU8::new(UNNAMED_UNKNOWN),
             }),
         })
     }
@@ -134,6 +147,7 @@ impl LocalBackend {
                 url: self.inner.url.clone(),
                 fsync,
                 inline_read_limit: self.inner.inline_read_limit,
+                unnamed: AtomicU8::new(self.inner.unnamed.load(Ordering::Relaxed)),
             }),
         }
     }
@@ -153,6 +167,7 @@ impl LocalBackend {
                 url: self.inner.url.clone(),
                 fsync: self.inner.fsync,
                 inline_read_limit: limit,
+                unnamed: AtomicU8::new(self.inner.unnamed.load(Ordering::Relaxed)),
             }),
         }
     }
@@ -340,16 +355,17 @@ impl Drop for DirLock {
     }
 }
 
-/// A staged file that is removed on drop unless it was published.
+/// A staged file that is removed on drop unless it was published; an unnamed one
+/// (`path` is `None`) goes with its descriptor.
 struct Staged {
-    path: PathBuf,
+    path: Option<PathBuf>,
     published: bool,
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if !self.published {
-            let _ = fs::remove_file(&self.path);
+        if let (Some(path), false) = (&self.path, self.published) {
+            let _ = fs::remove_file(path);
         }
     }
 }
@@ -424,7 +440,9 @@ impl Inner {
     }
 
     /// Stages a file written by `write`, then publishes it under `mode`; with `sync`,
-    /// the file and then its directory are synced.
+    /// the file and then its directory are synced. A `Create` is staged in an unnamed
+    /// file where the system has them (see [`publish`]), anything else under a hidden
+    /// name beside the destination.
     fn put_blocking_with(
         &self,
         key: &Key,
@@ -435,32 +453,40 @@ impl Inner {
         let k = key.as_str();
         let dest = self.root.join(k);
         let parent = dest.parent().unwrap_or(&self.root);
-        let staged_path = parent.join(format!(
-            ".cairn-staged.{}.{}.{}",
-            key.file_name(),
-            std::process::id(),
-            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let create = |path: &Path| OpenOptions::new().write(true).create_new(true).open(path);
+        // A directory on a filesystem without unnamed files (another mount below the
+        // root) has its `Create` staged under a name.
+        let unnamed =
+            std::cell::Cell::new(matches!(mode, PutMode::Create) && self.unnamed_staging());
+        let mut staged = Staged {
+            path: None,
+            published: false,
+        };
+        let create = |staged: &mut Staged| {
+            if unnamed.get() {
+                match publish::open_unnamed(parent) {
+                    Err(e) if publish::unsupported(&e) => unnamed.set(false),
+                    opened => return opened,
+                }
+            }
+            let path = staged.path.get_or_insert_with(|| {
+                parent.join(format!(
+                    ".cairn-staged.{}.{}.{}",
+                    key.file_name(),
+                    std::process::id(),
+                    STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+                ))
+            });
+            OpenOptions::new().write(true).create_new(true).open(path)
+        };
         // The object's directory usually exists: it is made (and the root checked)
         // only when the staged file cannot be created without it.
-        let mut file = match create(&staged_path) {
+        let mut file = match create(&mut staged) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !self.root.is_dir() {
-                    return Err(Error::BucketNotFound {
-                        backend: self.url.clone(),
-                        bucket: self.root.display().to_string(),
-                    });
-                }
-                fs::create_dir_all(parent).map_err(|e| io_error(&self.url, k, e))?;
-                create(&staged_path).map_err(|e| io_error(&self.url, k, e))?
+                self.make_parent(k, parent)?;
+                create(&mut staged).map_err(|e| io_error(&self.url, k, e))?
             }
             Err(e) => return Err(io_error(&self.url, k, e)),
-        };
-        let mut staged = Staged {
-            path: staged_path,
-            published: false,
         };
         write(&mut file).map_err(|e| io_error(&self.url, k, e))?;
         if sync {
@@ -468,19 +494,34 @@ impl Inner {
         }
         // The published object is this inode: its version is known before publishing.
         let meta = file.metadata().map_err(|e| io_error(&self.url, k, e))?;
-        drop(file);
 
-        match mode {
-            PutMode::Create => {
-                staged.published = publish::create_new(&staged.path, &dest)
-                    .map_err(|e| io_error(&self.url, k, e))?;
+        match (&staged.path, mode) {
+            (None, _) => {
+                // Unnamed: linked while open. Its directory may have been removed
+                // since (it held no name to keep it): made again, once.
+                match publish::link_unnamed(&file, &dest) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.make_parent(k, parent)?;
+                        publish::link_unnamed(&file, &dest)
+                    }
+                    linked => linked,
+                }
+                .map_err(|e| io_error(&self.url, k, e))?;
+                drop(file);
             }
-            PutMode::Overwrite => {
+            (Some(path), PutMode::Create) => {
+                drop(file);
+                staged.published =
+                    publish::create_new(path, &dest).map_err(|e| io_error(&self.url, k, e))?;
+            }
+            (Some(path), PutMode::Overwrite) => {
+                drop(file);
                 let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
-                fs::rename(&staged.path, &dest).map_err(|e| io_error(&self.url, k, e))?;
+                fs::rename(path, &dest).map_err(|e| io_error(&self.url, k, e))?;
                 staged.published = true;
             }
-            PutMode::IfMatch(expected) => {
+            (Some(path), PutMode::IfMatch(expected)) => {
+                drop(file);
                 let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
                 let current = match fs::metadata(&dest) {
                     Ok(m) => Some(version_of(&m)),
@@ -494,7 +535,7 @@ impl Inner {
                         expected,
                     });
                 }
-                fs::rename(&staged.path, &dest).map_err(|e| io_error(&self.url, k, e))?;
+                fs::rename(path, &dest).map_err(|e| io_error(&self.url, k, e))?;
                 staged.published = true;
             }
         }
@@ -506,6 +547,41 @@ impl Inner {
         Ok(PutResult {
             version: Some(version_of(&meta)),
         })
+    }
+
+    /// Makes the directory of a staged file, checking first that the root exists (a
+    /// missing root is a missing bucket, not a directory to make).
+    fn make_parent(&self, k: &str, parent: &Path) -> Result<()> {
+        if !self.root.is_dir() {
+            return Err(Error::BucketNotFound {
+                backend: self.url.clone(),
+                bucket: self.root.display().to_string(),
+            });
+        }
+        fs::create_dir_all(parent).map_err(|e| io_error(&self.url, k, e))
+    }
+
+    /// Whether `Create` writes are staged in unnamed files: tried once per backend, in
+    /// its root, by making one and linking it under a hidden name that is removed at
+    /// once. A root that does not exist yet decides nothing.
+    fn unnamed_staging(&self) -> bool {
+        match self.unnamed.load(Ordering::Relaxed) {
+            UNNAMED_YES => true,
+            UNNAMED_NO => false,
+            _ => {
+                let probe = self.root.join(format!(
+                    ".cairn-staged.probe.{}.{}",
+                    std::process::id(),
+                    STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+                ));
+                let works = publish::unnamed_works(&self.root, &probe);
+                if works || self.root.is_dir() {
+                    let decided = if works { UNNAMED_YES } else { UNNAMED_NO };
+                    self.unnamed.store(decided, Ordering::Relaxed);
+                }
+                works
+            }
+        }
     }
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -994,6 +1070,131 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["x".to_string()]);
         assert_eq!(&store.get(&key("a/x")).await.unwrap()[..], b"one");
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A store whose `Create` writes stage unnamed (where the system allows, as on
+    /// Linux) and one that stages them under a name: both publish the same way.
+    fn both_stagings(dir: &Path) -> [(LocalBackend, &'static str); 2] {
+        let unnamed = LocalBackend::new(dir).unwrap();
+        let named = LocalBackend::new(dir).unwrap();
+        named.inner.unnamed.store(UNNAMED_NO, Ordering::Relaxed);
+        [(unnamed, "unnamed"), (named, "named")]
+    }
+
+    #[tokio::test]
+    async fn a_create_publishes_once_and_leaves_no_staged_name_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        for (store, how) in both_stagings(dir.path()) {
+            let k = key(&format!("{how}/x"));
+            let put = store
+                .put_mode(&k, "one".into(), PutMode::Create)
+                .await
+                .unwrap();
+            let (meta, bytes) = store.get_bytes(&k, None).await.unwrap();
+            assert_eq!(&bytes[..], b"one", "{how}");
+            assert_eq!(
+                put.version, meta.version,
+                "{how}: the version is the file's"
+            );
+            let err = store
+                .put_mode(&k, "two".into(), PutMode::Create)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::AlreadyExists { .. }), "{how}: {err}");
+            assert_eq!(&store.get(&k).await.unwrap()[..], b"one", "{how}");
+            assert_eq!(names_in(&dir.path().join(how)), vec!["x"], "{how}");
+        }
+        // The probe of the unnamed one left nothing in the root either.
+        assert_eq!(names_in(dir.path()), vec!["named", "unnamed"]);
+        let decided = LocalBackend::new(dir.path()).unwrap();
+        decided
+            .put_mode(&key("p"), "p".into(), PutMode::Create)
+            .await
+            .unwrap();
+        let expected = if cfg!(target_os = "linux") {
+            UNNAMED_YES
+        } else {
+            UNNAMED_NO
+        };
+        assert_eq!(decided.inner.unnamed.load(Ordering::Relaxed), expected);
+    }
+
+    #[tokio::test]
+    async fn of_concurrent_creators_exactly_one_wins_either_way() {
+        let dir = tempfile::tempdir().unwrap();
+        for (store, how) in both_stagings(dir.path()) {
+            let k = key(&format!("{how}/race"));
+            let writes = (0..16u8).map(|i| {
+                let (store, k) = (store.clone(), k.clone());
+                tokio::spawn(async move {
+                    store
+                        .put_mode(&k, vec![i; 4096].into(), PutMode::Create)
+                        .await
+                })
+            });
+            let results = futures::future::join_all(writes).await;
+            let won: Vec<_> = results
+                .iter()
+                .filter(|r| r.as_ref().unwrap().is_ok())
+                .collect();
+            assert_eq!(won.len(), 1, "{how}");
+            for r in results {
+                if let Err(e) = r.unwrap() {
+                    assert!(matches!(e, Error::AlreadyExists { .. }), "{how}: {e}");
+                }
+            }
+            let bytes = store.get(&k).await.unwrap();
+            assert!(
+                bytes.len() == 4096 && bytes.iter().all(|b| *b == bytes[0]),
+                "{how}"
+            );
+            assert_eq!(names_in(&dir.path().join(how)), vec!["race"], "{how}");
+        }
+    }
+
+    /// An unnamed staged file keeps no name in its directory, so the directory can be
+    /// removed while it is written: it is made again and the write lands.
+    #[tokio::test]
+    async fn a_create_whose_directory_is_removed_while_it_writes_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        for (store, how) in both_stagings(dir.path()) {
+            let sub = dir.path().join(how).join("d");
+            let gone = sub.clone();
+            let head = Box::new(move || {
+                // Removable only when nothing is staged in it under a name.
+                let removed = fs::remove_dir(&gone).is_ok();
+                Bytes::from_static(if removed { b"GONE" } else { b"KEPT" })
+            });
+            let k = key(&format!("{how}/d/x"));
+            store
+                .put_framed(&k, 4, head, Bytes::from_static(b"body"), put_create())
+                .await
+                .unwrap();
+            let bytes = store.get(&k).await.unwrap();
+            let expected: &[u8] = if how == "unnamed" && cfg!(target_os = "linux") {
+                b"GONEbody"
+            } else {
+                b"KEPTbody"
+            };
+            assert_eq!(&bytes[..], expected, "{how}");
+            assert_eq!(names_in(&sub), vec!["x"], "{how}");
+        }
+    }
+
+    fn put_create() -> PutOptions {
+        PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        }
     }
 
     #[tokio::test]

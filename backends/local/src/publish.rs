@@ -1,10 +1,16 @@
 //! Publishing a staged file under its final name without replacing an existing one.
 //!
-//! On Linux this is one `renameat2(RENAME_NOREPLACE)`: atomic, and refused with
-//! `EEXIST` when the name is taken. A filesystem without that flag (`EINVAL`, as on
-//! some network filesystems) falls back to `link(2)`, which refuses an existing
-//! destination just the same; the staged name is then removed by its owner.
+//! On Linux the file is staged without a name (`O_TMPFILE` in the destination's
+//! directory) and given its name by one `linkat(2)` once it is complete: atomic,
+//! refused with `EEXIST` when the name is taken, and a writer killed before it leaves
+//! nothing behind. Where unnamed files are not available (another system, a
+//! filesystem without `O_TMPFILE`, no `/proc`), the file is staged under a hidden name
+//! and published by one `renameat2(RENAME_NOREPLACE)`, refused the same way; a
+//! filesystem without that flag (`EINVAL`, as on some network filesystems) falls back
+//! to `link(2)`, which refuses an existing destination just the same; the staged name
+//! is then removed by its owner.
 
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
@@ -24,7 +30,7 @@ pub(crate) fn link(staged: &Path, dest: &Path) -> io::Result<()> {
     std::fs::hard_link(staged, dest)
 }
 
-fn unsupported(e: &io::Error) -> bool {
+pub(crate) fn unsupported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
@@ -57,6 +63,76 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn rename_no_replace(_from: &Path, _to: &Path) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// A new file without a name in `dir` (`O_TMPFILE`), to be written and then given its
+/// name by [`link_unnamed`]. Fails with an error [`unsupported`] accepts where the
+/// system or the filesystem has no unnamed files.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_unnamed(dir: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o666)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            // Kernels older than `O_TMPFILE` take it for `O_DIRECTORY`.
+            Some(libc::EISDIR) => io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+            _ => e,
+        })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_unnamed(_dir: &Path) -> io::Result<File> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Gives the unnamed `file` the name `dest`, unless `dest` exists (then
+/// `AlreadyExists`): a link through `/proc/self/fd`, which needs no privilege.
+#[cfg(target_os = "linux")]
+pub(crate) fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut from = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let fd = file.as_raw_fd().to_string();
+    from[14..14 + fd.len()].copy_from_slice(fd.as_bytes());
+    let to = CString::new(dest.as_os_str().as_bytes())?;
+    // SAFETY: `from` is NUL-terminated (a descriptor has at most 10 digits) and `to` is
+    // a valid C string; both outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr().cast(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn link_unnamed(_file: &File, _dest: &Path) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Whether unnamed staging works in `dir`: an unnamed file is made and linked as
+/// `probe`, which is removed at once.
+pub(crate) fn unnamed_works(dir: &Path, probe: &Path) -> bool {
+    let Ok(file) = open_unnamed(dir) else {
+        return false;
+    };
+    let linked = link_unnamed(&file, probe).is_ok();
+    if linked {
+        let _ = std::fs::remove_file(probe);
+    }
+    linked
 }
 
 #[cfg(test)]
