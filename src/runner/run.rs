@@ -82,7 +82,7 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
     let id = RunId::new();
     let scope = scope.unwrap_or_else(|| {
         Arc::new(RunScope::ephemeral(
-            id.as_str(),
+            &id.hyphenated(),
             def.clock.clone(),
             def.settings.clone(),
         ))
@@ -121,8 +121,7 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
 
 impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     fn enter(&mut self, state: State) {
-        self.info.state = state.clone();
-        self.info.states.push(state);
+        self.info.enter(state);
     }
 
     fn error(
@@ -157,7 +156,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 if !(self.scope.overwrite || self.def.refresh) {
                     match store.read::<O>(&location).await {
                         Ok(value) => {
-                            self.info.location = Some(location);
+                            self.info.location = Some(location.into());
                             return Ok((value, State::Cached));
                         }
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -195,7 +194,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             let store = self.store().await?;
             match store.read_record::<O>(location).await {
                 Ok(record) => {
-                    self.info.location = Some(location.clone());
+                    self.info.location = Some(location.as_str().into());
                     return Ok((record.value, State::Cached));
                 }
                 Err(e)
@@ -284,21 +283,21 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let Ok(store) = self.scope.default_store().await else {
             return; // the run itself reports a store that cannot be opened
         };
-        let seq = self.info.states.len() - 1;
+        let seq = self.info.states().len() - 1;
         let location = crate::runner::resume::transition_location(
             self.scope,
             &self.def.name,
             &identity,
             self.info.id(),
             seq,
-            &self.info.state,
+            self.info.state(),
         );
         let transition = crate::runner::resume::Transition {
             task: self.def.name.to_string(),
             task_run_id: self.info.id().to_owned(),
             task_run_name: self.info.name().to_owned(),
             map_index: self.info.map_index,
-            state: self.info.state.to_string(),
+            state: self.info.state().to_string(),
             attempts: self.info.attempts,
             at: self.scope.clock.now(),
             host: crate::cache::host_name(),
@@ -379,7 +378,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     ))
                 }
             }
-            self.info.location = Some(location);
+            self.info.location = Some(location.into());
         } else if self.checkpointing() {
             self.checkpoint(&value).await?;
         }
@@ -655,7 +654,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         };
         match result {
             (location, Ok(())) => {
-                self.info.location = Some(location);
+                self.info.location = Some(location.into());
                 Ok(())
             }
             (location, Err(e)) => Err(self.error(

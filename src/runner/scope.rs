@@ -246,9 +246,9 @@ impl RunScope {
                     m.insert("name", r.name().to_owned());
                     m.insert("id", r.id().to_owned());
                     m.insert("map_index", r.map_index.to_string());
-                    m.insert("state", r.state.to_string());
+                    m.insert("state", r.state().to_string());
                     if let Some(l) = &r.location {
-                        m.insert("location", l.clone());
+                        m.insert("location", l.to_string());
                     }
                     m
                 })

@@ -1,10 +1,9 @@
 //! A task run as recorded: its state history, attempts, location and key, and its
 //! value or error; and the ids runs are named by.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use smallvec::SmallVec;
 
 use crate::cache::hashing::Digest;
 use crate::runner::error::TaskError;
@@ -32,15 +31,23 @@ use crate::runner::state::State;
 pub struct TaskRunInfo {
     pub(crate) task: Arc<str>,
     pub(crate) id: RunId,
-    pub(crate) name: OnceLock<Box<str>>,
+    /// The id and then the name, written out together on first use.
+    text: OnceLock<Box<str>>,
     pub(crate) map_index: u64,
-    pub(crate) state: State,
-    pub(crate) states: SmallVec<[State; 3]>,
+    /// Every state so far, the current one last: one of the histories nearly every run
+    /// has, shared, or a list of its own.
+    states: Cow<'static, [State]>,
     pub(crate) attempts: u32,
-    pub(crate) location: Option<String>,
+    pub(crate) location: Option<Box<str>>,
     pub(crate) cache: Option<CacheRef>,
     pub(crate) waited: Option<Duration>,
 }
+
+/// The histories nearly every run has.
+static PENDING: [State; 1] = [State::Pending];
+static STARTED: [State; 2] = [State::Pending, State::Running];
+static COMPLETED: [State; 3] = [State::Pending, State::Running, State::Completed];
+static CACHED: [State; 3] = [State::Pending, State::Running, State::Cached];
 
 /// The cache record a run looked up: its key, namespace and store, with the record's
 /// location (which ends with the key's hex) written out on first use.
@@ -86,20 +93,44 @@ impl PartialEq for CacheRef {
 
 impl TaskRunInfo {
     pub(crate) fn new(task: Arc<str>, id: RunId, map_index: u64) -> Self {
-        let mut states = SmallVec::new();
-        states.push(State::Pending);
         TaskRunInfo {
             task,
             id,
-            name: OnceLock::new(),
+            text: OnceLock::new(),
             map_index,
-            state: State::Pending,
-            states,
+            states: Cow::Borrowed(&PENDING),
             attempts: 0,
             location: None,
             cache: None,
             waited: None,
         }
+    }
+
+    /// Moves the run to `state`.
+    pub(crate) fn enter(&mut self, state: State) {
+        let shared: Option<&'static [State]> = match (&*self.states, &state) {
+            ([State::Pending], State::Running) => Some(&STARTED),
+            ([State::Pending, State::Running], State::Completed) => Some(&COMPLETED),
+            ([State::Pending, State::Running], State::Cached) => Some(&CACHED),
+            _ => None,
+        };
+        match shared {
+            Some(history) => self.states = Cow::Borrowed(history),
+            None => self.states.to_mut().push(state),
+        }
+    }
+
+    /// The id and the name: `<id><task>-<first three characters of the id>`.
+    fn text(&self) -> &str {
+        self.text.get_or_init(|| {
+            let id = self.id.hyphenated();
+            let mut text = String::with_capacity(id.len() + self.task.len() + 4);
+            text.push_str(&id);
+            text.push_str(&self.task);
+            text.push('-');
+            text.push_str(&id[..3]);
+            text.into_boxed_str()
+        })
     }
 
     /// The task's name.
@@ -110,18 +141,12 @@ impl TaskRunInfo {
     /// The run's name: the task's name and the first characters of its id
     /// (`add_one-d85`).
     pub fn name(&self) -> &str {
-        self.name.get_or_init(|| {
-            let mut name = String::with_capacity(self.task.len() + 4);
-            name.push_str(&self.task);
-            name.push('-');
-            name.push_str(&self.id.as_str()[..3]);
-            name.into_boxed_str()
-        })
+        &self.text()[RunId::LEN..]
     }
 
     /// The run's id (a UUID v4).
     pub fn id(&self) -> &str {
-        self.id.as_str()
+        &self.text()[..RunId::LEN]
     }
 
     /// The run's index among this task's runs in the flow run.
@@ -131,7 +156,9 @@ impl TaskRunInfo {
 
     /// The final state.
     pub fn state(&self) -> &State {
-        &self.state
+        self.states
+            .last()
+            .expect("a run has a state from the start")
     }
 
     /// Every state the run went through, in order.
@@ -179,7 +206,7 @@ impl std::fmt::Debug for TaskRunInfo {
             .field("name", &self.name())
             .field("id", &self.id())
             .field("map_index", &self.map_index)
-            .field("state", &self.state)
+            .field("state", self.state())
             .field("states", &self.states())
             .field("attempts", &self.attempts)
             .field("location", &self.location)
@@ -193,11 +220,10 @@ impl std::fmt::Debug for TaskRunInfo {
 
 impl PartialEq for TaskRunInfo {
     fn eq(&self, other: &Self) -> bool {
-        // The name follows from the task and the id.
+        // The id and the name follow from the task and the id.
         self.task == other.task
             && self.id == other.id
             && self.map_index == other.map_index
-            && self.state == other.state
             && self.states == other.states
             && self.attempts == other.attempts
             && self.location == other.location
@@ -216,7 +242,7 @@ pub struct TaskRun<O> {
 impl<O> TaskRun<O> {
     /// The final state.
     pub fn state(&self) -> &State {
-        &self.info.state
+        self.info.state()
     }
     /// The value, when the run succeeded.
     pub fn value(&self) -> Option<&O> {
@@ -243,11 +269,14 @@ impl<O> TaskRun<O> {
     }
 }
 
-/// A run's id: a UUID v4 in its 36-character form, kept inline.
+/// A run's id: a UUID v4, kept as its 128 bits and written out when asked for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RunId([u8; uuid::fmt::Hyphenated::LENGTH]);
+pub(crate) struct RunId(u128);
 
 impl RunId {
+    /// The length of the written-out id.
+    pub(crate) const LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
     /// A new random id, from a fast per-thread generator seeded from the operating
     /// system's entropy (as `rand`'s thread generator is), rather than a system call
     /// per id.
@@ -261,26 +290,42 @@ impl RunId {
         let bytes = RNG
             .with(|rng| rng.borrow_mut().random::<u128>())
             .to_le_bytes();
-        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        id.hyphenated().encode_lower(&mut buf);
-        RunId(buf)
+        RunId(
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .as_u128(),
+        )
     }
 
-    pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("a UUID is ASCII")
+    /// The id in its 36-character form, on the stack.
+    pub(crate) fn hyphenated(self) -> HyphenatedId {
+        let mut buf = [0u8; Self::LEN];
+        uuid::Uuid::from_u128(self.0)
+            .hyphenated()
+            .encode_lower(&mut buf);
+        HyphenatedId(buf)
     }
 }
 
 impl std::fmt::Debug for RunId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
+        std::fmt::Debug::fmt(&*self.hyphenated(), f)
+    }
+}
+
+/// A run id written out, on the stack.
+pub(crate) struct HyphenatedId([u8; RunId::LEN]);
+
+impl std::ops::Deref for HyphenatedId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a UUID is ASCII")
     }
 }
 
 /// A new random id (a UUID v4) as a string.
 pub(crate) fn new_id() -> String {
-    RunId::new().as_str().to_owned()
+    RunId::new().hyphenated().to_string()
 }
 
 #[cfg(test)]
@@ -329,6 +374,59 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(c.cache_key(), None);
         assert_ne!(info(), a, "another run, another id");
+    }
+
+    #[test]
+    fn states_are_kept_in_order_whether_shared_or_listed() {
+        let usual = [
+            vec![State::Running, State::Completed],
+            vec![State::Running, State::Cached],
+            vec![State::Cached],
+            vec![
+                State::Running,
+                State::Retrying { attempt: 2 },
+                State::Running,
+                State::Completed,
+            ],
+            vec![State::Running, State::failed("boom")],
+            vec![State::Running, State::Completed, State::Running],
+        ];
+        for later in usual {
+            let mut info = info();
+            let mut expected = vec![State::Pending];
+            for state in later {
+                info.enter(state.clone());
+                expected.push(state);
+                assert_eq!(info.states(), expected);
+                assert_eq!(info.state(), expected.last().unwrap());
+            }
+            // A history listed on its own equals the same history shared.
+            let mut listed = info.clone();
+            listed.states = Cow::Owned(expected.clone());
+            assert_eq!(listed, info);
+            assert_eq!(format!("{listed:?}"), format!("{info:?}"));
+        }
+        let mut cached = info();
+        cached.enter(State::Running);
+        cached.enter(State::Cached);
+        assert!(
+            matches!(cached.states, Cow::Borrowed(_)),
+            "shared, not allocated"
+        );
+    }
+
+    #[test]
+    fn the_id_and_the_name_are_written_out_together() {
+        let info = info();
+        let id = info.id();
+        assert_eq!(id.len(), RunId::LEN);
+        assert_eq!(id, &*info.id.hyphenated());
+        assert_eq!(format!("{:?}", info.id), format!("{id:?}"));
+        assert_eq!(info.name(), format!("add_one-{}", &id[..3]));
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().as_u128(), info.id.0);
+        // A record a flow run keeps per task run: small enough that filling memory
+        // with them stays cheap.
+        assert!(std::mem::size_of::<TaskRunInfo>() <= 224);
     }
 
     #[test]
