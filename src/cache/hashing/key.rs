@@ -180,6 +180,14 @@ pub(crate) fn key_from_parts(
     components: &mut [(&str, Digest)],
     inputs: &mut [(&str, Digest)],
 ) -> Result<Digest, HashError> {
+    super::key_memo::key_for(components, inputs, derive_key)
+}
+
+/// [`key_from_parts`] without the memo: the encoding, hashed.
+fn derive_key(
+    components: &mut [(&str, Digest)],
+    inputs: &mut [(&str, Digest)],
+) -> Result<Digest, HashError> {
     thread_local! {
         /// The buffer of the last key built on this thread, reused.
         static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
@@ -290,6 +298,80 @@ mod tests {
             ))
             .unwrap()
         );
+    }
+
+    fn digest(n: u64) -> Digest {
+        hash_value(&n).unwrap()
+    }
+
+    /// A remembered key is the one the parts derive, in any order; parts that only
+    /// differ in where one name ends and the next begins are different parts.
+    #[test]
+    fn remembered_keys_are_the_derived_ones() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "b",
+            "bc",
+            "c",
+            "inputs",
+            "task_source",
+        ];
+        for round in 0..200u64 {
+            let pick = |i: u64| names[((round * 7 + i * 3) % names.len() as u64) as usize];
+            let mut components = vec![(pick(0), digest(round)), (pick(5), digest(round + 1))];
+            let mut inputs = vec![(pick(1), digest(round % 5))];
+            components.dedup_by_key(|(n, _)| *n);
+            let derived = derive_key(&mut components.clone(), &mut inputs.clone());
+            let first = key_from_parts(&mut components.clone(), &mut inputs.clone());
+            components.reverse();
+            let again = key_from_parts(&mut components.clone(), &mut inputs.clone());
+            let remembered = key_from_parts(&mut components, &mut inputs);
+            match derived {
+                Ok(key) => {
+                    assert_eq!(first.unwrap(), key, "round {round}");
+                    assert_eq!(again.unwrap(), key, "round {round}");
+                    assert_eq!(remembered.unwrap(), key, "round {round}");
+                }
+                Err(_) => assert!(first.is_err() && again.is_err() && remembered.is_err()),
+            }
+        }
+        let d = digest(1);
+        let split_a = key_from_parts(&mut [("ab", d), ("c", d)], &mut []).unwrap();
+        let split_b = key_from_parts(&mut [("a", d), ("bc", d)], &mut []).unwrap();
+        assert_ne!(split_a, split_b);
+        // Written out without their lengths, these two lists would read the same.
+        let x = Digest::from_bytes([b'x'; 32]);
+        let long = format!("a{}", "x".repeat(32));
+        let tail = format!("{}b", "x".repeat(32));
+        let one = key_from_parts(&mut [("a", x), (&tail, x)], &mut []).unwrap();
+        let other = key_from_parts(&mut [(&long, x), ("b", x)], &mut []).unwrap();
+        assert_ne!(one, other);
+        assert_eq!(
+            other,
+            derive_key(&mut [(&long, x), ("b", x)], &mut []).unwrap()
+        );
+        let as_input = key_from_parts(&mut [("ab", d)], &mut [("c", d)]).unwrap();
+        assert_ne!(split_a, as_input, "a component is not an input");
+        assert_eq!(
+            split_a,
+            derive_key(&mut [("ab", d), ("c", d)], &mut []).unwrap()
+        );
+    }
+
+    #[test]
+    fn failures_are_not_remembered_and_the_memo_stays_bounded() {
+        let d = digest(2);
+        for _ in 0..3 {
+            let err = key_from_parts(&mut [("x", d)], &mut [("i", d), ("i", d)]).unwrap_err();
+            assert_eq!(err.input(), Some("i"));
+        }
+        for n in 0..(2 * super::super::key_memo::CAPACITY as u64 + 10) {
+            key_from_parts(&mut [("task_source", d)], &mut [("input", digest(n))]).unwrap();
+            assert!(super::super::key_memo::remembered() <= super::super::key_memo::CAPACITY);
+        }
     }
 
     #[test]

@@ -178,6 +178,7 @@ mod digest;
 mod encoder;
 mod error;
 mod key;
+mod key_memo;
 mod unordered;
 
 pub use content::{hash_file, Blob, ContentHasher};
