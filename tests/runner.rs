@@ -1488,3 +1488,48 @@ async fn a_tilde_in_a_local_store_path_is_the_home_directory() {
     );
     std::fs::remove_dir_all(home.join(&name)).unwrap();
 }
+
+/// A flow run keeps the record of every task run, whether the caller took only the
+/// value (`call`) or the whole run (`run`): in order, with their map indexes and states,
+/// across many growths of the list that holds them; a `run`'s own record is the one
+/// the flow run keeps.
+#[tokio::test]
+async fn a_flow_run_keeps_every_task_runs_record_in_order() {
+    let task = Task::infallible("double", |x: u64| async move { x * 2 })
+        .cache_policy(cairn::cache::INPUTS)
+        .result_storage(ResultStore::memory());
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let kept = runs.clone();
+    let run = Flow::new("many")
+        .run((), move |_| async move {
+            for i in 0..2_500u64 {
+                if i % 7 == 0 {
+                    let run = task.run(i % 1_000).await;
+                    assert_eq!(run.value(), Some(&(2 * (i % 1_000))));
+                    kept.lock().unwrap().push((i, run.info().clone()));
+                } else {
+                    assert_eq!(task.call(i % 1_000).await?, 2 * (i % 1_000));
+                }
+            }
+            Ok::<_, cairn::TaskError>(())
+        })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    let records = run.task_runs();
+    assert_eq!(records.len(), 2_500);
+    for (i, record) in records.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(record.map_index(), i);
+        let expected = if i < 1_000 {
+            State::Completed
+        } else {
+            State::Cached
+        };
+        assert_eq!(record.state(), &expected, "run {i}");
+        assert_eq!(record.states().len(), 3, "run {i}");
+    }
+    for (i, info) in runs.lock().unwrap().iter() {
+        assert_eq!(&records[*i as usize], info, "run {i}");
+        assert_eq!(records[*i as usize].name(), info.name());
+    }
+}

@@ -50,6 +50,33 @@ struct CacheSlot {
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
+/// A finished run, before it is recorded in its flow run: its record and its value or
+/// error.
+struct Finished<O> {
+    scope: Arc<RunScope>,
+    info: TaskRunInfo,
+    result: std::result::Result<O, TaskError>,
+}
+
+impl<O> Finished<O> {
+    /// The run as its caller sees it, its record kept in the flow run too.
+    fn into_task_run(self) -> TaskRun<O> {
+        if self.scope.keeps_records() {
+            self.scope.record(self.info.clone());
+        }
+        TaskRun {
+            info: Arc::new(self.info),
+            result: self.result,
+        }
+    }
+
+    /// Only the value or error: the record goes to the flow run, not copied.
+    fn into_result(self) -> std::result::Result<O, TaskError> {
+        self.scope.record(self.info);
+        self.result
+    }
+}
+
 pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
     def: &Arc<TaskDef<I, O>>,
     input: I,
@@ -59,6 +86,19 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
     run_once(def, input, scope, map_index, false)
         .await
         .expect("a run that may wait always finishes")
+        .into_task_run()
+}
+
+/// [`execute`] for a caller that wants only the value or error ([`crate::Task::call`]).
+pub(crate) async fn execute_for_value<I: TaskInput, O: TaskOutput>(
+    def: &Arc<TaskDef<I, O>>,
+    input: I,
+    scope: Option<Arc<RunScope>>,
+) -> std::result::Result<O, TaskError> {
+    run_once(def, input, scope, None, false)
+        .await
+        .expect("a run that may wait always finishes")
+        .into_result()
 }
 
 /// One item of a shared map: runs it unless another worker holds its lease, in which
@@ -69,7 +109,9 @@ pub(crate) async fn try_execute<I: TaskInput, O: TaskOutput>(
     scope: Arc<RunScope>,
     map_index: u64,
 ) -> Option<TaskRun<O>> {
-    run_once(def, input, Some(scope), Some(map_index), true).await
+    run_once(def, input, Some(scope), Some(map_index), true)
+        .await
+        .map(Finished::into_task_run)
 }
 
 async fn run_once<I: TaskInput, O: TaskOutput>(
@@ -78,7 +120,7 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
     scope: Option<Arc<RunScope>>,
     map_index: Option<u64>,
     try_once: bool,
-) -> Option<TaskRun<O>> {
+) -> Option<Finished<O>> {
     let id = RunId::new();
     let scope = scope.unwrap_or_else(|| {
         Arc::new(RunScope::ephemeral(
@@ -111,9 +153,9 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
         "Task run '{}' - Finished in state {state}",
         progress.info.name()
     );
-    let info = Arc::new(progress.info);
-    scope.record(&info);
-    Some(TaskRun {
+    let info = progress.info;
+    Some(Finished {
+        scope,
         info,
         result: result.map(|(value, _)| value),
     })

@@ -47,7 +47,7 @@ pub(crate) struct RunScope {
     pub(super) default_store: OnceLock<ResultStore>,
     /// Map indexes by task name (FxHash: names are short and the process's own).
     pub(super) counters: Mutex<HashMap<String, u64, rustc_hash::FxBuildHasher>>,
-    pub(super) task_runs: Mutex<Vec<Arc<TaskRunInfo>>>,
+    pub(super) task_runs: Mutex<Vec<TaskRunInfo>>,
 }
 
 // The shared parts of a scope are `Arc`s that every task call outside a flow clones
@@ -131,25 +131,33 @@ impl RunScope {
         }
     }
 
-    /// Records a finished task run (nobody reads the records of an ephemeral run).
-    /// Shared with the caller's [`crate::TaskRun`], not copied: a hit stays cheap.
-    pub fn record(&self, info: &Arc<TaskRunInfo>) {
+    /// Whether finished task runs are kept (nobody reads those of an ephemeral run).
+    pub fn keeps_records(&self) -> bool {
+        !self.ephemeral
+    }
+
+    /// Records a finished task run, unless the run is ephemeral.
+    ///
+    /// The records are kept in one list that grows by doubling, and the memory of each
+    /// growth is touched at once: the page faults of first touching fresh memory come
+    /// together in the call that grows the list, instead of one call in every sixteen
+    /// or so of a long flow run paying one.
+    pub fn record(&self, info: TaskRunInfo) {
         if self.ephemeral {
             return;
         }
-        self.task_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(info.clone());
+        let mut runs = self.task_runs.lock().unwrap_or_else(|e| e.into_inner());
+        if runs.len() == runs.capacity() {
+            let more = runs.capacity().max(16);
+            runs.reserve_exact(more);
+            touch_pages(runs.spare_capacity_mut());
+        }
+        runs.push(info);
     }
 
-    /// Takes the task runs recorded, when the flow run ends; those no caller holds any
-    /// more are moved out, not copied.
+    /// Takes the task runs recorded, when the flow run ends.
     pub fn take_task_runs(&self) -> Vec<TaskRunInfo> {
         std::mem::take(&mut *self.task_runs.lock().unwrap_or_else(|e| e.into_inner()))
-            .into_iter()
-            .map(|info| Arc::try_unwrap(info).unwrap_or_else(|shared| TaskRunInfo::clone(&shared)))
-            .collect()
     }
 
     /// The context keys every task run of this flow run shares.
@@ -272,4 +280,15 @@ async fn open_cached(url: &str) -> Result<ResultStore> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(url.to_owned(), store.clone());
     Ok(store)
+}
+
+/// Writes to one slot on every page of `slots`, so that the pages are mapped now.
+fn touch_pages<T>(slots: &mut [std::mem::MaybeUninit<T>]) {
+    const PAGE: usize = 4096;
+    let step = (PAGE / std::mem::size_of::<T>().max(1)).max(1);
+    for slot in slots.iter_mut().step_by(step) {
+        *slot = std::mem::MaybeUninit::zeroed();
+        // Not a dead store to the optimizer: the write must reach the page.
+        std::hint::black_box(&*slot);
+    }
 }

@@ -579,7 +579,8 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// [`TaskError`] when the run fails: the body's error after the last retry, a
     /// template or hashing error, or a store error.
     pub async fn call(&self, input: I) -> std::result::Result<O, TaskError> {
-        self.run(input).await.into_result()
+        let scope = RunScope::current();
+        crate::runner::run::execute_for_value(&self.def, input, scope).await
     }
 
     fn ephemeral_scope(&self, id: &str) -> RunScope {
