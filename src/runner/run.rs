@@ -1194,7 +1194,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     /// value it published (read back and verified), which is then this run's output.
     async fn write_record(
         &self,
-        slot: Box<CacheSlot>,
+        mut slot: Box<CacheSlot>,
         value: &O,
         lease_lost: bool,
     ) -> std::result::Result<Option<O>, TaskError> {
@@ -1205,7 +1205,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .and_then(|d| now.checked_add_signed(d));
         let info = RecordInfo {
             expires,
-            key_components: slot.components.clone(),
+            key_components: std::mem::take(&mut slot.components),
             task: Some(self.def.name.to_string()),
             output_type: Some(std::any::type_name::<O>().to_owned()),
         };

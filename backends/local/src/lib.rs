@@ -355,6 +355,17 @@ impl Drop for DirLock {
     }
 }
 
+/// The directory of `dest`, the path of the key `k` below the root: `dest` up to the
+/// key's last `/` (cut from the key, which `dest` ends with, rather than parsed out of
+/// the path again); `None` for a key at the root.
+fn parent_of<'a>(dest: &'a Path, k: &str) -> Option<&'a Path> {
+    use std::os::unix::ffi::OsStrExt;
+    let slash = k.rfind('/')?;
+    let bytes = dest.as_os_str().as_bytes();
+    let cut = bytes.len() - (k.len() - slash);
+    Some(Path::new(std::ffi::OsStr::from_bytes(&bytes[..cut])))
+}
+
 /// A staged file that is removed on drop unless it was published; an unnamed one
 /// (`path` is `None`) goes with its descriptor.
 struct Staged {
@@ -452,7 +463,7 @@ impl Inner {
     ) -> Result<PutResult> {
         let k = key.as_str();
         let dest = self.root.join(k);
-        let parent = dest.parent().unwrap_or(&self.root);
+        let parent = parent_of(&dest, k).unwrap_or(&self.root);
         // A directory on a filesystem without unnamed files (another mount below the
         // root) has its `Create` staged under a name.
         let unnamed =
@@ -976,6 +987,21 @@ mod tests {
         let (meta, bytes) = backend.get_bytes(&k, None).await.unwrap();
         assert_eq!(&bytes[..], b"2026-12-03");
         assert_eq!(put.version, meta.version);
+    }
+
+    #[test]
+    fn the_parent_of_an_object_is_cut_from_its_path() {
+        for (root, k) in [
+            ("/data/store", "a/b/c.txt"),
+            ("/data/store/", "a/b/c.txt"),
+            ("/", "x/y"),
+            ("relative", "cache/v1/default/ab/abcdef"),
+            ("/data/store", "top.txt"),
+        ] {
+            let dest = Path::new(root).join(k);
+            let expected = if k.contains('/') { dest.parent() } else { None };
+            assert_eq!(parent_of(&dest, k), expected, "{root} {k}");
+        }
     }
 
     #[test]
