@@ -53,6 +53,13 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
             libc::RENAME_NOREPLACE,
         )
     };
+    os_result(rc)
+}
+
+/// A system call's return code as a result: 0 is success, anything else the error in
+/// `errno`.
+#[cfg(target_os = "linux")]
+fn os_result(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
@@ -110,11 +117,7 @@ pub(crate) fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
             libc::AT_SYMLINK_FOLLOW,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    os_result(rc)
 }
 
 #[cfg(not(target_os = "linux"))]
