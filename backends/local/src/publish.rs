@@ -102,9 +102,15 @@ pub(crate) fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
+    // `/proc/self/fd/<fd>`, the digits written in place (this runs on every miss).
     let mut from = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
-    let fd = file.as_raw_fd().to_string();
-    from[14..14 + fd.len()].copy_from_slice(fd.as_bytes());
+    let fd = file.as_raw_fd() as u32;
+    let digits = fd.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut rest = fd;
+    for slot in from[14..14 + digits].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
     let to = CString::new(dest.as_os_str().as_bytes())?;
     // SAFETY: `from` is NUL-terminated (a descriptor has at most 10 digits) and `to` is
     // a valid C string; both outlive the call.
