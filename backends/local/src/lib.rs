@@ -57,6 +57,7 @@ use cairn_backend::{
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
+mod path;
 mod publish;
 mod read;
 
@@ -665,8 +666,8 @@ fn open_range(
     range: Option<GetRange>,
 ) -> Result<(File, ObjectMeta, std::ops::Range<u64>)> {
     let k = key.as_str();
-    let file =
-        File::open(inner.root.join(k)).map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
+    let file = path::with_key_path(&inner.root, k, path::open_read)
+        .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
     let m = file.metadata().map_err(|e| io_error(&inner.url, k, e))?;
     if !m.is_file() {
         return Err(Error::NotFound {
