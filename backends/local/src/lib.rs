@@ -462,9 +462,23 @@ impl Inner {
         sync: bool,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<PutResult> {
+        path::with_key_path(&self.root, key.as_str(), |dest| {
+            self.put_at(key, dest, mode, sync, write)
+        })
+    }
+
+    /// [`Inner::put_blocking_with`] once the destination's path is written out.
+    fn put_at(
+        &self,
+        key: &Key,
+        dest_path: path::KeyPath<'_>,
+        mode: PutMode,
+        sync: bool,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<PutResult> {
         let k = key.as_str();
-        let dest = self.root.join(k);
-        let parent = parent_of(&dest, k).unwrap_or(&self.root);
+        let dest = dest_path.path();
+        let parent = parent_of(dest, k).unwrap_or(&self.root);
         // A directory on a filesystem without unnamed files (another mount below the
         // root) has its `Create` staged under a name.
         let unnamed =
@@ -511,10 +525,11 @@ impl Inner {
             (None, _) => {
                 // Unnamed: linked while open. Its directory may have been removed
                 // since (it held no name to keep it): made again, once.
-                match publish::link_unnamed(&file, &dest) {
+                let to = dest_path.c_str().map_err(|e| io_error(&self.url, k, e))?;
+                match publish::link_unnamed(&file, to) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         self.make_parent(k, parent)?;
-                        publish::link_unnamed(&file, &dest)
+                        publish::link_unnamed(&file, to)
                     }
                     linked => linked,
                 }
@@ -524,18 +539,18 @@ impl Inner {
             (Some(path), PutMode::Create) => {
                 drop(file);
                 staged.published =
-                    publish::create_new(path, &dest).map_err(|e| io_error(&self.url, k, e))?;
+                    publish::create_new(path, dest).map_err(|e| io_error(&self.url, k, e))?;
             }
             (Some(path), PutMode::Overwrite) => {
                 drop(file);
                 let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
-                fs::rename(path, &dest).map_err(|e| io_error(&self.url, k, e))?;
+                fs::rename(path, dest).map_err(|e| io_error(&self.url, k, e))?;
                 staged.published = true;
             }
             (Some(path), PutMode::IfMatch(expected)) => {
                 drop(file);
                 let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
-                let current = match fs::metadata(&dest) {
+                let current = match fs::metadata(dest) {
                     Ok(m) => Some(version_of(&m)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(io_error(&self.url, k, e)),
@@ -547,7 +562,7 @@ impl Inner {
                         expected,
                     });
                 }
-                fs::rename(path, &dest).map_err(|e| io_error(&self.url, k, e))?;
+                fs::rename(path, dest).map_err(|e| io_error(&self.url, k, e))?;
                 staged.published = true;
             }
         }
@@ -666,7 +681,7 @@ fn open_range(
     range: Option<GetRange>,
 ) -> Result<(File, ObjectMeta, std::ops::Range<u64>)> {
     let k = key.as_str();
-    let file = path::with_key_path(&inner.root, k, path::open_read)
+    let file = path::with_key_path(&inner.root, k, path::open_key_path)
         .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
     let m = file.metadata().map_err(|e| io_error(&inner.url, k, e))?;
     if !m.is_file() {

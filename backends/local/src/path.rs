@@ -2,7 +2,7 @@
 //! terminating NUL, instead of a `PathBuf` joined on the heap and copied again into a C
 //! string by the standard library.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
@@ -13,15 +13,33 @@ use std::path::Path;
 /// (a deep root and a long key) on the heap.
 const ON_STACK: usize = 384;
 
-/// Calls `f` with `root/key` as a C string.
-///
-/// A key holds no NUL (keys refuse control characters); a root that does makes the
-/// call fail with `InvalidInput`, as the standard library's would.
-pub(crate) fn with_key_path<R>(
-    root: &Path,
-    key: &str,
-    f: impl FnOnce(&CStr) -> io::Result<R>,
-) -> io::Result<R> {
+/// `root/key` with a terminating NUL, borrowed from [`with_key_path`]'s buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyPath<'a> {
+    with_nul: &'a [u8],
+}
+
+impl<'a> KeyPath<'a> {
+    /// The path, for the standard library's calls.
+    pub(crate) fn path(self) -> &'a Path {
+        Path::new(OsStr::from_bytes(&self.with_nul[..self.with_nul.len() - 1]))
+    }
+
+    /// The path as a C string, for system calls. A key holds no NUL (keys refuse
+    /// control characters); a root that does fails with `InvalidInput`, as the
+    /// standard library's calls would.
+    pub(crate) fn c_str(self) -> io::Result<&'a CStr> {
+        CStr::from_bytes_with_nul(self.with_nul).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file name contained an unexpected NUL byte",
+            )
+        })
+    }
+}
+
+/// Calls `f` with `root/key`.
+pub(crate) fn with_key_path<R>(root: &Path, key: &str, f: impl FnOnce(KeyPath<'_>) -> R) -> R {
     let root = root.as_os_str().as_bytes();
     let len = root.len() + 1 + key.len() + 1;
     let mut stack = [0u8; ON_STACK];
@@ -36,17 +54,16 @@ pub(crate) fn with_key_path<R>(
     buf[root.len()] = b'/';
     buf[root.len() + 1..len - 1].copy_from_slice(key.as_bytes());
     buf[len - 1] = 0;
-    let path = CStr::from_bytes_with_nul(buf).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "file name contained an unexpected NUL byte",
-        )
-    })?;
-    f(path)
+    f(KeyPath { with_nul: buf })
+}
+
+/// Opens the file at `path` for reading.
+pub(crate) fn open_key_path(path: KeyPath<'_>) -> io::Result<File> {
+    open_read(path.c_str()?)
 }
 
 /// Opens `path` for reading (close-on-exec), retrying a call interrupted by a signal.
-pub(crate) fn open_read(path: &CStr) -> io::Result<File> {
+fn open_read(path: &CStr) -> io::Result<File> {
     loop {
         // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -68,16 +85,22 @@ mod tests {
     #[test]
     fn the_path_is_root_slash_key_on_the_stack_and_on_the_heap() {
         let root = Path::new("/var/data/store");
-        let got = with_key_path(root, "cache/v1/ab/abcd", |p| Ok(p.to_owned())).unwrap();
+        let got = with_key_path(root, "cache/v1/ab/abcd", |p| p.c_str().unwrap().to_owned());
         assert_eq!(got.to_bytes(), b"/var/data/store/cache/v1/ab/abcd");
+        let got = with_key_path(root, "cache/v1/ab/abcd", |p| p.path().to_owned());
+        assert_eq!(got, root.join("cache/v1/ab/abcd"));
         // Longer than the stack buffer: the same path, built on the heap.
         let key = "k/".repeat(300) + "end";
-        let got = with_key_path(root, &key, |p| Ok(p.to_owned())).unwrap();
+        let got = with_key_path(root, &key, |p| p.c_str().unwrap().to_owned());
         assert_eq!(got.to_bytes(), format!("/var/data/store/{key}").as_bytes());
+        assert_eq!(
+            with_key_path(root, &key, |p| p.path().to_owned()),
+            root.join(&key)
+        );
         // Exactly at the limit, and one byte over it.
         for extra in [0, 1] {
             let key = "x".repeat(ON_STACK - root.as_os_str().len() - 2 + extra);
-            let got = with_key_path(root, &key, |p| Ok(p.to_owned())).unwrap();
+            let got = with_key_path(root, &key, |p| p.c_str().unwrap().to_owned());
             assert_eq!(got.to_bytes().len(), ON_STACK - 1 + extra);
         }
     }
@@ -85,7 +108,7 @@ mod tests {
     #[test]
     fn a_root_with_a_nul_byte_is_refused_not_cut_short() {
         let root = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/a\0b"));
-        let err = with_key_path(root, "k", |_| Ok(())).unwrap_err();
+        let err = with_key_path(root, "k", |p| p.c_str().map(|_| ())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
@@ -93,11 +116,11 @@ mod tests {
     fn open_read_opens_a_file_and_reports_a_missing_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("present"), b"bytes").unwrap();
-        let mut file = with_key_path(dir.path(), "present", open_read).unwrap();
+        let mut file = with_key_path(dir.path(), "present", open_key_path).unwrap();
         let mut text = String::new();
         io::Read::read_to_string(&mut file, &mut text).unwrap();
         assert_eq!(text, "bytes");
-        let err = with_key_path(dir.path(), "absent", open_read).unwrap_err();
+        let err = with_key_path(dir.path(), "absent", open_key_path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }

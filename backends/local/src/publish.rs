@@ -10,8 +10,10 @@
 //! to `link(2)`, which refuses an existing destination just the same; the staged name
 //! is then removed by its owner.
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Publishes `staged` as `dest` unless `dest` exists (then `AlreadyExists`). Returns
@@ -98,10 +100,8 @@ pub(crate) fn open_unnamed(_dir: &Path) -> io::Result<File> {
 /// Gives the unnamed `file` the name `dest`, unless `dest` exists (then
 /// `AlreadyExists`): a link through `/proc/self/fd`, which needs no privilege.
 #[cfg(target_os = "linux")]
-pub(crate) fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
-    use std::ffi::CString;
+pub(crate) fn link_unnamed(file: &File, dest: &CStr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
     // `/proc/self/fd/<fd>`, the digits written in place (this runs on every miss).
     let mut from = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
     let fd = file.as_raw_fd() as u32;
@@ -111,15 +111,14 @@ pub(crate) fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
         *slot = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    let to = CString::new(dest.as_os_str().as_bytes())?;
-    // SAFETY: `from` is NUL-terminated (a descriptor has at most 10 digits) and `to` is
-    // a valid C string; both outlive the call.
+    // SAFETY: `from` is NUL-terminated (a descriptor has at most 10 digits) and `dest`
+    // is a valid C string; both outlive the call.
     let rc = unsafe {
         libc::linkat(
             libc::AT_FDCWD,
             from.as_ptr().cast(),
             libc::AT_FDCWD,
-            to.as_ptr(),
+            dest.as_ptr(),
             libc::AT_SYMLINK_FOLLOW,
         )
     };
@@ -127,7 +126,7 @@ pub(crate) fn link_unnamed(file: &File, dest: &Path) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn link_unnamed(_file: &File, _dest: &Path) -> io::Result<()> {
+pub(crate) fn link_unnamed(_file: &File, _dest: &CStr) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
@@ -137,7 +136,8 @@ pub(crate) fn unnamed_works(dir: &Path, probe: &Path) -> bool {
     let Ok(file) = open_unnamed(dir) else {
         return false;
     };
-    let linked = link_unnamed(&file, probe).is_ok();
+    let linked = std::ffi::CString::new(probe.as_os_str().as_bytes())
+        .is_ok_and(|probe| link_unnamed(&file, &probe).is_ok());
     if linked {
         let _ = std::fs::remove_file(probe);
     }
