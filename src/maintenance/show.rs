@@ -86,11 +86,7 @@ impl Maintenance {
             }
         } else {
             let serializer = Serializer::for_location(&path, Serializer::TEXT);
-            (
-                None,
-                None,
-                preview_payload(&serializer.name(), bytes, limit),
-            )
+            (None, None, preview_payload(serializer.name(), bytes, limit))
         };
         Ok(Shown {
             path,

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::header_write::HeaderFields;
 use crate::backend::PutPayload;
 
 /// The first bytes of every record.
@@ -110,19 +111,20 @@ pub(crate) fn encode_declared(
     payload: Bytes,
     declared_digests: Vec<String>,
 ) -> PutPayload {
-    let header = RecordHeader {
+    let payload_blake3 = digest(&payload).to_hex();
+    let header = HeaderFields {
         created: Utc::now(),
         expires: info.expires,
-        serializer: serializer.to_string(),
+        serializer,
         payload_len: payload.len() as u64,
-        payload_blake3: digest(&payload).to_hex().to_string(),
-        key_components: info.key_components,
-        task: info.task,
-        output_type: info.output_type,
-        declared_digests,
-        cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+        payload_blake3: &payload_blake3,
+        key_components: &info.key_components,
+        task: info.task.as_deref(),
+        output_type: info.output_type.as_deref(),
+        declared_digests: &declared_digests,
+        cairn_version: env!("CARGO_PKG_VERSION"),
     };
-    encode_header(&header, payload)
+    encode_fields(&header, payload)
 }
 
 /// A record framed for [`Backend::put_framed`](crate::backend::Backend::put_framed):
@@ -157,6 +159,11 @@ pub(crate) fn framed_declared(
 
 /// Frames `payload` under an already built header (its digest and length must match).
 pub fn encode_header(header: &RecordHeader, payload: Bytes) -> PutPayload {
+    encode_fields(&header.into(), payload)
+}
+
+/// [`encode_header`] of borrowed fields.
+fn encode_fields(header: &HeaderFields<'_>, payload: Bytes) -> PutPayload {
     // The JSON is written in place after the prefix, whose length field is filled in
     // once the JSON's length is known.
     let mut head = Vec::with_capacity(PREFIX_LEN + 512 + HEADER_DIGEST_LEN);

@@ -320,12 +320,12 @@ impl ResultStore {
         let put = if len >= FRAMED_WRITE_MIN {
             // Hashed while the payload is written, where the backend can.
             let (head_len, make_head) =
-                record::framed_declared(info, &serializer.name(), &payload, declared);
+                record::framed_declared(info, serializer.name(), &payload, declared);
             self.backend
                 .put_framed(&key, head_len, make_head, payload, opts)
                 .await?
         } else {
-            let framed = record::encode_declared(info, &serializer.name(), payload, declared);
+            let framed = record::encode_declared(info, serializer.name(), payload, declared);
             self.backend.put_opts(&key, framed, opts).await?
         };
         Ok((put, len))
@@ -484,7 +484,7 @@ impl ResultStore {
                 backend: self.backend.describe(),
                 key: key.to_string(),
                 action: "serialize",
-                format: serializer.name(),
+                format: serializer.name().into(),
                 source,
             })
     }
@@ -501,7 +501,7 @@ impl ResultStore {
                 backend: self.backend.describe(),
                 key: key.to_string(),
                 action: "deserialize",
-                format: serializer.name(),
+                format: serializer.name().into(),
                 source,
             })
     }
