@@ -402,12 +402,12 @@ impl ResultStore {
                     .update(piece)
             })
         };
-        let (meta, bytes) = self.backend.get_bytes_inspected(key, inspect).await?;
+        let (version, bytes) = self.backend.get_versioned_inspected(key, inspect).await?;
         let hashed = hasher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .finish(bytes.len());
-        Ok((meta.version, bytes, hashed))
+        Ok((version, bytes, hashed))
     }
 
     /// The store's version of the object at `location` (a HEAD, a `stat`).

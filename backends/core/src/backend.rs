@@ -74,6 +74,19 @@ pub trait Backend: Debug + Send + Sync + 'static {
         Ok((meta, bytes))
     }
 
+    /// [`Backend::get_bytes_inspected`], keeping of the metadata only the object's
+    /// version: a backend that builds the rest of an [`ObjectMeta`] for nothing on
+    /// every read (the local store: the key's copy, the date) leaves it out. The
+    /// provided implementation takes the version from `get_bytes_inspected`.
+    async fn get_versioned_inspected(
+        &self,
+        key: &Key,
+        inspect: Inspector,
+    ) -> Result<(Option<String>, Bytes)> {
+        let (meta, bytes) = self.get_bytes_inspected(key, inspect).await?;
+        Ok((meta.version, bytes))
+    }
+
     /// Writes an object atomically.
     ///
     /// # Errors
@@ -255,6 +268,13 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         inspect: Inspector,
     ) -> Result<(ObjectMeta, Bytes)> {
         (**self).get_bytes_inspected(key, inspect).await
+    }
+    async fn get_versioned_inspected(
+        &self,
+        key: &Key,
+        inspect: Inspector,
+    ) -> Result<(Option<String>, Bytes)> {
+        (**self).get_versioned_inspected(key, inspect).await
     }
     async fn put_opts(
         &self,

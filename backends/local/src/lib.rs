@@ -323,6 +323,10 @@ fn version_string(ino: u64, mtime: i64, nsec: i64, size: u64) -> String {
     String::from_utf8(out).expect("hex digits and separators are ASCII")
 }
 
+fn full_meta(key: &Key, meta: &fs::Metadata) -> ObjectMeta {
+    object_meta(key.clone(), meta)
+}
+
 fn object_meta(key: Key, meta: &fs::Metadata) -> ObjectMeta {
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     ObjectMeta {
@@ -680,7 +684,16 @@ fn open_range(
     key: &Key,
     range: Option<GetRange>,
 ) -> Result<(File, ObjectMeta, std::ops::Range<u64>)> {
-    let k = key.as_str();
+    let (file, m, range) = open_file_range(inner, key.as_str(), range)?;
+    Ok((file, object_meta(key.clone(), &m), range))
+}
+
+/// [`open_range`], giving the file's own metadata.
+fn open_file_range(
+    inner: &Inner,
+    k: &str,
+    range: Option<GetRange>,
+) -> Result<(File, fs::Metadata, std::ops::Range<u64>)> {
     let file = path::with_key_path(&inner.root, k, path::open_key_path)
         .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
     let m = file.metadata().map_err(|e| io_error(&inner.url, k, e))?;
@@ -690,25 +703,30 @@ fn open_range(
             key: k.into(),
         });
     }
-    let meta = object_meta(key.clone(), &m);
-    let range = resolve_range(range.as_ref(), meta.size, &inner.url, k)?;
-    Ok((file, meta, range))
+    let range = resolve_range(range.as_ref(), m.size(), &inner.url, k)?;
+    Ok((file, m, range))
 }
+
+/// What a whole read gives of the object's metadata: the full [`ObjectMeta`], or only
+/// its version.
+type MetaOf<M> = fn(&Key, &fs::Metadata) -> M;
 
 impl LocalBackend {
     /// An object (or a range of it) read into one buffer of its final size, handed to
-    /// `inspect` as it lands. Small objects are read right here (see
-    /// `with_inline_reads`): the open and fstat are cheap, and a large object's read
-    /// still goes to the blocking pool.
-    async fn read_whole(
+    /// `inspect` as it lands, with the metadata `meta_of` makes. Small objects are read
+    /// right here (see `with_inline_reads`): the open and fstat are cheap, and a large
+    /// object's read still goes to the blocking pool.
+    async fn read_whole<M: Send + 'static>(
         &self,
         key: &Key,
         range: Option<GetRange>,
         mut inspect: Option<Inspector>,
-    ) -> Result<(ObjectMeta, Bytes)> {
+        meta_of: MetaOf<M>,
+    ) -> Result<(M, Bytes)> {
         if self.inner.inline_read_limit > 0 {
             let inner = &self.inner;
-            let (mut file, meta, range) = open_range(inner, key, range)?;
+            let (mut file, m, range) = open_file_range(inner, key.as_str(), range)?;
+            let meta = meta_of(key, &m);
             let len = range.end - range.start;
             if len <= inner.inline_read_limit {
                 let bytes = read_range(&mut file, range.start, len as usize)
@@ -730,11 +748,11 @@ impl LocalBackend {
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || {
-            let (mut file, meta, range) = open_range(&inner, &key, range)?;
+            let (mut file, m, range) = open_file_range(&inner, key.as_str(), range)?;
             let len = (range.end - range.start) as usize;
             let bytes = read_inspected(&mut file, range.start, len, inspect.as_mut())
                 .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-            Ok((meta, bytes))
+            Ok((meta_of(&key, &m), bytes))
         })
         .await
     }
@@ -822,7 +840,7 @@ impl Backend for LocalBackend {
     }
 
     async fn get_bytes(&self, key: &Key, range: Option<GetRange>) -> Result<(ObjectMeta, Bytes)> {
-        self.read_whole(key, range, None).await
+        self.read_whole(key, range, None, full_meta).await
     }
 
     async fn get_bytes_inspected(
@@ -830,7 +848,16 @@ impl Backend for LocalBackend {
         key: &Key,
         inspect: Inspector,
     ) -> Result<(ObjectMeta, Bytes)> {
-        self.read_whole(key, None, Some(inspect)).await
+        self.read_whole(key, None, Some(inspect), full_meta).await
+    }
+
+    async fn get_versioned_inspected(
+        &self,
+        key: &Key,
+        inspect: Inspector,
+    ) -> Result<(Option<String>, Bytes)> {
+        self.read_whole(key, None, Some(inspect), |_, m| Some(version_of(m)))
+            .await
     }
 
     async fn put_opts(
