@@ -1292,6 +1292,42 @@ async fn with_checkpointing_the_flow_run_leaves_a_summary() {
 // ---------------------------------------------------------------------------------
 // Defaults and definition errors a first-time user meets
 
+/// A burst of hits on one record in the store starts one write of its use marker, not
+/// one per hit until the first write runs: a hit claims the day's marker before it
+/// hands the write to a task. On one thread, the hits below never yield, so without
+/// the claim each would start a task of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_of_store_hits_starts_one_use_marker_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = counter();
+    let task = counted("burst", &runs, |x: i64, _| Ok(x + 1))
+        .inputs(["x"])
+        .cache_policy(cairn::cache::INPUTS)
+        .memory_tier(false)
+        .result_storage(ResultStore::local(dir.path()).unwrap());
+    assert_eq!(task.call(1).await.unwrap(), 2);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for _ in 0..50 {
+        assert_eq!(task.call(1).await.unwrap(), 2);
+    }
+    assert_eq!(count(&runs), 1, "every call after the first is a hit");
+    assert_eq!(
+        metrics.num_alive_tasks() - before,
+        1,
+        "50 hits on one record started more than one marker write"
+    );
+    // The one write lands.
+    let used = dir.path().join("used/v1/cache");
+    for _ in 0..500 {
+        if used.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(used.exists(), "the use marker was never written");
+}
+
 /// With a cache policy and no store named, cache records persist to
 /// `$CAIRN_HOME/storage` (as checkpoints do): a second program run (a new task value,
 /// no memory tier) is a hit. `ResultStore::memory()` keeps them in the process, and

@@ -49,11 +49,29 @@ pub fn used_marker_location(record_path: &str) -> String {
 /// # Ok::<(), cairn::Error>(()) }).unwrap();
 /// ```
 pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> Result<bool> {
-    let today = now.date_naive();
     // Claimed before the write, so that hits racing on one record write it once.
-    if !claim(store.url(), record_path, today) {
+    if !claim_use(store, record_path, now) {
         return Ok(false);
     }
+    write_claimed(store, record_path, now).await.map(|()| true)
+}
+
+/// Claims the marker write of `now`'s day for the record: `true` when this process had
+/// not claimed it yet, and the caller is to write it ([`write_claimed`]). A hit claims
+/// before it hands the write to a task of its own, so that a burst of hits on one
+/// record starts one write, not one per hit until the first write runs.
+pub(crate) fn claim_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> bool {
+    claim(store.url(), record_path, now.date_naive())
+}
+
+/// Writes the marker of a use claimed by [`claim_use`]; a write that fails gives the
+/// claim back, so that a later hit tries again.
+pub(crate) async fn write_claimed(
+    store: &ResultStore,
+    record_path: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let today = now.date_naive();
     // A hint for `prune --max-size`: not synced on a local disk (one lost in a power
     // cut costs one more marker).
     let written = async {
@@ -69,13 +87,9 @@ pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>
             .await
     }
     .await;
-    match written {
-        Ok(_) => Ok(true),
-        Err(e) => {
-            unclaim(store.url(), record_path, today);
-            Err(e)
-        }
-    }
+    written.map(|_| ()).inspect_err(|_| {
+        unclaim(store.url(), record_path, today);
+    })
 }
 
 /// The day each record was last noted, by a hash of its store's URL and its path (a

@@ -85,6 +85,7 @@ use crate::Clock;
 
 pub use clear::{Removal, RemovalReason, Removed, DEFAULT_STALE_LEASE_AFTER};
 pub use entry::{Entry, EntryKind};
+pub(crate) use last_use::{claim_use, write_claimed};
 pub use last_use::{note_use, noted_today, used_marker_location};
 pub use list::Filter;
 pub use prune::PruneOptions;

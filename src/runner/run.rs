@@ -951,12 +951,12 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     // At most one small write per record and day: `prune --max-size` evicts
                     // the records used least recently.
                     if !store.url().starts_with("memory://")
-                        && !crate::maintenance::noted_today(&store, location, now)
+                        && crate::maintenance::claim_use(&store, location, now)
                     {
                         let (store, location) = (store.as_ref().clone(), location.to_owned());
                         tokio::spawn(async move {
                             if let Err(e) =
-                                crate::maintenance::note_use(&store, &location, now).await
+                                crate::maintenance::write_claimed(&store, &location, now).await
                             {
                                 tracing::debug!("could not note the use of '{location}': {e}");
                             }
