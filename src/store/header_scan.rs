@@ -108,11 +108,7 @@ impl<'a> Scanner<'a> {
     /// the former are left to the parser).
     fn string(&mut self) -> Option<&'a str> {
         self.expect("\"")?;
-        let rest = self.rest();
-        let len = memchr::memchr(b'"', rest)?;
-        if !plain(&rest[..len]) {
-            return None;
-        }
+        let len = plain_len(self.rest())?;
         let start = self.at;
         self.at += len + 1;
         // Both ends are ASCII quotes, so the slice falls on character boundaries.
@@ -185,37 +181,67 @@ fn date(s: &str) -> Option<DateTime<Utc>> {
     Some(NaiveDateTime::new(date, time).and_utc())
 }
 
-/// Whether `s` has neither a backslash nor a control character, eight bytes at a time.
-fn plain(s: &[u8]) -> bool {
+/// The length of the plain string that `s` starts with: the position of the first
+/// quote when no backslash or control character comes before it, found eight bytes at
+/// a time; `None` otherwise (an escape, a control character, or no closing quote).
+fn plain_len(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte of `w` below `n` (n <= 0x80) sets its high bit here (Hacker's Delight).
+    // A byte of `w` below `n` (n <= 0x80) sets its high bit here (Hacker's Delight). A
+    // borrow can also set it in bytes above a true one, never below: the lowest set
+    // bit is exact.
     let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGH;
     let mut words = s.chunks_exact(8);
-    for word in &mut words {
+    for (i, word) in (&mut words).enumerate() {
         let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        if below(w, 0x20) | below(w ^ (ONES * u64::from(b'\\')), 1) != 0 {
-            return false;
+        let special = below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w ^ (ONES * u64::from(b'"')), 1);
+        if special != 0 {
+            let at = i * 8 + (special.trailing_zeros() / 8) as usize;
+            return (s[at] == b'"').then_some(at);
         }
     }
-    words.remainder().iter().all(|&b| b != b'\\' && b >= 0x20)
+    let base = s.len() - words.remainder().len();
+    let at = base
+        + words
+            .remainder()
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    (s[at] == b'"').then_some(at)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn plain_strings_are_told_apart_as_one_byte_at_a_time_would() {
-        let naive = |s: &[u8]| s.iter().all(|&b| b != b'\\' && b >= 0x20);
+    fn plain_strings_end_where_one_byte_at_a_time_says() {
+        let naive = |s: &[u8]| {
+            let at = s
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            (s[at] == b'"').then_some(at)
+        };
         for len in 0..20 {
             for at in 0..len {
                 for b in 0..=255u8 {
                     let mut s = vec![b'a'; len];
                     s[at] = b;
-                    // Neighbours that a carry could disturb: high bytes and a low one.
+                    // Neighbours that a borrow could disturb: high bytes and a low one.
                     if at + 1 < len {
                         s[at + 1] = 0xff;
                     }
-                    assert_eq!(super::plain(&s), naive(&s), "{s:?}");
+                    if at > 0 {
+                        s[at - 1] = 0x80;
+                    }
+                    assert_eq!(super::plain_len(&s), naive(&s), "{s:?}");
+                    // Two special bytes: the first decides.
+                    for second in [b'"', b'\\', 0x00, 0x1f] {
+                        if at + 2 < len {
+                            let mut t = s.clone();
+                            t[at + 2] = second;
+                            assert_eq!(super::plain_len(&t), naive(&t), "{t:?}");
+                        }
+                    }
                 }
             }
         }
