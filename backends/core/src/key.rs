@@ -74,6 +74,9 @@ fn invalid_reason(key: &str) -> Option<String> {
     let plain = key
         .bytes()
         .fold(true, |ok, b| ok & (0x20..0x7f).contains(&b) & (b != b'\\'));
+    if plain && !suspicious_segments(key.as_bytes()) {
+        return None;
+    }
     if !plain {
         if let Some(c) = key.chars().find(|c| c.is_control()) {
             return Some(format!("control character {c:?} is not allowed"));
@@ -82,6 +85,23 @@ fn invalid_reason(key: &str) -> Option<String> {
             return Some("'\\' is not allowed (use '/' to separate segments)".into());
         }
     }
+    segment_reason(key)
+}
+
+/// Whether a segment of `key` (not empty, not starting with `/`) may be empty or start
+/// with `.`: every segment rule concerns only such segments (empty, `.`, `..`, staged
+/// names), so a key without them passes the rules unread. In one pass without
+/// stopping early, which runs on whole vectors.
+fn suspicious_segments(key: &[u8]) -> bool {
+    key[0] == b'.'
+        || key[key.len() - 1] == b'/'
+        || key.windows(2).fold(false, |suspicious, pair| {
+            suspicious | ((pair[0] == b'/') & ((pair[1] == b'/') | (pair[1] == b'.')))
+        })
+}
+
+/// The segment rule that `key` breaks, segment by segment.
+fn segment_reason(key: &str) -> Option<String> {
     for segment in key.split('/') {
         match segment {
             "" => return Some("empty path segment ('//' or a trailing '/')".into()),
@@ -146,6 +166,51 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules in full, without the shortcut for keys whose segments cannot break
+    /// them.
+    fn reason_in_full(key: &str) -> Option<String> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN || key.starts_with('/') {
+            return invalid_reason(key);
+        }
+        if key.chars().any(|c| c.is_control()) || key.contains('\\') {
+            return invalid_reason(key);
+        }
+        segment_reason(key)
+    }
+
+    #[test]
+    fn the_segment_shortcut_judges_every_short_key_as_the_rules_in_full() {
+        let alphabet = ['a', '/', '.', 'c', 'é'];
+        let mut keys = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..7 {
+            let mut longer = Vec::new();
+            for k in &keys {
+                for c in alphabet {
+                    let mut k = k.clone();
+                    k.push(c);
+                    assert_eq!(invalid_reason(&k), reason_in_full(&k), "{k:?}");
+                    checked += 1;
+                    longer.push(k);
+                }
+            }
+            keys = longer;
+        }
+        assert!(checked > 90_000);
+        for k in [
+            "a/.cairn-staged.x",
+            ".cairn-staged.x/a",
+            "a/.cairn-staged.",
+            "a/.hidden/b",
+            "a/b.c/d",
+            "cache/v1/default/ab/abcdef",
+        ] {
+            assert_eq!(invalid_reason(k), reason_in_full(k), "{k:?}");
+        }
+        assert!(invalid_reason("a/.hidden/b").is_none());
+        assert!(invalid_reason("a/.cairn-staged.x").is_some());
+    }
 
     #[test]
     fn accepts_ordinary_keys() {
