@@ -935,7 +935,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // Borrowed from the run's record until a miss needs its own copy.
         let location = self.cache_record();
         if !refresh {
-            match store.read_hit::<O>(location).await {
+            match store.read_hit::<O>(location, self.def.memory_tier).await {
                 Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(
@@ -1158,7 +1158,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         tier_key: &TierKey,
     ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
-        match store.read_hit::<O>(location).await {
+        match store.read_hit::<O>(location, self.def.memory_tier).await {
             Ok(record) if !record.is_expired(now) => {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(

@@ -174,6 +174,12 @@ impl ResultStore {
         &self.backend
     }
 
+    /// The backend itself, called without the `Arc`'s forwarding layer: each layer of
+    /// a backend call is a future boxed on the heap of its own.
+    fn direct(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     /// The default serializer.
     pub fn serializer(&self) -> Serializer {
         self.serializer
@@ -214,7 +220,7 @@ impl ResultStore {
 
     /// Whether something is stored at `location` (written by cairn or by any other tool).
     pub async fn exists(&self, location: &str) -> Result<bool> {
-        self.backend.exists(&Key::parse(location)?).await
+        self.direct().exists(&Key::parse(location)?).await
     }
 
     /// Reads the target at `location` as a `T`, with the serializer its extension names.
@@ -224,14 +230,14 @@ impl ResultStore {
     /// when the bytes do not decode into `T`.
     pub async fn read<T: DeserializeOwned + 'static>(&self, location: &str) -> Result<T> {
         let key = Key::parse(location)?;
-        let bytes = self.backend.get(&key).await?;
+        let bytes = self.direct().get(&key).await?;
         let serializer = self.serializer_of::<T>(location);
         self.decode(&key, serializer, bytes)
     }
 
     /// Reads the raw bytes at `location`.
     pub async fn read_bytes(&self, location: &str) -> Result<Bytes> {
-        self.backend.get(&Key::parse(location)?).await
+        self.direct().get(&Key::parse(location)?).await
     }
 
     /// Writes `value` at the location the template renders for `context`, replacing
@@ -321,12 +327,12 @@ impl ResultStore {
             // Hashed while the payload is written, where the backend can.
             let (head_len, make_head) =
                 record::framed_declared(info, serializer.name(), &payload, declared);
-            self.backend
+            self.direct()
                 .put_framed(&key, head_len, make_head, payload, opts)
                 .await?
         } else {
             let framed = record::encode_declared(info, serializer.name(), payload, declared);
-            self.backend.put_opts(&key, framed, opts).await?
+            self.direct().put_opts(&key, framed, opts).await?
         };
         Ok((put, len))
     }
@@ -341,16 +347,8 @@ impl ResultStore {
         &self,
         location: &str,
     ) -> Result<Record<T>> {
-        Ok(self.read_record_versioned(location).await?.0)
-    }
-
-    /// [`ResultStore::read_record`], also giving the version of the object read.
-    async fn read_record_versioned<T: DeserializeOwned + 'static>(
-        &self,
-        location: &str,
-    ) -> Result<(Record<T>, Option<String>)> {
         let key = Key::parse(location)?;
-        let (version, bytes, hashed) = self.read_hashed(&key).await?;
+        let (_, bytes, hashed) = self.read_hashed(&key, false).await?;
         let (header, payload) =
             record::decode_hashed(bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
         let value = self.decode_value(
@@ -359,17 +357,19 @@ impl ResultStore {
             header.declared_digests.iter().map(String::as_str),
             payload,
         )?;
-        Ok((Record { header, value }, version))
+        Ok(Record { header, value })
     }
 
     /// A cache hit's read: [`ResultStore::read_record`] with the same checks, keeping
-    /// from the header only what a hit needs (its strings are not copied).
+    /// from the header only what a hit needs (its strings are not copied), and the
+    /// object's version when `with_version` asks for it (for the memory tier).
     pub(crate) async fn read_hit<T: DeserializeOwned + 'static>(
         &self,
         location: &str,
+        with_version: bool,
     ) -> Result<RecordHit<T>> {
         let key = Key::parse(location)?;
-        let (version, bytes, hashed) = self.read_hashed(&key).await?;
+        let (version, bytes, hashed) = self.read_hashed(&key, with_version).await?;
         let (view, payload) =
             record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
         let value = self.decode_value(
@@ -391,6 +391,7 @@ impl ResultStore {
     async fn read_hashed(
         &self,
         key: &Key,
+        with_version: bool,
     ) -> Result<(Option<String>, Bytes, Option<record::PayloadDigest>)> {
         let hasher = Arc::new(std::sync::Mutex::new(record::PayloadHasher::default()));
         let inspect = {
@@ -402,7 +403,10 @@ impl ResultStore {
                     .update(piece)
             })
         };
-        let (version, bytes) = self.backend.get_versioned_inspected(key, inspect).await?;
+        let (version, bytes) = self
+            .direct()
+            .get_inspected(key, inspect, with_version)
+            .await?;
         let hashed = hasher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -412,7 +416,7 @@ impl ResultStore {
 
     /// The store's version of the object at `location` (a HEAD, a `stat`).
     pub(crate) async fn version_of(&self, location: &str) -> Result<Option<String>> {
-        Ok(self.backend.head(&Key::parse(location)?).await?.version)
+        Ok(self.direct().head(&Key::parse(location)?).await?.version)
     }
 
     /// Decodes an intact payload written by the serializer named `serializer`, with
@@ -439,7 +443,7 @@ impl ResultStore {
 
     /// Deletes what is at `location`. Idempotent.
     pub async fn delete(&self, location: &str) -> Result<()> {
-        self.backend.delete(&Key::parse(location)?).await
+        self.direct().delete(&Key::parse(location)?).await
     }
 
     /// Removes what killed or failed writers left behind (staged files on the local
@@ -456,7 +460,7 @@ impl ResultStore {
     /// # Ok::<(), cairn::Error>(()) }).unwrap();
     /// ```
     pub async fn clean_up(&self, grace: std::time::Duration) -> Result<crate::backend::CleanUp> {
-        self.backend.clean_up(grace).await
+        self.direct().clean_up(grace).await
     }
 
     /// Lists the objects under `prefix`.

@@ -518,31 +518,43 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
             *seen.lock().unwrap() == data[..],
             "the pieces inspected are not the object ({size} bytes)"
         );
-        // The read that keeps only the version: the same bytes, the same pieces, and
-        // the version a HEAD gives.
-        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = seen.clone();
-        let (version, back) = b
-            .get_versioned_inspected(
-                &k,
-                Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece)),
-            )
-            .await
-            .unwrap();
-        assert_eq!(version, meta.version);
-        assert_eq!(version, b.head(&k).await.unwrap().version);
-        assert!(back == data, "a versioned read returned other bytes");
-        assert!(
-            *seen.lock().unwrap() == data[..],
-            "the pieces of a versioned read are not the object ({size} bytes)"
-        );
+        // The read that keeps only the version, when asked for: the same bytes, the
+        // same pieces, and the version a HEAD gives (or none).
+        for with_version in [true, false] {
+            let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+            let sink = seen.clone();
+            let (version, back) = b
+                .get_inspected(
+                    &k,
+                    Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece)),
+                    with_version,
+                )
+                .await
+                .unwrap();
+            if with_version {
+                assert_eq!(version, meta.version);
+                assert_eq!(version, b.head(&k).await.unwrap().version);
+            } else {
+                assert_eq!(version, None);
+            }
+            assert!(
+                back == data,
+                "a read keeping the version returned other bytes"
+            );
+            assert!(
+                *seen.lock().unwrap() == data[..],
+                "the pieces of a read keeping the version are not the object ({size} bytes)"
+            );
+        }
     }
     let missing = key(format!("{p}/absent"));
-    let err = b
-        .get_versioned_inspected(&missing, Box::new(|_: &[u8]| {}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    for with_version in [true, false] {
+        let err = b
+            .get_inspected(&missing, Box::new(|_: &[u8]| {}), with_version)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
     let store = ResultStore::from_backend(b.clone());
     let loc = format!("{p}/big-record");
     let value = Bytes::from(vec![7u8; 24 << 20]);

@@ -75,16 +75,18 @@ pub trait Backend: Debug + Send + Sync + 'static {
     }
 
     /// [`Backend::get_bytes_inspected`], keeping of the metadata only the object's
-    /// version: a backend that builds the rest of an [`ObjectMeta`] for nothing on
-    /// every read (the local store: the key's copy, the date) leaves it out. The
+    /// version, and that only when `with_version` asks for it (`None` otherwise): a
+    /// backend that builds the rest of an [`ObjectMeta`] for nothing on every read (the
+    /// local store: the key's copy, the date, the version's text) leaves it out. The
     /// provided implementation takes the version from `get_bytes_inspected`.
-    async fn get_versioned_inspected(
+    async fn get_inspected(
         &self,
         key: &Key,
         inspect: Inspector,
+        with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
         let (meta, bytes) = self.get_bytes_inspected(key, inspect).await?;
-        Ok((meta.version, bytes))
+        Ok((meta.version.filter(|_| with_version), bytes))
     }
 
     /// Writes an object atomically.
@@ -269,12 +271,13 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     ) -> Result<(ObjectMeta, Bytes)> {
         (**self).get_bytes_inspected(key, inspect).await
     }
-    async fn get_versioned_inspected(
+    async fn get_inspected(
         &self,
         key: &Key,
         inspect: Inspector,
+        with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
-        (**self).get_versioned_inspected(key, inspect).await
+        (**self).get_inspected(key, inspect, with_version).await
     }
     async fn put_opts(
         &self,

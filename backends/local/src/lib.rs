@@ -851,13 +851,18 @@ impl Backend for LocalBackend {
         self.read_whole(key, None, Some(inspect), full_meta).await
     }
 
-    async fn get_versioned_inspected(
+    async fn get_inspected(
         &self,
         key: &Key,
         inspect: Inspector,
+        with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
-        self.read_whole(key, None, Some(inspect), |_, m| Some(version_of(m)))
-            .await
+        let meta_of: MetaOf<Option<String>> = if with_version {
+            |_, m| Some(version_of(m))
+        } else {
+            |_, _| None
+        };
+        self.read_whole(key, None, Some(inspect), meta_of).await
     }
 
     async fn put_opts(
