@@ -58,6 +58,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
 mod path;
+
+use path::FileStat;
 mod publish;
 mod read;
 
@@ -289,8 +291,8 @@ fn io_error(url: &str, key: &str, e: io::Error) -> Error {
 
 /// A version string that changes with every publish: each publish is a new inode, and
 /// the modification time and size disambiguate reused inode numbers.
-fn version_of(meta: &fs::Metadata) -> String {
-    version_string(meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.size())
+fn version_of(stat: &FileStat) -> String {
+    version_string(stat.ino, stat.mtime, stat.mtime_nsec, stat.size)
 }
 
 /// `{ino:x}-{mtime:x}.{nsec:x}-{size:x}`, written without the formatting machinery
@@ -323,17 +325,17 @@ fn version_string(ino: u64, mtime: i64, nsec: i64, size: u64) -> String {
     String::from_utf8(out).expect("hex digits and separators are ASCII")
 }
 
-fn full_meta(key: &Key, meta: &fs::Metadata) -> ObjectMeta {
-    object_meta(key.clone(), meta)
+fn full_meta(key: &Key, stat: &FileStat) -> ObjectMeta {
+    object_meta(key.clone(), stat)
 }
 
-fn object_meta(key: Key, meta: &fs::Metadata) -> ObjectMeta {
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+fn object_meta(key: Key, stat: &FileStat) -> ObjectMeta {
     ObjectMeta {
         key,
-        size: meta.size(),
-        last_modified: DateTime::<Utc>::from(modified),
-        version: Some(version_of(meta)),
+        size: stat.size,
+        last_modified: DateTime::from_timestamp(stat.mtime, stat.mtime_nsec as u32)
+            .unwrap_or_default(),
+        version: Some(version_of(stat)),
         metadata: Default::default(),
     }
 }
@@ -389,8 +391,8 @@ impl Drop for Staged {
 impl Inner {
     /// An object's metadata, read by one `stat` on the calling thread.
     fn head_now(&self, key: Key) -> Result<ObjectMeta> {
-        match fs::metadata(self.root.join(key.as_str())) {
-            Ok(m) if m.is_file() => Ok(object_meta(key, &m)),
+        match path::with_key_path(&self.root, key.as_str(), path::stat_key_path) {
+            Ok(m) if m.is_file => Ok(object_meta(key, &m)),
             Ok(_) => Err(Error::NotFound {
                 backend: self.url.clone(),
                 key: key.to_string(),
@@ -555,7 +557,7 @@ impl Inner {
                 drop(file);
                 let _lock = DirLock::acquire(parent).map_err(|e| io_error(&self.url, k, e))?;
                 let current = match fs::metadata(dest) {
-                    Ok(m) => Some(version_of(&m)),
+                    Ok(m) => Some(version_of(&(&m).into())),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(io_error(&self.url, k, e)),
                 };
@@ -576,7 +578,7 @@ impl Inner {
             }
         }
         Ok(PutResult {
-            version: Some(version_of(&meta)),
+            version: Some(version_of(&(&meta).into())),
         })
     }
 
@@ -670,7 +672,7 @@ impl Inner {
                 };
                 // A file deleted between readdir and stat is simply not listed.
                 if let Ok(meta) = entry.metadata() {
-                    out.push(object_meta(key, &meta));
+                    out.push(object_meta(key, &(&meta).into()));
                 }
             }
         }
@@ -688,28 +690,28 @@ fn open_range(
     Ok((file, object_meta(key.clone(), &m), range))
 }
 
-/// [`open_range`], giving the file's own metadata.
+/// [`open_range`], giving the file's own status.
 fn open_file_range(
     inner: &Inner,
     k: &str,
     range: Option<GetRange>,
-) -> Result<(File, fs::Metadata, std::ops::Range<u64>)> {
+) -> Result<(File, FileStat, std::ops::Range<u64>)> {
     let file = path::with_key_path(&inner.root, k, path::open_key_path)
         .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
-    let m = file.metadata().map_err(|e| io_error(&inner.url, k, e))?;
-    if !m.is_file() {
+    let m = FileStat::from(&file.metadata().map_err(|e| io_error(&inner.url, k, e))?);
+    if !m.is_file {
         return Err(Error::NotFound {
             backend: inner.url.clone(),
             key: k.into(),
         });
     }
-    let range = resolve_range(range.as_ref(), m.size(), &inner.url, k)?;
+    let range = resolve_range(range.as_ref(), m.size, &inner.url, k)?;
     Ok((file, m, range))
 }
 
 /// What a whole read gives of the object's metadata: the full [`ObjectMeta`], or only
 /// its version.
-type MetaOf<M> = fn(&Key, &fs::Metadata) -> M;
+type MetaOf<M> = fn(&Key, &FileStat) -> M;
 
 impl LocalBackend {
     /// An object (or a range of it) read into one buffer of its final size, handed to

@@ -78,6 +78,59 @@ fn open_read(path: &CStr) -> io::Result<File> {
     }
 }
 
+/// What cairn reads of a file's status: enough for an object's metadata and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    pub(crate) ino: u64,
+    pub(crate) mtime: i64,
+    pub(crate) mtime_nsec: i64,
+    pub(crate) size: u64,
+    pub(crate) is_file: bool,
+}
+
+impl From<&std::fs::Metadata> for FileStat {
+    fn from(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStat {
+            ino: m.ino(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            size: m.size(),
+            is_file: m.is_file(),
+        }
+    }
+}
+
+/// The status of the file at `path`, following symbolic links as
+/// [`std::fs::metadata`] does, by one `stat` on the path as it is.
+pub(crate) fn stat_key_path(path: KeyPath<'_>) -> io::Result<FileStat> {
+    let path = path.c_str()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    loop {
+        // SAFETY: `path` is a valid C string and `st` is memory for one `stat`, which
+        // the call fills when it succeeds.
+        if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    // SAFETY: the call succeeded, so the kernel filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types vary by platform; these conversions are lossless where they
+    // differ (the casts mirror the standard library's `MetadataExt`).
+    #[allow(clippy::unnecessary_cast)]
+    Ok(FileStat {
+        ino: st.st_ino as u64,
+        mtime: st.st_mtime as i64,
+        mtime_nsec: st.st_mtime_nsec as i64,
+        size: st.st_size as u64,
+        is_file: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +163,29 @@ mod tests {
         let root = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/a\0b"));
         let err = with_key_path(root, "k", |p| p.c_str().map(|_| ())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_stat_of_the_path_reads_what_the_standard_library_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"twelve bytes").unwrap();
+        std::fs::create_dir(dir.path().join("dir")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("file"), dir.path().join("link")).unwrap();
+        for name in ["file", "dir", "link"] {
+            let ours = with_key_path(dir.path(), name, stat_key_path).unwrap();
+            let std = FileStat::from(&std::fs::metadata(dir.path().join(name)).unwrap());
+            assert_eq!(ours, std, "{name}");
+        }
+        let file = with_key_path(dir.path(), "file", stat_key_path).unwrap();
+        assert!(file.is_file);
+        assert_eq!(file.size, 12);
+        assert!(
+            !with_key_path(dir.path(), "dir", stat_key_path)
+                .unwrap()
+                .is_file
+        );
+        let err = with_key_path(dir.path(), "absent", stat_key_path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
