@@ -491,6 +491,14 @@ pub async fn large_values(b: &DynBackend) {
 /// is computed from the inspected pieces).
 pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
     use std::sync::{Arc, Mutex};
+    // An inspector that keeps every piece it is handed, and what it kept.
+    let recorder = || {
+        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = seen.clone();
+        let inspect: cairn::backend::Inspector =
+            Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece));
+        (seen, inspect)
+    };
     let p = unique_prefix("inspected");
     for size in [0usize, 5, (20 << 20) + 12_345] {
         let k = key(format!("{p}/obj-{size}"));
@@ -500,15 +508,8 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
                 .collect::<Vec<u8>>(),
         );
         b.put(&k, data.clone().into()).await.unwrap();
-        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = seen.clone();
-        let (meta, back) = b
-            .get_bytes_inspected(
-                &k,
-                Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece)),
-            )
-            .await
-            .unwrap();
+        let (seen, inspect) = recorder();
+        let (meta, back) = b.get_bytes_inspected(&k, inspect).await.unwrap();
         assert_eq!(meta.size, size as u64);
         assert!(
             back == data,
@@ -521,16 +522,8 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
         // The read that keeps only the version, when asked for: the same bytes, the
         // same pieces, and the version a HEAD gives (or none).
         for with_version in [true, false] {
-            let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-            let sink = seen.clone();
-            let (version, back) = b
-                .get_inspected(
-                    &k,
-                    Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece)),
-                    with_version,
-                )
-                .await
-                .unwrap();
+            let (seen, inspect) = recorder();
+            let (version, back) = b.get_inspected(&k, inspect, with_version).await.unwrap();
             if with_version {
                 assert_eq!(version, meta.version);
                 assert_eq!(version, b.head(&k).await.unwrap().version);
