@@ -58,11 +58,10 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
 mod path;
-
-use path::FileStat;
 mod publish;
 mod read;
 
+use path::FileStat;
 use read::{read_inspected, read_range};
 
 /// Reads larger than this are streamed in chunks of this size; smaller ones are
