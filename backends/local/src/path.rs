@@ -41,6 +41,8 @@ impl<'a> KeyPath<'a> {
 /// Calls `f` with `root/key`.
 pub(crate) fn with_key_path<R>(root: &Path, key: &str, f: impl FnOnce(KeyPath<'_>) -> R) -> R {
     let root = root.as_os_str().as_bytes();
+    // The root `/` ends with its separator already.
+    let root = root.strip_suffix(b"/").unwrap_or(root);
     let len = root.len() + 1 + key.len() + 1;
     let mut stack = [0u8; ON_STACK];
     let mut heap = Vec::new();
@@ -150,6 +152,10 @@ mod tests {
             with_key_path(root, &key, |p| p.path().to_owned()),
             root.join(&key)
         );
+        // A store at the filesystem's root: one separator, as `Path::join` writes it.
+        let got = with_key_path(Path::new("/"), "a/b", |p| p.path().to_owned());
+        assert_eq!(got, Path::new("/").join("a/b"));
+        assert_eq!(got.as_os_str().as_bytes(), b"/a/b");
         // Exactly at the limit, and one byte over it.
         for extra in [0, 1] {
             let key = "x".repeat(ON_STACK - root.as_os_str().len() - 2 + extra);
