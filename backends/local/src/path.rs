@@ -64,18 +64,25 @@ pub(crate) fn open_key_path(path: KeyPath<'_>) -> io::Result<File> {
     open_read(path.c_str()?)
 }
 
-/// Opens `path` for reading (close-on-exec), retrying a call interrupted by a signal.
+/// Opens `path` for reading (close-on-exec).
 fn open_read(path: &CStr) -> io::Result<File> {
-    loop {
+    retrying(|| {
         // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd >= 0 {
-            // SAFETY: `fd` was just opened and is owned by nothing else.
-            return Ok(unsafe { File::from_raw_fd(fd) });
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    })
+}
+
+/// `call` again while a signal interrupts it.
+fn retrying<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            done => return done,
         }
     }
 }
@@ -108,17 +115,14 @@ impl From<&std::fs::Metadata> for FileStat {
 pub(crate) fn stat_key_path(path: KeyPath<'_>) -> io::Result<FileStat> {
     let path = path.c_str()?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    loop {
+    retrying(|| {
         // SAFETY: `path` is a valid C string and `st` is memory for one `stat`, which
         // the call fills when it succeeds.
-        if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } == 0 {
-            break;
+        match unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    })?;
     // SAFETY: the call succeeded, so the kernel filled `st`.
     let st = unsafe { st.assume_init() };
     // The field types vary by platform; these conversions are lossless where they
