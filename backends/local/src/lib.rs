@@ -695,8 +695,25 @@ fn open_file_range(
     k: &str,
     range: Option<GetRange>,
 ) -> Result<(File, FileStat, std::ops::Range<u64>)> {
-    let file = path::with_key_path(&inner.root, k, path::open_key_path)
-        .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))?;
+    let file = open_key(inner, k)?;
+    let (m, range) = stat_range(inner, k, &file, range)?;
+    Ok((file, m, range))
+}
+
+/// Opens the file of key `k` for reading.
+fn open_key(inner: &Inner, k: &str) -> Result<File> {
+    path::with_key_path(&inner.root, k, path::open_key_path)
+        .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))
+}
+
+/// The status of the open file of key `k`, and `range` resolved against its size; a
+/// directory is no object.
+fn stat_range(
+    inner: &Inner,
+    k: &str,
+    file: &File,
+    range: Option<GetRange>,
+) -> Result<(FileStat, std::ops::Range<u64>)> {
     let m = FileStat::from(&file.metadata().map_err(|e| io_error(&inner.url, k, e))?);
     if !m.is_file {
         return Err(Error::NotFound {
@@ -705,7 +722,7 @@ fn open_file_range(
         });
     }
     let range = resolve_range(range.as_ref(), m.size, &inner.url, k)?;
-    Ok((file, m, range))
+    Ok((m, range))
 }
 
 /// What a whole read gives of the object's metadata: the full [`ObjectMeta`], or only
@@ -721,39 +738,54 @@ impl LocalBackend {
         &self,
         key: &Key,
         range: Option<GetRange>,
-        mut inspect: Option<Inspector>,
+        inspect: Option<Inspector>,
         meta_of: MetaOf<M>,
     ) -> Result<(M, Bytes)> {
         if self.inner.inline_read_limit > 0 {
-            let inner = &self.inner;
-            let (mut file, m, range) = open_file_range(inner, key.as_str(), range)?;
-            let meta = meta_of(key, &m);
-            let len = range.end - range.start;
-            if len <= inner.inline_read_limit {
-                let bytes = read_range(&mut file, range.start, len as usize)
-                    .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-                if let Some(inspect) = inspect.as_mut() {
-                    inspect(&bytes);
-                }
-                return Ok((meta, bytes));
-            }
-            let url = inner.url.clone();
-            let k = key.clone();
-            return blocking(move || {
-                let bytes = read_inspected(&mut file, range.start, len as usize, inspect.as_mut())
-                    .map_err(|e| io_error(&url, k.as_str(), e))?;
-                Ok((meta, bytes))
-            })
-            .await;
+            let file = open_key(&self.inner, key.as_str())?;
+            return self.read_opened(key, file, range, inspect, meta_of).await;
         }
         let inner = self.inner.clone();
         let key = key.clone();
+        let mut inspect = inspect;
         blocking(move || {
             let (mut file, m, range) = open_file_range(&inner, key.as_str(), range)?;
             let len = (range.end - range.start) as usize;
             let bytes = read_inspected(&mut file, range.start, len, inspect.as_mut())
                 .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
             Ok((meta_of(&key, &m), bytes))
+        })
+        .await
+    }
+
+    /// [`LocalBackend::read_whole`] of a file opened on the calling task: a small object
+    /// is read right here too, a large one in the blocking pool.
+    async fn read_opened<M: Send + 'static>(
+        &self,
+        key: &Key,
+        mut file: File,
+        range: Option<GetRange>,
+        mut inspect: Option<Inspector>,
+        meta_of: MetaOf<M>,
+    ) -> Result<(M, Bytes)> {
+        let inner = &self.inner;
+        let (m, range) = stat_range(inner, key.as_str(), &file, range)?;
+        let meta = meta_of(key, &m);
+        let len = range.end - range.start;
+        if len <= inner.inline_read_limit {
+            let bytes = read_range(&mut file, range.start, len as usize)
+                .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
+            if let Some(inspect) = inspect.as_mut() {
+                inspect(&bytes);
+            }
+            return Ok((meta, bytes));
+        }
+        let url = inner.url.clone();
+        let k = key.clone();
+        blocking(move || {
+            let bytes = read_inspected(&mut file, range.start, len as usize, inspect.as_mut())
+                .map_err(|e| io_error(&url, k.as_str(), e))?;
+            Ok((meta, bytes))
         })
         .await
     }
@@ -858,12 +890,32 @@ impl Backend for LocalBackend {
         inspect: Inspector,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
-        let meta_of: MetaOf<Option<String>> = if with_version {
-            |_, m| Some(version_of(m))
-        } else {
-            |_, _| None
-        };
-        self.read_whole(key, None, Some(inspect), meta_of).await
+        if with_version {
+            let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
+            return self.read_whole(key, None, Some(inspect), meta_of).await;
+        }
+        if self.inner.inline_read_limit == 0 {
+            return self.read_whole(key, None, Some(inspect), |_, _| None).await;
+        }
+        // Without the version, a small object needs no `fstat`: the one read that comes
+        // back short finds its end.
+        let file = open_key(&self.inner, key.as_str())?;
+        match read::read_short(&file) {
+            Ok(Some(bytes)) => {
+                let mut inspect = inspect;
+                inspect(&bytes);
+                Ok((None, bytes))
+            }
+            Ok(None) => {
+                self.read_opened(key, file, None, Some(inspect), |_, _| None)
+                    .await
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(Error::NotFound {
+                backend: self.inner.url.clone(),
+                key: key.as_str().into(),
+            }),
+            Err(e) => Err(io_error(&self.inner.url, key.as_str(), e)),
+        }
     }
 
     async fn put_opts(
@@ -1369,6 +1421,51 @@ mod tests {
             let err = store.head(&key("x")).await.unwrap_err();
             assert!(matches!(err, Error::BucketNotFound { .. }), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_without_the_version_gives_every_size_whole_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBackend::new(dir.path()).unwrap().with_fsync(false);
+        fs::create_dir_all(dir.path().join("a/dir")).unwrap();
+        let limit = DEFAULT_INLINE_READ_LIMIT as usize;
+        for store in [store.clone(), store.clone().with_inline_reads(0)] {
+            let short = read::SHORT_READ;
+            for len in [0, 1, short - 1, short, short + 1, limit, limit + 1] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+                let k = key(&format!("a/{len}"));
+                store.put(&k, data.clone().into()).await.unwrap();
+                let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let inspect: Inspector = {
+                    let seen = seen.clone();
+                    Box::new(move |p: &[u8]| seen.lock().unwrap().push(p.to_vec()))
+                };
+                let (version, bytes) = store.get_inspected(&k, inspect, false).await.unwrap();
+                assert_eq!(version, None);
+                assert!(bytes == data, "{len} bytes");
+                assert_eq!(seen.lock().unwrap().concat(), data, "{len} bytes inspected");
+                let (version, bytes) = store
+                    .get_inspected(&k, Box::new(|_: &[u8]| {}), true)
+                    .await
+                    .unwrap();
+                assert!(bytes == data);
+                assert_eq!(version, store.head(&k).await.unwrap().version);
+            }
+            for missing in ["a/nope", "a/dir", "nodir/x"] {
+                let err = store
+                    .get_inspected(&key(missing), Box::new(|_: &[u8]| {}), false)
+                    .await
+                    .unwrap_err();
+                assert!(err.is_not_found(), "{missing}: {err}");
+            }
+        }
+        let gone = LocalBackend::new(dir.path().join("gone")).unwrap();
+        fs::remove_dir(dir.path().join("gone")).unwrap();
+        let err = gone
+            .get_inspected(&key("x"), Box::new(|_: &[u8]| {}), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BucketNotFound { .. }), "{err}");
     }
 
     #[tokio::test]

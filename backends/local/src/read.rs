@@ -92,40 +92,74 @@ fn read_exact_uninit<'b>(
     dst: &'b mut [MaybeUninit<u8>],
     at: u64,
 ) -> io::Result<&'b [u8]> {
-    use std::os::fd::AsRawFd;
     let mut filled = 0;
     while filled < dst.len() {
-        let rest = &mut dst[filled..];
-        let offset = libc::off_t::try_from(at + filled as u64)
-            .map_err(|_| io::Error::other("a read offset beyond what the system takes"))?;
-        // SAFETY: `rest` is valid for writes of `rest.len()` bytes; pread(2) writes at
-        // most that many and reports how many.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                rest.as_mut_ptr().cast(),
-                rest.len(),
-                offset,
-            )
-        };
-        match n {
-            n if n > 0 => filled += n as usize,
+        match pread(file, &mut dst[filled..], at + filled as u64)? {
             0 => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the file ended before the bytes its size promised",
                 ))
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            n => filled += n,
         }
     }
     // SAFETY: all `dst.len()` bytes were written by the reads above.
-    Ok(unsafe { &*(dst as *const [MaybeUninit<u8>] as *const [u8]) })
+    Ok(unsafe { assume_init(dst) })
+}
+
+/// Files shorter than this are read by [`read_short`]: one `pread`, no `fstat`.
+pub(crate) const SHORT_READ: usize = 4096;
+
+/// Reads the whole of a file shorter than [`SHORT_READ`] bytes with one `pread` into a
+/// buffer on the stack, without asking the file's size first; `None` when the file
+/// holds at least that many bytes (the caller then reads it by its size).
+///
+/// The read that comes back short marks the file's end. A `pread` of a regular file
+/// returns fewer bytes than asked only there: the kernel interrupts a file read only
+/// for a signal that kills the process, and an object's file is never written in place
+/// (each publish links a new file). A directory is `EISDIR`.
+pub(crate) fn read_short(file: &File) -> io::Result<Option<Bytes>> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); SHORT_READ];
+    let n = pread(file, &mut buf, 0)?;
+    if n == SHORT_READ {
+        return Ok(None);
+    }
+    // SAFETY: `pread` wrote the first `n` bytes.
+    Ok(Some(Bytes::copy_from_slice(unsafe {
+        assume_init(&buf[..n])
+    })))
+}
+
+/// One `pread` into `dst` from offset `at`, retried when a signal interrupts it: the
+/// number of bytes read, 0 at the end of the file.
+fn pread(file: &File, dst: &mut [MaybeUninit<u8>], at: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let offset = libc::off_t::try_from(at)
+        .map_err(|_| io::Error::other("a read offset beyond what the system takes"))?;
+    loop {
+        // SAFETY: `dst` is valid for writes of `dst.len()` bytes; pread(2) writes at
+        // most that many and reports how many.
+        let n =
+            unsafe { libc::pread(file.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), offset) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `bytes` as initialized bytes.
+///
+/// # Safety
+/// Every byte of `bytes` must have been written.
+unsafe fn assume_init(bytes: &[MaybeUninit<u8>]) -> &[u8] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the caller vouches that
+    // every byte is initialized.
+    unsafe { &*(bytes as *const [MaybeUninit<u8>] as *const [u8]) }
 }
 
 #[cfg(test)]
@@ -190,6 +224,25 @@ mod tests {
             let got = read_range(&mut file, from as u64, len).unwrap();
             assert!(got == data[from..from + len], "{from}+{len}");
         }
+    }
+
+    #[test]
+    fn a_short_read_is_the_whole_file_and_a_long_one_is_left_to_the_sized_read() {
+        for len in [0, 1, 350, SHORT_READ - 1] {
+            let data = pattern(len);
+            let (_keep, file) = file_of(&data);
+            let got = read_short(&file)
+                .unwrap()
+                .expect("a file shorter than the probe");
+            assert!(got == data, "{len} bytes");
+        }
+        for len in [SHORT_READ, SHORT_READ + 1, 3 * SHORT_READ] {
+            let (_keep, file) = file_of(&pattern(len));
+            assert!(read_short(&file).unwrap().is_none(), "{len} bytes");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_short(&File::open(dir.path()).unwrap()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
     }
 
     #[test]
