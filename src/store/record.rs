@@ -276,45 +276,46 @@ impl<'a> HeaderView<'a> {
 }
 
 /// [`decode_hashed`], reading the header as a [`HeaderView`]: scanned when it has the
-/// shape cairn writes ([`super::header_scan`]), parsed as JSON otherwise.
+/// shape cairn writes ([`super::header_scan`]), parsed as JSON otherwise. Gives the
+/// header and where the payload starts in `bytes`.
 pub(crate) fn decode_view(
-    bytes: &Bytes,
+    bytes: &[u8],
     hashed: Option<PayloadDigest>,
-) -> Result<(HeaderView<'_>, Bytes), Corruption> {
+) -> Result<(HeaderView<'_>, usize), Corruption> {
     let (json, payload_start) = split_header(bytes)?;
     let header = match super::header_scan::scan(json) {
         Some(header) => header,
         None => serde_json::from_slice(json)
             .map_err(|e| Corruption(format!("unreadable header: {e}")))?,
     };
-    let payload = check_payload(
+    check_payload(
         bytes,
         payload_start,
         header.payload_len,
         &header.payload_blake3,
         hashed,
     )?;
-    Ok((header, payload))
+    Ok((header, payload_start))
 }
 
 /// Checks the payload's length and digest against the header's.
 fn check_payload(
-    bytes: &Bytes,
+    bytes: &[u8],
     payload_start: usize,
     payload_len: u64,
     payload_blake3: &str,
     hashed: Option<PayloadDigest>,
-) -> Result<Bytes, Corruption> {
-    let actual = (bytes.len() - payload_start) as u64;
+) -> Result<(), Corruption> {
+    let payload = &bytes[payload_start..];
+    let actual = payload.len() as u64;
     if actual != payload_len {
         return Err(Corruption(format!(
             "payload is {actual} bytes, the header says {payload_len} (truncated or appended to)"
         )));
     }
-    let payload = bytes.slice(payload_start..);
     let actual = match hashed {
         Some(h) if h.payload_start == payload_start => h.digest,
-        _ => digest(&payload),
+        _ => digest(payload),
     };
     // The lowercase hex cairn writes is compared as it is; any other spelling is
     // decoded first.
@@ -323,7 +324,7 @@ fn check_payload(
     {
         return Err(Corruption("payload checksum (BLAKE3) mismatch".into()));
     }
-    Ok(payload)
+    Ok(())
 }
 
 /// Hashes a record's payload as a read hands over its bytes in pieces
@@ -469,14 +470,14 @@ pub(crate) fn decode_hashed(
     hashed: Option<PayloadDigest>,
 ) -> Result<(RecordHeader, Bytes), Corruption> {
     let (header, payload_start) = decode_header(&bytes)?;
-    let payload = check_payload(
+    check_payload(
         &bytes,
         payload_start,
         header.payload_len,
         &header.payload_blake3,
         hashed,
     )?;
-    Ok((header, payload))
+    Ok((header, bytes.slice(payload_start..)))
 }
 
 #[cfg(test)]
@@ -644,8 +645,8 @@ mod tests {
         )
         .into_contiguous();
         let (header, payload) = decode(good.clone()).unwrap();
-        let (view, view_payload) = decode_view(&good, None).unwrap();
-        assert_eq!(view_payload, payload);
+        let (view, payload_start) = decode_view(&good, None).unwrap();
+        assert_eq!(good[payload_start..], payload);
         assert_eq!(view.expires, header.expires);
         assert_eq!(view.serializer, header.serializer);
         assert_eq!(view.payload_len, header.payload_len);

@@ -370,18 +370,19 @@ impl ResultStore {
     ) -> Result<RecordHit<T>> {
         let key = Key::parse(location)?;
         let (version, bytes, hashed) = self.read_hashed(&key, with_version).await?;
-        let (view, payload) =
+        let (view, payload_start) =
             record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
-        let value = self.decode_value(
-            &key,
-            &view.serializer,
-            view.declared_digests.iter().map(|d| d.as_ref()),
-            payload,
-        )?;
+        let serializer = self.serializer_named(&key, &view.serializer)?;
+        let declared = self.declared(&key, view.declared_digests.iter().map(|d| d.as_ref()))?;
+        let (expires, payload_len) = (view.expires, view.payload_len);
+        // The payload is decoded where it lies in the record's buffer.
+        let value = crate::hashing::restore_declared(declared, || {
+            self.decode_at(&key, serializer, bytes, payload_start)
+        })?;
         Ok(RecordHit {
             value,
-            expires: view.expires,
-            payload_len: view.payload_len,
+            expires,
+            payload_len,
             version,
         })
     }
@@ -428,17 +429,31 @@ impl ResultStore {
         declared: impl Iterator<Item = &'d str>,
         payload: Bytes,
     ) -> Result<T> {
-        let serializer = Serializer::from_name(serializer).ok_or_else(|| {
+        let serializer = self.serializer_named(key, serializer)?;
+        let declared = self.declared(key, declared)?;
+        crate::hashing::restore_declared(declared, || self.decode(key, serializer, payload))
+    }
+
+    /// The serializer a record's header names.
+    fn serializer_named(&self, key: &Key, name: &str) -> Result<Serializer> {
+        Serializer::from_name(name).ok_or_else(|| {
             self.corrupt(
                 key,
-                record::Corruption(format!("unknown serializer '{serializer}'")),
+                record::Corruption(format!("unknown serializer '{name}'")),
             )
-        })?;
-        let declared = declared
+        })
+    }
+
+    /// The declared digests a record's header lists.
+    fn declared<'d>(
+        &self,
+        key: &Key,
+        declared: impl Iterator<Item = &'d str>,
+    ) -> Result<Vec<crate::hashing::Digest>> {
+        declared
             .map(str::parse)
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.corrupt(key, record::Corruption(format!("declared digest: {e}"))))?;
-        crate::hashing::restore_declared(declared, || self.decode(key, serializer, payload))
+            .map_err(|e| self.corrupt(key, record::Corruption(format!("declared digest: {e}"))))
     }
 
     /// Deletes what is at `location`. Idempotent.
@@ -499,8 +514,19 @@ impl ResultStore {
         serializer: Serializer,
         bytes: Bytes,
     ) -> Result<T> {
+        self.decode_at(key, serializer, bytes, 0)
+    }
+
+    /// Decodes the value that starts at `start` in `bytes` and runs to their end.
+    fn decode_at<T: DeserializeOwned + 'static>(
+        &self,
+        key: &Key,
+        serializer: Serializer,
+        bytes: Bytes,
+        start: usize,
+    ) -> Result<T> {
         serializer
-            .deserialize(bytes)
+            .deserialize_at(bytes, start)
             .map_err(|source| Error::Serialization {
                 backend: self.backend.describe(),
                 key: key.to_string(),

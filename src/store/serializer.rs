@@ -211,6 +211,30 @@ impl Serializer {
     /// # Errors
     /// When the bytes are not valid in this format or do not fit `T`.
     pub fn deserialize<T: DeserializeOwned + 'static>(&self, bytes: Bytes) -> Result<T, Source> {
+        self.deserialize_at(bytes, 0)
+    }
+
+    /// [`Serializer::deserialize`] of the bytes from `start` on: a format that reads a
+    /// borrowed slice reads them where they lie, without a `Bytes` of their own.
+    pub(crate) fn deserialize_at<T: DeserializeOwned + 'static>(
+        &self,
+        bytes: Bytes,
+        start: usize,
+    ) -> Result<T, Source> {
+        match (self.compression, self.format) {
+            (Compression::None, Format::Json) => {
+                return Ok(serde_json::from_slice(&bytes[start..])?)
+            }
+            (Compression::None, Format::MessagePack) => {
+                return Ok(rmp_serde::from_slice(&bytes[start..])?)
+            }
+            _ => {}
+        }
+        let bytes = if start == 0 {
+            bytes
+        } else {
+            bytes.slice(start..)
+        };
         let bytes = match self.compression {
             Compression::None => bytes,
             Compression::Zstd(_) => Bytes::from(zstd::stream::decode_all(&bytes[..])?),
@@ -387,6 +411,44 @@ mod tests {
             for s in [s, s.zstd(3)] {
                 let bytes = s.serialize(&row()).unwrap();
                 assert_eq!(s.deserialize::<Row>(bytes).unwrap(), row(), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_is_read_where_it_lies_in_a_larger_buffer() {
+        let prefix = b"header bytes before the value";
+        for base in [
+            Serializer::JSON,
+            Serializer::MSGPACK,
+            Serializer::BYTES,
+            Serializer::TEXT,
+        ] {
+            for s in [base, base.zstd(3)] {
+                let in_buffer = |encoded: &Bytes| {
+                    let mut all = prefix.to_vec();
+                    all.extend_from_slice(encoded);
+                    Bytes::from(all)
+                };
+                if matches!(base.format, Format::Json | Format::MessagePack) {
+                    let all = in_buffer(&s.serialize(&row()).unwrap());
+                    let got: Row = s.deserialize_at(all, prefix.len()).unwrap();
+                    assert_eq!(got, row(), "{s}");
+                }
+                let text = "a value of text".to_owned();
+                let all = in_buffer(&s.serialize(&text).unwrap());
+                let got: String = s.deserialize_at(all.clone(), prefix.len()).unwrap();
+                assert_eq!(got, text, "{s}");
+                let got: Bytes = s.deserialize_at(all.clone(), prefix.len()).unwrap();
+                let whole: Bytes = s.deserialize(all.slice(prefix.len()..)).unwrap();
+                assert_eq!(got, whole, "{s}");
+                // A value that does not fit fails as it does from its own buffer.
+                let bad = s.deserialize_at::<u64>(all.clone(), prefix.len()).is_err();
+                assert_eq!(
+                    bad,
+                    s.deserialize::<u64>(all.slice(prefix.len()..)).is_err(),
+                    "{s}"
+                );
             }
         }
     }
