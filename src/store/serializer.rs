@@ -397,6 +397,14 @@ mod tests {
         tags: Vec<String>,
     }
 
+    /// Every format, uncompressed.
+    const EVERY_FORMAT: [Serializer; 4] = [
+        Serializer::JSON,
+        Serializer::MSGPACK,
+        Serializer::BYTES,
+        Serializer::TEXT,
+    ];
+
     fn row() -> Row {
         Row {
             name: "ada".into(),
@@ -418,12 +426,7 @@ mod tests {
     #[test]
     fn a_value_is_read_where_it_lies_in_a_larger_buffer() {
         let prefix = b"header bytes before the value";
-        for base in [
-            Serializer::JSON,
-            Serializer::MSGPACK,
-            Serializer::BYTES,
-            Serializer::TEXT,
-        ] {
+        for base in EVERY_FORMAT {
             for s in [base, base.zstd(3)] {
                 let in_buffer = |encoded: &Bytes| {
                     let mut all = prefix.to_vec();
@@ -559,12 +562,7 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let mut names = std::collections::BTreeSet::new();
-        for base in [
-            Serializer::JSON,
-            Serializer::MSGPACK,
-            Serializer::BYTES,
-            Serializer::TEXT,
-        ] {
+        for base in EVERY_FORMAT {
             for s in [base, base.zstd(3)] {
                 assert_eq!(Serializer::from_name(s.name()), Some(s), "{}", s.name());
                 names.insert(s.name());
