@@ -24,48 +24,48 @@ pub(crate) fn scan(json: &[u8]) -> Option<HeaderView<'_>> {
     // it at once is cheaper than string by string, and a header almost always is).
     let json = std::str::from_utf8(json).ok()?;
     let mut s = Scanner { text: json, at: 0 };
-    s.expect("{\"created\":")?;
+    s.expect(b"{\"created\":")?;
     let created = date(s.string()?)?;
-    s.expect(",\"expires\":")?;
+    s.expect(b",\"expires\":")?;
     let expires = match s.null_or_string()? {
         Some(d) => Some(date(d)?),
         None => None,
     };
-    s.expect(",\"serializer\":")?;
+    s.expect(b",\"serializer\":")?;
     let serializer = s.string()?;
-    s.expect(",\"payload_len\":")?;
+    s.expect(b",\"payload_len\":")?;
     let payload_len = s.number()?;
-    s.expect(",\"payload_blake3\":")?;
+    s.expect(b",\"payload_blake3\":")?;
     let payload_blake3 = s.string()?;
-    s.expect(",\"key_components\":{")?;
-    if !s.eat("}") {
+    s.expect(b",\"key_components\":{")?;
+    if !s.eat(b"}") {
         loop {
             s.string()?;
-            s.expect(":")?;
+            s.expect(b":")?;
             s.string()?;
-            if s.eat("}") {
+            if s.eat(b"}") {
                 break;
             }
-            s.expect(",")?;
+            s.expect(b",")?;
         }
     }
-    s.expect(",\"task\":")?;
+    s.expect(b",\"task\":")?;
     s.null_or_string()?;
-    s.expect(",\"output_type\":")?;
+    s.expect(b",\"output_type\":")?;
     s.null_or_string()?;
     let mut declared_digests = Vec::new();
-    if s.eat(",\"declared_digests\":[") {
+    if s.eat(b",\"declared_digests\":[") {
         loop {
             declared_digests.push(Cow::Borrowed(s.string()?));
-            if s.eat("]") {
+            if s.eat(b"]") {
                 break;
             }
-            s.expect(",")?;
+            s.expect(b",")?;
         }
     }
-    s.expect(",\"cairn_version\":")?;
+    s.expect(b",\"cairn_version\":")?;
     let cairn_version = s.string()?;
-    s.expect("}")?;
+    s.expect(b"}")?;
     if s.at != json.len() {
         return None;
     }
@@ -90,24 +90,26 @@ impl<'a> Scanner<'a> {
         &self.text.as_bytes()[self.at..]
     }
 
-    /// Consumes `token` if the text goes on with it.
-    fn eat(&mut self, token: &str) -> bool {
-        if self.rest().starts_with(token.as_bytes()) {
-            self.at += token.len();
-            true
-        } else {
-            false
+    /// Consumes `token` if the text goes on with it. Tokens are fixed arrays, so the
+    /// comparison is a few loads of known size, not a call to `memcmp`.
+    fn eat<const N: usize>(&mut self, token: &[u8; N]) -> bool {
+        match self.rest().first_chunk::<N>() {
+            Some(next) if next == token => {
+                self.at += N;
+                true
+            }
+            _ => false,
         }
     }
 
-    fn expect(&mut self, token: &str) -> Option<()> {
+    fn expect<const N: usize>(&mut self, token: &[u8; N]) -> Option<()> {
         self.eat(token).then_some(())
     }
 
     /// A string without escapes or control characters (JSON forbids the latter raw;
     /// the former are left to the parser).
     fn string(&mut self) -> Option<&'a str> {
-        self.expect("\"")?;
+        self.expect(b"\"")?;
         let len = plain_len(self.rest())?;
         let start = self.at;
         self.at += len + 1;
@@ -116,7 +118,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn null_or_string(&mut self) -> Option<Option<&'a str>> {
-        if self.eat("null") {
+        if self.eat(b"null") {
             Some(None)
         } else {
             self.string().map(Some)
