@@ -738,7 +738,7 @@ impl LocalBackend {
         &self,
         key: &Key,
         range: Option<GetRange>,
-        inspect: Option<Inspector>,
+        mut inspect: Option<Inspector>,
         meta_of: MetaOf<M>,
     ) -> Result<(M, Bytes)> {
         if self.inner.inline_read_limit > 0 {
@@ -747,7 +747,6 @@ impl LocalBackend {
         }
         let inner = self.inner.clone();
         let key = key.clone();
-        let mut inspect = inspect;
         blocking(move || {
             let (mut file, m, range) = open_file_range(&inner, key.as_str(), range)?;
             let len = (range.end - range.start) as usize;
@@ -887,7 +886,7 @@ impl Backend for LocalBackend {
     async fn get_inspected(
         &self,
         key: &Key,
-        inspect: Inspector,
+        mut inspect: Inspector,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
         if with_version {
@@ -902,7 +901,6 @@ impl Backend for LocalBackend {
         let file = open_key(&self.inner, key.as_str())?;
         match read::read_short(&file) {
             Ok(Some(bytes)) => {
-                let mut inspect = inspect;
                 inspect(&bytes);
                 Ok((None, bytes))
             }

@@ -116,9 +116,11 @@ pub(crate) const SHORT_READ: usize = 4096;
 /// holds at least that many bytes (the caller then reads it by its size).
 ///
 /// The read that comes back short marks the file's end. A `pread` of a regular file
-/// returns fewer bytes than asked only there: the kernel interrupts a file read only
-/// for a signal that kills the process, and an object's file is never written in place
-/// (each publish links a new file). A directory is `EISDIR`.
+/// returns fewer bytes than asked only there: Linux interrupts a read of a local or NFS
+/// file only for a signal that kills the process, and an object's file is never
+/// written in place (each publish links a new file). Should a filesystem ever answer
+/// short elsewhere (a FUSE one may), a record's own length check reports the record
+/// corrupt; its bytes are never taken for a shorter value. A directory is `EISDIR`.
 pub(crate) fn read_short(file: &File) -> io::Result<Option<Bytes>> {
     let mut buf = [MaybeUninit::<u8>::uninit(); SHORT_READ];
     let n = pread(file, &mut buf, 0)?;
