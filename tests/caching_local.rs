@@ -1,16 +1,16 @@
 //! The caching suite on the local-disk backend: a directory of its own per test.
 
 mod caching;
+mod scratch;
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cairn::ResultStore;
 
-fn root() -> &'static tempfile::TempDir {
-    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    ROOT.get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
+fn root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| scratch::dir("caching"))
 }
 
-caching_tests!(async {
-    Some(ResultStore::local(root().path().join(caching::unique("store"))).unwrap())
-});
+caching_tests!(async { Some(ResultStore::local(root().join(caching::unique("store"))).unwrap()) });

@@ -4,12 +4,12 @@
 
 mod caching;
 mod emulators;
+mod scratch;
 
 use cairn::ResultStore;
 
 fn tier_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cairn-tier-{:016x}", rand::random::<u64>()))
+    scratch::dir("tier")
 }
 
 mod s3 {

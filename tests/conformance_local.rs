@@ -1,19 +1,19 @@
 //! The conformance suite on the local-disk backend.
 
 mod conformance;
+mod scratch;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use cairn::backend::{DynBackend, LocalBackend};
 
-fn root() -> &'static tempfile::TempDir {
-    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
-    ROOT.get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
+fn root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| scratch::dir("conformance"))
 }
 
-conformance_tests!(async {
-    Some(Arc::new(LocalBackend::new(root().path()).unwrap()) as DynBackend)
-});
+conformance_tests!(async { Some(Arc::new(LocalBackend::new(root()).unwrap()) as DynBackend) });
 
 #[tokio::test]
 async fn missing_root_directory_is_a_missing_bucket() {

@@ -4,6 +4,7 @@
 
 mod conformance;
 mod emulators;
+mod scratch;
 
 use std::sync::Arc;
 
@@ -11,9 +12,7 @@ use cairn::backend::{DiskTier, DynBackend, TieredBackend};
 
 /// A fresh tier directory, under the target directory (`localstack/test` empties it).
 fn tier() -> DiskTier {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cairn-tier-{:016x}", rand::random::<u64>()));
-    DiskTier::new(dir).unwrap()
+    DiskTier::new(scratch::dir("tier")).unwrap()
 }
 
 mod s3 {

@@ -1,13 +1,13 @@
 //! The runner's store-facing behaviours on the local disk.
 
 mod runner_suite;
+mod scratch;
 
 use cairn::ResultStore;
 
-/// A fresh directory per test; kept alive for the process (tests are short-lived).
+/// A fresh directory per test, under `target/tmp`.
 async fn store() -> Option<ResultStore> {
-    let dir = tempfile::tempdir().unwrap().keep();
-    Some(ResultStore::local(dir).unwrap())
+    Some(ResultStore::local(scratch::dir("runner")).unwrap())
 }
 
 runner_tests!(store());

@@ -4,14 +4,14 @@
 
 mod emulators;
 mod runner_suite;
+mod scratch;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn::ResultStore;
 
 fn tier_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cairn-tier-{:016x}", rand::random::<u64>()))
+    scratch::dir("tier")
 }
 
 fn prefix() -> String {

@@ -1,17 +1,18 @@
 //! `#[cairn::task]` with the real runner: calls, errors, targets, caching, and what
 //! the macro records about the function.
 
+mod scratch;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use cairn::cache::INPUTS;
 use cairn::{Flow, ResultStore, State, TaskErrorKind};
 
-/// One temporary store for the tests in this file (statics outlive the tests).
+/// One store for the tests in this file, under `target/tmp`.
 fn store() -> ResultStore {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    ResultStore::local(dir.path()).unwrap()
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    ResultStore::local(DIR.get_or_init(|| scratch::dir("task-macro"))).unwrap()
 }
 
 #[derive(Debug)]
