@@ -93,8 +93,8 @@
 //! use cairn::{cache::INPUTS, ResultStore};
 //!
 //! // A store whose `cache/` is a file: no cache record can be read or written.
+//! static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
 //! fn broken() -> ResultStore {
-//!     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
 //!     let dir = DIR.get_or_init(|| {
 //!         let dir = tempfile::tempdir().unwrap();
 //!         std::fs::write(dir.path().join("cache"), "not a directory").unwrap();
@@ -110,6 +110,7 @@
 //!
 //! let err = triple(2).await.unwrap_err();
 //! assert!(err.to_string().contains("cache record"), "{err}");
+//! # std::fs::remove_dir_all(DIR.get().unwrap().path()).unwrap(); // statics are never dropped
 //! # });
 //! ```
 //!

@@ -4,12 +4,11 @@
 
 mod caching;
 mod emulators;
-mod scratch;
 
 use cairn::ResultStore;
 
 fn tier_dir() -> std::path::PathBuf {
-    scratch::dir("tier")
+    caching::scratch::dir("tier")
 }
 
 mod s3 {

@@ -251,13 +251,14 @@ async fn a_task_inside_a_flow_is_a_run_of_the_flow() {
 
 /// A store whose `cache/` is a regular file: every cache record read and write fails.
 fn broken_store() -> ResultStore {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cache"), b"not a directory").unwrap();
+        let dir = scratch::dir("broken-store");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cache"), b"not a directory").unwrap();
         dir
     });
-    ResultStore::local(dir.path()).unwrap()
+    ResultStore::local(dir).unwrap()
 }
 
 static LENIENT_RUNS: AtomicUsize = AtomicUsize::new(0);

@@ -11,6 +11,9 @@
 //! already seen in this process (one behaviour checks exactly that).
 #![allow(dead_code)]
 
+#[path = "../scratch/mod.rs"]
+pub mod scratch;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -49,9 +52,13 @@ fn executions(runs: &AtomicUsize) -> usize {
 /// Settings from an empty `CAIRN_HOME` and the given variables only, so that the
 /// machine's environment and `~/.cairn/config.toml` never change a test.
 fn settings(env: &[(&str, &str)]) -> Settings {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
-    Settings::from_sources(home.path(), env.iter().copied()).expect("valid settings")
+    static HOME: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let home = HOME.get_or_init(|| {
+        let home = scratch::dir("home");
+        std::fs::create_dir_all(&home).expect("a directory under target/tmp");
+        home
+    });
+    Settings::from_sources(home, env.iter().copied()).expect("valid settings")
 }
 
 /// A flow with hermetic settings.
