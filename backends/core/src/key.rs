@@ -68,13 +68,11 @@ fn invalid_reason(key: &str) -> Option<String> {
     if key.starts_with('/') {
         return Some("a key is relative to the store and cannot start with '/'".into());
     }
-    // Almost every key is printable ASCII without '\\': one pass over its bytes tells,
-    // and only the others are looked at character by character.
-    // Without stopping early, so that the loop runs on whole vectors.
-    let plain = key
-        .bytes()
-        .fold(true, |ok, b| ok & (0x20..0x7f).contains(&b) & (b != b'\\'));
-    if plain && !suspicious_segments(key.as_bytes()) {
+    // Almost every key is printable ASCII without '\\' and has no segment that is empty
+    // or starts with '.': one pass over its bytes, eight at a time, tells, and only the
+    // others are looked at character by character.
+    let (plain, suspicious) = scan_words(key.as_bytes());
+    if plain && !suspicious {
         return None;
     }
     if !plain {
@@ -88,16 +86,47 @@ fn invalid_reason(key: &str) -> Option<String> {
     segment_reason(key)
 }
 
-/// Whether a segment of `key` (not empty, not starting with `/`) may be empty or start
-/// with `.`: every segment rule concerns only such segments (empty, `.`, `..`, staged
-/// names), so a key without them passes the rules unread. In one pass without
-/// stopping early, which runs on whole vectors.
-fn suspicious_segments(key: &[u8]) -> bool {
-    key[0] == b'.'
-        || key[key.len() - 1] == b'/'
-        || key.windows(2).fold(false, |suspicious, pair| {
-            suspicious | ((pair[0] == b'/') & ((pair[1] == b'/') | (pair[1] == b'.')))
-        })
+/// For a key (not empty): whether every byte is printable ASCII other than `\\`
+/// (`plain`), and whether a segment may be empty or start with `.` (`suspicious`: the
+/// key starts with `.`, ends with `/`, or has `//` or `/.`). Every segment rule concerns
+/// only such segments (empty, `.`, `..`, staged names), so a key without them passes
+/// the rules unread.
+///
+/// Eight bytes at a time as one `u64`, with exact per-byte masks (no carry crosses a
+/// byte); the last word is padded with `a`, which changes neither answer.
+fn scan_words(key: &[u8]) -> (bool, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // The high bit of each byte of `w` that is zero, and of no other.
+    let zero = |w: u64| !(((w & LOW7).wrapping_add(LOW7)) | w) & HIGH;
+    let mut bad = 0u64;
+    let mut pairs = 0u64;
+    let mut slash_before = 0u64; // the previous word's last byte was '/'
+    let mut scan = |w: u64| {
+        // Below 0x20: the high bit of (b | 0x80) - 0x20 is clear; at or above 0x7f:
+        // the high bit of b, or of (b & 0x7f) + 1.
+        let control = !((w | HIGH).wrapping_sub(ONES * 0x20)) & HIGH;
+        let high = (w | (w & LOW7).wrapping_add(ONES)) & HIGH;
+        let slash = zero(w ^ (ONES * u64::from(b'/')));
+        let dot = zero(w ^ (ONES * u64::from(b'.')));
+        bad |= control | high | zero(w ^ (ONES * u64::from(b'\\')));
+        // A '/' followed by '/' or '.', within the word or across its start.
+        pairs |= ((slash << 8) | slash_before) & (slash | dot);
+        slash_before = slash >> 56;
+    };
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        scan(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut last = [b'a'; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        scan(u64::from_le_bytes(last));
+    }
+    let suspicious = key[0] == b'.' || key[key.len() - 1] == b'/' || pairs != 0;
+    (bad == 0, suspicious)
 }
 
 /// The segment rule that `key` breaks, segment by segment.
@@ -177,6 +206,53 @@ mod tests {
             return invalid_reason(key);
         }
         segment_reason(key)
+    }
+
+    /// `scan_words`, a byte at a time.
+    fn scan_bytes(key: &[u8]) -> (bool, bool) {
+        let plain = key.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\');
+        let suspicious = key[0] == b'.'
+            || key[key.len() - 1] == b'/'
+            || key
+                .windows(2)
+                .any(|p| p[0] == b'/' && (p[1] == b'/' || p[1] == b'.'));
+        (plain, suspicious)
+    }
+
+    #[test]
+    fn the_word_scan_judges_every_byte_as_the_byte_scan() {
+        // Every byte value alone, and after a '/', at every position of three words.
+        for b in 0..=255u8 {
+            for at in 0..24 {
+                let mut key = vec![b'x'; 24];
+                key[at] = b;
+                assert_eq!(scan_words(&key), scan_bytes(&key), "{b:#x} at {at}");
+                if at > 0 {
+                    key[at - 1] = b'/';
+                    assert_eq!(scan_words(&key), scan_bytes(&key), "/{b:#x} at {at}");
+                }
+                key.truncate(at + 1);
+                assert_eq!(scan_words(&key), scan_bytes(&key), "{b:#x} ending at {at}");
+            }
+        }
+        // Random keys of 1 to 40 bytes over the bytes that matter.
+        let alphabet = [
+            b'a', b'/', b'.', b'\\', 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let len = 1 + (next() % 40) as usize;
+            let key: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            assert_eq!(scan_words(&key), scan_bytes(&key), "{key:?}");
+        }
     }
 
     #[test]
