@@ -25,7 +25,6 @@ mod lease;
 mod lease_probe;
 pub(crate) mod memory;
 mod policy;
-mod record_key;
 
 pub(crate) use lease::{host_name, lease_location};
 pub use lease::{Attempt, Lease, LeaseConfig, LeaseHolder, Reservation};
@@ -35,7 +34,6 @@ pub use policy::{
     CachePolicy, KeyFn, DEFAULT, FLOW_PARAMETERS, IDENTITY, INPUTS, NONE, RUN_ID, SIGNATURE,
     TASK_SOURCE,
 };
-pub(crate) use record_key::record_key;
 
 /// The location of the record for `key` (hex) in `namespace`.
 pub(crate) fn record_location(namespace: &str, key_hex: &str) -> String {

@@ -935,11 +935,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // Borrowed from the run's record until a miss needs its own copy.
         let location = self.cache_record();
         if !refresh {
-            let hit = match self.info.cache_location() {
-                Some(Ok(key)) => store.read_hit_at::<O>(key, self.def.memory_tier).await,
-                _ => store.read_hit::<O>(location, self.def.memory_tier).await,
-            };
-            match hit {
+            match store.read_hit::<O>(location, self.def.memory_tier).await {
                 Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::backend::Key;
 use crate::cache::hashing::Digest;
 use crate::runner::error::TaskError;
 use crate::runner::state::State;
@@ -57,8 +56,7 @@ pub(crate) struct CacheRef {
     pub(crate) key: Digest,
     pub(crate) namespace: Arc<str>,
     pub(crate) store: Arc<str>,
-    /// The record's key, or the location written out when it makes no valid key.
-    record: OnceLock<Result<Key, Box<str>>>,
+    record: OnceLock<Box<str>>,
 }
 
 impl CacheRef {
@@ -79,19 +77,10 @@ impl CacheRef {
 
     /// `cache/v1/<namespace>/<ab>/<key>`.
     pub(crate) fn record(&self) -> &str {
-        match self.location() {
-            Ok(key) => key.as_str(),
-            Err(text) => text,
-        }
-    }
-
-    /// The record's location as a key, or written out when the namespace makes it no
-    /// valid key (reading it then fails as for any invalid key).
-    pub(crate) fn location(&self) -> Result<&Key, &str> {
-        self.record
-            .get_or_init(|| crate::cache::record_key(&self.namespace, &self.key))
-            .as_ref()
-            .map_err(|text| &**text)
+        self.record.get_or_init(|| {
+            let hex = self.key.hex_buf();
+            crate::cache::record_location(&self.namespace, hex.as_str()).into_boxed_str()
+        })
     }
 }
 
@@ -196,12 +185,6 @@ impl TaskRunInfo {
     /// (`cache/v1/<namespace>/<ab>/<key>`), when the task caches.
     pub fn cache_record(&self) -> Option<&str> {
         self.cache.as_ref().map(CacheRef::record)
-    }
-
-    /// The cache record's location as a key (written out when it makes no valid key),
-    /// when the task caches.
-    pub(crate) fn cache_location(&self) -> Option<Result<&Key, &str>> {
-        self.cache.as_ref().map(CacheRef::location)
     }
 
     /// The URL of the store holding the cache record, when the task caches.

@@ -368,24 +368,16 @@ impl ResultStore {
         location: &str,
         with_version: bool,
     ) -> Result<RecordHit<T>> {
-        self.read_hit_at(&Key::parse(location)?, with_version).await
-    }
-
-    /// [`ResultStore::read_hit`] of a location already made a key.
-    pub(crate) async fn read_hit_at<T: DeserializeOwned + 'static>(
-        &self,
-        key: &Key,
-        with_version: bool,
-    ) -> Result<RecordHit<T>> {
-        let (version, bytes, hashed) = self.read_hashed(key, with_version).await?;
+        let key = Key::parse(location)?;
+        let (version, bytes, hashed) = self.read_hashed(&key, with_version).await?;
         let (view, payload_start) =
-            record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(key, c))?;
-        let serializer = self.serializer_named(key, &view.serializer)?;
-        let declared = self.declared(key, view.declared_digests.iter().map(|d| d.as_ref()))?;
+            record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
+        let serializer = self.serializer_named(&key, &view.serializer)?;
+        let declared = self.declared(&key, view.declared_digests.iter().map(|d| d.as_ref()))?;
         let (expires, payload_len) = (view.expires, view.payload_len);
         // The payload is decoded where it lies in the record's buffer.
         let value = crate::hashing::restore_declared(declared, || {
-            self.decode_at(key, serializer, bytes, payload_start)
+            self.decode_at(&key, serializer, bytes, payload_start)
         })?;
         Ok(RecordHit {
             value,

@@ -1,7 +1,6 @@
 //! Object keys: `/`-separated paths relative to a backend's root.
 
 use std::fmt;
-use std::sync::Arc;
 
 use crate::{Error, Result};
 
@@ -20,27 +19,21 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// assert!(Key::parse("../etc/passwd").is_err());
 /// assert!(Key::parse("/absolute").is_err());
 /// ```
-///
-/// A key is shared, not copied, when cloned (a read handed to a worker thread, a key
-/// remembered for the next call).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key(Arc<str>);
+pub struct Key(String);
 
 impl Key {
     /// Validates `key`.
     ///
     /// # Errors
     /// [`Error::InvalidKey`] naming the rule the key breaks.
-    pub fn parse(key: impl AsRef<str>) -> Result<Self> {
-        let key = key.as_ref();
-        if let Some(reason) = invalid_reason(key) {
+    pub fn parse(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        if let Some(reason) = invalid_reason(&key) {
             // Error messages shorten a huge key in the middle and give its length.
-            return Err(Error::InvalidKey {
-                key: key.to_owned(),
-                reason,
-            });
+            return Err(Error::InvalidKey { key, reason });
         }
-        Ok(Key(key.into()))
+        Ok(Key(key))
     }
 
     /// The key as a string.
