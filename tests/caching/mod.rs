@@ -1255,6 +1255,25 @@ pub async fn namespaces_do_not_share(store: &ResultStore) {
     assert_eq!(base.run(1).await.state(), &State::Completed);
     assert_eq!(executions(&runs), 3);
     assert_eq!(cache_entries(store).await.len(), 3);
+
+    // A namespace that makes no valid location caches nothing: each call runs its body
+    // (the record can be neither read nor written, a logged miss and warning), and a
+    // strict cache fails the run naming the key's fault.
+    let outside = base.clone().namespace("../outside");
+    for _ in 0..2 {
+        let run = outside.run(1).await;
+        assert_eq!(run.state(), &State::Completed);
+        assert_eq!(run.value(), Some(&2));
+    }
+    assert_eq!(executions(&runs), 5);
+    let strict = outside.clone().strict_cache(true).run(1).await;
+    assert!(strict.state().is_failed(), "{:?}", strict.state());
+    let err = strict.error().unwrap().to_string();
+    assert!(
+        err.contains("../outside") && err.contains("cannot leave"),
+        "{err}"
+    );
+    assert_eq!(cache_entries(store).await.len(), 3);
 }
 
 // ---------------------------------------------------------------------------------
