@@ -86,7 +86,7 @@ fn invalid_reason(key: &str) -> Option<String> {
     segment_reason(key)
 }
 
-/// For a key (not empty): whether every byte is printable ASCII other than `\\`
+/// For a key (not empty): whether every byte is printable ASCII other than `\`
 /// (`plain`), and whether a segment may be empty or start with `.` (`suspicious`: the
 /// key starts with `.`, ends with `/`, or has `//` or `/.`). Every segment rule concerns
 /// only such segments (empty, `.`, `..`, staged names), so a key without them passes
