@@ -388,14 +388,19 @@ impl Drop for Staged {
 }
 
 impl Inner {
+    /// `NotFound` for key (or prefix) `k` in this store.
+    fn not_found(&self, k: &str) -> Error {
+        Error::NotFound {
+            backend: self.url.clone(),
+            key: k.into(),
+        }
+    }
+
     /// An object's metadata, read by one `stat` on the calling thread.
     fn head_now(&self, key: Key) -> Result<ObjectMeta> {
         match path::with_key_path(&self.root, key.as_str(), path::stat_key_path) {
             Ok(m) if m.is_file => Ok(object_meta(key, &m)),
-            Ok(_) => Err(Error::NotFound {
-                backend: self.url.clone(),
-                key: key.to_string(),
-            }),
+            Ok(_) => Err(self.not_found(key.as_str())),
             Err(e) => Err(self.check_root(io_error(&self.url, key.as_str(), e))),
         }
     }
@@ -618,10 +623,7 @@ impl Inner {
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         if !self.root.is_dir() {
-            return Err(self.check_root(Error::NotFound {
-                backend: self.url.clone(),
-                key: prefix.into(),
-            }));
+            return Err(self.check_root(self.not_found(prefix)));
         }
         // Start the walk at the deepest directory the prefix names.
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
@@ -716,10 +718,7 @@ fn stat_range(
 ) -> Result<(FileStat, std::ops::Range<u64>)> {
     let m = FileStat::from(&file.metadata().map_err(|e| io_error(&inner.url, k, e))?);
     if !m.is_file {
-        return Err(Error::NotFound {
-            backend: inner.url.clone(),
-            key: k.into(),
-        });
+        return Err(inner.not_found(k));
     }
     let range = resolve_range(range.as_ref(), m.size, &inner.url, k)?;
     Ok((m, range))
@@ -908,10 +907,9 @@ impl Backend for LocalBackend {
                 self.read_opened(key, file, None, Some(inspect), |_, _| None)
                     .await
             }
-            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Err(Error::NotFound {
-                backend: self.inner.url.clone(),
-                key: key.as_str().into(),
-            }),
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                Err(self.inner.not_found(key.as_str()))
+            }
             Err(e) => Err(io_error(&self.inner.url, key.as_str(), e)),
         }
     }
