@@ -1292,20 +1292,35 @@ async fn with_checkpointing_the_flow_run_leaves_a_summary() {
 // ---------------------------------------------------------------------------------
 // Defaults and definition errors a first-time user meets
 
+/// Waits (up to 5 s) for `path` to exist; whether it does.
+async fn appears(path: &std::path::Path) -> bool {
+    for _ in 0..500 {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    path.exists()
+}
+
 /// A burst of hits on one record in the store starts one write of its use marker, not
 /// one per hit until the first write runs: a hit claims the day's marker before it
 /// hands the write to a task. On one thread, the hits below never yield, so without
-/// the claim each would start a task of its own.
+/// the claim each would start a task of its own. (The hits come two days after the
+/// record was written: a fresher record needs no marker, see below.)
 #[tokio::test(flavor = "current_thread")]
 async fn a_burst_of_store_hits_starts_one_use_marker_write() {
     let dir = tempfile::tempdir().unwrap();
     let runs = counter();
+    let clock = Arc::new(cairn::ManualClock::new(Utc::now()));
     let task = counted("burst", &runs, |x: i64, _| Ok(x + 1))
         .inputs(["x"])
         .cache_policy(cairn::cache::INPUTS)
         .memory_tier(false)
+        .clock(clock.clone())
         .result_storage(ResultStore::local(dir.path()).unwrap());
     assert_eq!(task.call(1).await.unwrap(), 2);
+    clock.advance(chrono::TimeDelta::days(2));
     let metrics = tokio::runtime::Handle::current().metrics();
     let before = metrics.num_alive_tasks();
     for _ in 0..50 {
@@ -1318,14 +1333,78 @@ async fn a_burst_of_store_hits_starts_one_use_marker_write() {
         "50 hits on one record started more than one marker write"
     );
     // The one write lands.
-    let used = dir.path().join("used/v1/cache");
-    for _ in 0..500 {
-        if used.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        appears(&dir.path().join("used/v1/cache")).await,
+        "the use marker was never written"
+    );
+}
+
+/// A hit within a day of its record's creation writes no use marker: the creation
+/// already tells `prune --max-size` when the record was used, to within the day a
+/// marker gives. The first hit a day or more after the creation writes one.
+#[tokio::test(flavor = "current_thread")]
+async fn a_hit_within_a_day_of_the_records_creation_writes_no_use_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = counter();
+    // A record's creation is the writer's wall clock; the task's clock starts a second
+    // after it (a clock behind the creation would mark the record: see below).
+    let clock = Arc::new(cairn::ManualClock::new(
+        Utc::now() + chrono::TimeDelta::seconds(1),
+    ));
+    let task = counted("fresh", &runs, |x: i64, _| Ok(x + 1))
+        .inputs(["x"])
+        .cache_policy(cairn::cache::INPUTS)
+        .memory_tier(false)
+        .clock(clock.clone())
+        .result_storage(ResultStore::local(dir.path()).unwrap());
+    assert_eq!(task.call(1).await.unwrap(), 2);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    for hours in [0, 1, 22] {
+        clock.advance(chrono::TimeDelta::hours(hours));
+        assert_eq!(task.call(1).await.unwrap(), 2);
     }
-    assert!(used.exists(), "the use marker was never written");
+    assert_eq!(count(&runs), 1, "every call after the first is a hit");
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before,
+        "a hit on a record written 23 hours before started a marker write"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let used = dir.path().join("used");
+    assert!(!used.exists(), "a fresh record was marked used");
+    // 25 hours after the record was written.
+    clock.advance(chrono::TimeDelta::hours(2));
+    assert_eq!(task.call(1).await.unwrap(), 2);
+    assert_eq!(count(&runs), 1);
+    assert!(
+        appears(&used.join("v1/cache")).await,
+        "the first hit a day after the record's creation wrote no marker"
+    );
+}
+
+/// A hit whose clock reads earlier than the record's creation (a writer whose clock
+/// runs ahead) cannot tell the record's age, and writes the marker.
+#[tokio::test(flavor = "current_thread")]
+async fn a_hit_before_the_records_creation_time_writes_a_use_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = counter();
+    let clock = Arc::new(cairn::ManualClock::new(
+        Utc::now() - chrono::TimeDelta::hours(1),
+    ));
+    let task = counted("ahead", &runs, |x: i64, _| Ok(x + 1))
+        .inputs(["x"])
+        .cache_policy(cairn::cache::INPUTS)
+        .memory_tier(false)
+        .clock(clock)
+        .result_storage(ResultStore::local(dir.path()).unwrap());
+    assert_eq!(task.call(1).await.unwrap(), 2);
+    assert_eq!(task.call(1).await.unwrap(), 2);
+    assert_eq!(count(&runs), 1);
+    assert!(
+        appears(&dir.path().join("used/v1/cache")).await,
+        "a record from the reader's future was not marked used"
+    );
 }
 
 /// With a cache policy and no store named, cache records persist to

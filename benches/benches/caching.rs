@@ -463,8 +463,21 @@ async fn time_calls(task: &Task<u64, u64>, inputs: &[u64]) -> Vec<Duration> {
 
 /// `time_calls` inside one flow run.
 async fn time_calls_in_flow(task: &Task<u64, u64>, inputs: &[u64]) -> Vec<Duration> {
-    Flow::new("bench")
-        .run((), |_| async { Ok(time_calls(task, inputs).await) })
+    time_calls_in_flow_at(task, inputs, None).await
+}
+
+/// [`time_calls_in_flow`], in a flow whose runs read `clock` (the system's if `None`).
+async fn time_calls_in_flow_at(
+    task: &Task<u64, u64>,
+    inputs: &[u64],
+    clock: Option<Arc<dyn cairn::Clock>>,
+) -> Vec<Duration> {
+    let flow = Flow::new("bench");
+    let flow = match clock {
+        Some(clock) => flow.clock(clock),
+        None => flow,
+    };
+    flow.run((), |_| async { Ok(time_calls(task, inputs).await) })
         .await
         .into_result()
         .expect("the flow run")
@@ -1369,11 +1382,19 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
     let tier_trusted = add_one(&runs)
         .result_storage(reader_store)
         .memory_tier_revalidate_after(Duration::from_secs(24 * 3600));
+    // Hits two days after the records were written, as on a store whose records are
+    // older than a day: each is its record's first of the day and writes a use marker
+    // in the background (a hit within a day of the record's creation writes none).
+    let two_days_on: Arc<dyn cairn::Clock> = Arc::new(cairn::ManualClock::new(
+        chrono::Utc::now() + chrono::TimeDelta::days(2),
+    ));
     MemoryTier::global().clear();
     println!(
         "  raw = std::fs::read (open, fstat, read, close) of the record file of a random \
          entry; tier on = the default trust bound of 1 s, after which a hit `stat`s the \
-         record; tier trusted = never revalidated"
+         record; tier trusted = never revalidated; records 2 days old = tier off, the \
+         flow's clock two days on, so that each hit writes its record's use marker \
+         (timed after the other rows, whose hits write none)"
     );
     print_header();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
@@ -1425,6 +1446,10 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
                 label: "memory tier trusted",
                 times: Vec::new(),
             },
+            ScalingRow {
+                label: "tier off, records 2 days old",
+                times: Vec::new(),
+            },
         ];
         let per_round = (config.calls / ROUNDS).max(1);
         for round in 0..ROUNDS as u64 {
@@ -1445,6 +1470,14 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
                 time_calls_in_flow(&tier_trusted, &random_inputs(size, per_round, seed + 3)).await,
             );
         }
+        let markers_of_rows = count_files(&root.join("used")) - markers_before;
+        // The marker writes run in the background: these rows come after the others.
+        for round in 0..ROUNDS as u64 {
+            let inputs = random_inputs(size, per_round, 7 + 4 * round);
+            rows[4]
+                .times
+                .extend(time_calls_in_flow_at(&tier_off, &inputs, Some(two_days_on.clone())).await);
+        }
         let ran = runs.load(Ordering::Relaxed) - before;
         if ran != 0 {
             println!("  !! the body ran {ran} times during hit rows");
@@ -1456,7 +1489,8 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
                 0 => format!("{:>5} entries, raw read of a record file", names[i]),
                 1 => format!("{:>5} entries, memory tier off (store read)", names[i]),
                 2 => format!("{:>5} entries, memory tier on ({held} held)", names[i]),
-                _ => format!("{:>5} entries, memory tier on, trusted", names[i]),
+                3 => format!("{:>5} entries, memory tier on, trusted", names[i]),
+                _ => format!("{:>5} entries, tier off, records 2 days old", names[i]),
             };
             print_row(&label, &s);
             if table.len() <= j {
@@ -1474,12 +1508,24 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
             loadavg()
         );
         // A hit read from the store marks the record used, once a day per record and
-        // process (`used/v1/...`, written in the background): with many entries, most
-        // timed hits are a record's first of the day, and write one.
+        // process (`used/v1/...`, written in the background) unless the record was
+        // written less than a day before: the rows of fresh records write none, and
+        // with many entries most hits on 2-day-old records are a record's first of the
+        // day, and write one. Counted once the background writes have settled.
+        let mut markers = count_files(&root.join("used"));
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = count_files(&root.join("used"));
+            if now == markers {
+                break;
+            }
+            markers = now;
+        }
         println!(
-            "  {:<52} (use markers written during warm-up and rows: {})",
+            "  {:<52} (use markers written: {markers_of_rows} by the fresh records' rows, {} by \
+             the rows of 2-day-old records)",
             "",
-            count_files(&root.join("used")) - markers_before
+            markers - markers_before - markers_of_rows
         );
     }
     let t = Instant::now();
@@ -1502,6 +1548,25 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
         for (label, v) in &table {
             let (median, p95) = ratio(v);
             println!("  ratio {span}, {label}: median x{median:.2}, p95 x{p95:.2}");
+        }
+        // What a store hit adds to the raw read of its record file, at the smallest and
+        // the largest size: the part that is cairn's own (the filesystem's growth is
+        // the raw row's).
+        let raw = &table[0].1;
+        for (label, v) in &table[1..] {
+            if !label.contains("tier off") {
+                continue;
+            }
+            let part = |i: usize| v[i].median.as_secs_f64() - raw[i].median.as_secs_f64();
+            let (first, last) = (part(0), part(v.len() - 1));
+            println!(
+                "  {label}: a hit's median minus the raw read's, {} {:.2} µs, {} {:.2} µs (x{:.2})",
+                names[0],
+                first * 1e6,
+                names[names.len() - 1],
+                last * 1e6,
+                last / first
+            );
         }
         for (label, v) in &table[1..] {
             let (median, p95) = ratio(v);

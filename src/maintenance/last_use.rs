@@ -4,7 +4,9 @@
 //! `used/v1/<record path>`, at most once a day per record and process: the process
 //! remembers the day it last marked each record. The marker's modification time (the
 //! store's clock) is the record's last use, to within a day; a record without a
-//! marker was last used when it was created. `prune --max-size` evicts the records
+//! marker was last used when it was created. So a hit within a day of the record's
+//! creation writes nothing: the creation already says when it was used, to within the
+//! same day (a pipeline that rereads what it wrote today adds no write per record). `prune --max-size` evicts the records
 //! used least recently first. Hits served from the in-process memory tier follow a
 //! hit on the store, which marked the record already.
 
@@ -31,7 +33,9 @@ pub fn used_marker_location(record_path: &str) -> String {
 }
 
 /// Notes that the record at `record_path` was used at `now`: writes its marker unless
-/// this process already did on the same day. Returns whether it wrote.
+/// this process already did on the same day, whatever the record's age (a cache hit
+/// itself leaves out records written less than a day before). Returns whether it
+/// wrote.
 ///
 /// # Errors
 /// The store's error when the marker cannot be written.
@@ -50,18 +54,33 @@ pub fn used_marker_location(record_path: &str) -> String {
 /// ```
 pub async fn note_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> Result<bool> {
     // Claimed before the write, so that hits racing on one record write it once.
-    if !claim_use(store, record_path, now) {
+    if !claim(store.url(), record_path, now.date_naive()) {
         return Ok(false);
     }
     write_claimed(store, record_path, now).await.map(|()| true)
 }
 
-/// Claims the marker write of `now`'s day for the record: `true` when this process had
-/// not claimed it yet, and the caller is to write it ([`write_claimed`]). A hit claims
-/// before it hands the write to a task of its own, so that a burst of hits on one
-/// record starts one write, not one per hit until the first write runs.
-pub(crate) fn claim_use(store: &ResultStore, record_path: &str, now: DateTime<Utc>) -> bool {
-    claim(store.url(), record_path, now.date_naive())
+/// Claims the marker write of `now`'s day for a hit on the record written at
+/// `created`: `true` when the record is not fresh (see [`is_fresh`]) and this process
+/// had not claimed the day yet, and the caller is to write it ([`write_claimed`]). A
+/// hit claims before it hands the write to a task of its own, so that a burst of hits
+/// on one record starts one write, not one per hit until the first write runs.
+pub(crate) fn claim_use(
+    store: &ResultStore,
+    record_path: &str,
+    created: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    !is_fresh(created, now) && claim(store.url(), record_path, now.date_naive())
+}
+
+/// Whether a record written at `created` needs no use marker for a hit at `now`:
+/// written less than a day before, so that its creation stands for its last use to
+/// within a day, as a marker would. A creation time after `now` (a writer whose clock
+/// runs ahead) is not fresh: the hit writes its marker.
+pub(crate) fn is_fresh(created: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let age = now.signed_duration_since(created);
+    age >= chrono::TimeDelta::zero() && age < chrono::TimeDelta::days(1)
 }
 
 /// Writes the marker of a use claimed by [`claim_use`]; a write that fails gives the
@@ -146,6 +165,50 @@ fn unclaim(url: &str, record_path: &str, today: NaiveDate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_is_fresh_for_a_day_from_its_creation_and_never_before_it() {
+        let created = Utc::now();
+        let at = |d: chrono::TimeDelta| is_fresh(created, created + d);
+        assert!(at(chrono::TimeDelta::zero()));
+        assert!(at(chrono::TimeDelta::hours(23)));
+        assert!(at(
+            chrono::TimeDelta::days(1) - chrono::TimeDelta::nanoseconds(1)
+        ));
+        assert!(!at(chrono::TimeDelta::days(1)));
+        assert!(!at(chrono::TimeDelta::days(40)));
+        // A writer whose clock ran ahead of the reader's.
+        assert!(!at(-chrono::TimeDelta::nanoseconds(1)));
+        assert!(!at(-chrono::TimeDelta::hours(2)));
+    }
+
+    #[test]
+    fn a_fresh_record_claims_no_marker_and_an_old_one_claims_one_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultStore::local(dir.path()).unwrap();
+        let path = "cache/v1/default/ab/claims";
+        let created = Utc::now() - chrono::TimeDelta::days(3);
+        assert!(!claim_use(
+            &store,
+            path,
+            created,
+            created + chrono::TimeDelta::hours(5)
+        ));
+        assert!(!noted_today(
+            &store,
+            path,
+            created + chrono::TimeDelta::hours(5)
+        ));
+        let later = created + chrono::TimeDelta::days(2);
+        assert!(claim_use(&store, path, created, later));
+        assert!(!claim_use(&store, path, created, later), "once a day");
+        assert!(claim_use(
+            &store,
+            path,
+            created,
+            later + chrono::TimeDelta::days(1)
+        ));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_hits_on_one_record_write_its_marker_once() {

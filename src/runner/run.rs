@@ -948,10 +948,11 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                             Some(&self.def.name),
                         );
                     }
-                    // At most one small write per record and day: `prune --max-size` evicts
-                    // the records used least recently.
+                    // At most one small write per record and day, none within a day of the
+                    // record's creation: `prune --max-size` evicts the records used least
+                    // recently.
                     if !store.url().starts_with("memory://")
-                        && crate::maintenance::claim_use(&store, location, now)
+                        && crate::maintenance::claim_use(&store, location, record.created, now)
                     {
                         let (store, location) = (store.as_ref().clone(), location.to_owned());
                         tokio::spawn(async move {

@@ -235,8 +235,8 @@ fn split_header(bytes: &[u8]) -> Result<(&[u8], usize), Corruption> {
 /// (`key_components`, `task`, `output_type`) are skipped unread.
 #[derive(Debug, PartialEq, Deserialize)]
 pub(crate) struct HeaderView<'a> {
-    #[serde(rename = "created")]
-    _created: DateTime<Utc>,
+    /// When the record was written (the writer's clock).
+    pub(crate) created: DateTime<Utc>,
     pub(crate) expires: Option<DateTime<Utc>>,
     #[serde(borrow)]
     pub(crate) serializer: std::borrow::Cow<'a, str>,
@@ -263,7 +263,7 @@ impl<'a> HeaderView<'a> {
         cairn_version: &'a str,
     ) -> Self {
         HeaderView {
-            _created: created,
+            created,
             expires,
             serializer: serializer.into(),
             payload_len,

@@ -65,6 +65,8 @@ pub struct Record<T> {
 pub(crate) struct RecordHit<T> {
     /// The value.
     pub(crate) value: T,
+    /// When the record was written (the writer's clock).
+    pub(crate) created: chrono::DateTime<chrono::Utc>,
     /// When the record stops being valid, if ever.
     pub(crate) expires: Option<chrono::DateTime<chrono::Utc>>,
     /// The payload's length in bytes.
@@ -374,13 +376,14 @@ impl ResultStore {
             record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
         let serializer = self.serializer_named(&key, &view.serializer)?;
         let declared = self.declared(&key, view.declared_digests.iter().map(|d| d.as_ref()))?;
-        let (expires, payload_len) = (view.expires, view.payload_len);
+        let (created, expires, payload_len) = (view.created, view.expires, view.payload_len);
         // The payload is decoded where it lies in the record's buffer.
         let value = crate::hashing::restore_declared(declared, || {
             self.decode_at(&key, serializer, bytes, payload_start)
         })?;
         Ok(RecordHit {
             value,
+            created,
             expires,
             payload_len,
             version,
