@@ -17,6 +17,7 @@
 //! (harness = false, so `main` decides the role).
 
 mod emulators;
+mod processes;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -86,29 +87,6 @@ fn value(len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-async fn open(backend: &str, root: &str) -> ResultStore {
-    match backend {
-        "local" => ResultStore::local(root).unwrap(),
-        #[cfg(feature = "s3")]
-        "s3" => ResultStore::from_backend(Arc::new(
-            cairn::backend::S3Backend::builder(emulators::s3_bucket().expect("S3 emulator"))
-                .prefix(root)
-                .build()
-                .await
-                .unwrap(),
-        )),
-        #[cfg(feature = "gcs")]
-        "gcs" => ResultStore::from_backend(Arc::new(
-            cairn::backend::GcsBackend::builder(emulators::gcs_bucket().expect("GCS emulator"))
-                .prefix(root)
-                .build()
-                .await
-                .unwrap(),
-        )),
-        other => panic!("unknown backend {other}"),
-    }
-}
-
 /// The task of a case; its body prints `READY` as it returns, just before the write.
 fn task(case: &str, store: ResultStore, len: usize, announce: bool) -> Task<u64, Bytes> {
     let t = Task::new(case, move |_x: u64| async move {
@@ -143,7 +121,7 @@ fn child(role: &str, root: &str) {
     }
     let (case, backend) = role.split_once(':').unwrap();
     rt.block_on(async {
-        let store = open(backend, root).await;
+        let store = processes::store(backend, root).await;
         let len = size(case, backend);
         match case {
             "inputs" => {
@@ -503,7 +481,7 @@ async fn kill_matrix(case: &str, backend: &str) {
         let _ = c.kill();
         let _ = c.wait();
 
-        let store = open(backend, &root).await;
+        let store = processes::store(backend, &root).await;
         let seen = match case {
             "inputs" => after_inputs_kill(&store, len).await,
             "lease" => after_lease_kill(&store, len).await,

@@ -9,6 +9,7 @@
 //! the publish begins; the parent kills it while the publish is under way.
 
 mod emulators;
+mod processes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -31,35 +32,6 @@ fn size(backend: &str) -> usize {
     }
 }
 
-async fn open(backend: &str, root: &str) -> ResultStore {
-    match backend {
-        "local" => ResultStore::local(root).unwrap(),
-        #[cfg(feature = "s3")]
-        "s3" => {
-            let bucket = emulators::s3_bucket().expect("S3 emulator");
-            ResultStore::from_backend(Arc::new(
-                cairn::backend::S3Backend::builder(bucket)
-                    .prefix(root)
-                    .build()
-                    .await
-                    .unwrap(),
-            ))
-        }
-        #[cfg(feature = "gcs")]
-        "gcs" => {
-            let bucket = emulators::gcs_bucket().expect("GCS emulator");
-            ResultStore::from_backend(Arc::new(
-                cairn::backend::GcsBackend::builder(bucket)
-                    .prefix(root)
-                    .build()
-                    .await
-                    .unwrap(),
-            ))
-        }
-        other => panic!("unknown backend {other}"),
-    }
-}
-
 fn export_task(store: ResultStore, len: usize, runs: Arc<AtomicUsize>) -> Task<(), Bytes> {
     Task::new("export", move |_: ()| {
         runs.fetch_add(1, Ordering::SeqCst);
@@ -79,7 +51,7 @@ fn main() {
     if let Ok(backend) = std::env::var(ROLE_ENV) {
         let root = std::env::var(ROOT_ENV).unwrap();
         rt.block_on(async {
-            let store = open(&backend, &root).await;
+            let store = processes::store(&backend, &root).await;
             let task = export_task(store, size(&backend), Arc::default());
             let _ = Flow::new("export")
                 .run((), |_| async move { task.call(()).await })
@@ -178,7 +150,7 @@ async fn a_killed_publish_leaves_no_target(backend: &str) {
         "the child finished publishing before it was killed; the test proves nothing"
     );
 
-    let store = open(backend, &root).await;
+    let store = processes::store(backend, &root).await;
     assert!(
         !store.exists(PUBLISHED).await.unwrap(),
         "{backend}: a killed publish left a target"

@@ -8,6 +8,7 @@
 //! and GCS when their emulators are configured (required under CI).
 
 mod emulators;
+mod processes;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,38 +23,6 @@ use chrono::TimeZone;
 
 const ROLE: &str = "CAIRN_TIER_CHILD";
 
-async fn open(backend: &str, root: &str) -> ResultStore {
-    match backend {
-        "local" => ResultStore::local(root).unwrap(),
-        #[cfg(feature = "s3")]
-        "s3" => ResultStore::from_backend(std::sync::Arc::new(
-            cairn::backend::S3Backend::builder(emulators::s3_bucket().expect("S3 emulator"))
-                .prefix(root)
-                .build()
-                .await
-                .unwrap(),
-        )),
-        #[cfg(feature = "gcs")]
-        "gcs" => ResultStore::from_backend(std::sync::Arc::new(
-            cairn::backend::GcsBackend::builder(emulators::gcs_bucket().expect("GCS emulator"))
-                .prefix(root)
-                .build()
-                .await
-                .unwrap(),
-        )),
-        other => panic!("unknown backend {other}"),
-    }
-}
-
-fn counted(count: &Path, what: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(count)
-        .unwrap();
-    writeln!(f, "{what}").unwrap();
-}
-
 fn executions(count: &Path) -> Vec<String> {
     std::fs::read_to_string(count)
         .unwrap_or_default()
@@ -65,7 +34,7 @@ fn executions(count: &Path) -> Vec<String> {
 /// The task every process shares: its output is what `CAIRN_TIER_CHILD_VALUE` says.
 fn shared(count: PathBuf, value: u64, store: &ResultStore) -> Task<u64, u64> {
     Task::infallible("shared", move |_: u64| {
-        counted(&count, &format!("shared {value}"));
+        processes::counted(&count, &format!("shared {value}"));
         async move { value }
     })
     .inputs(["x"])
@@ -80,7 +49,7 @@ fn child() {
     let count = PathBuf::from(var("COUNT"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = open(&var("BACKEND"), &var("ROOT")).await;
+        let store = processes::store(&var("BACKEND"), &var("ROOT")).await;
         let value: u64 = var("VALUE").parse().unwrap();
         match var("MODE").as_str() {
             "reader" => {
@@ -117,7 +86,7 @@ fn child() {
             "declared" => {
                 let c = count.clone();
                 let load = Task::infallible("load", move |day: String| {
-                    counted(&c, "load");
+                    processes::counted(&c, "load");
                     async move {
                         let digest = hash_value(&("dataset", "v7")).unwrap();
                         Hashed::new(vec![day.len() as u32, 2, 3], digest)
@@ -127,7 +96,7 @@ fn child() {
                 .cache_policy(INPUTS)
                 .result_storage(store.clone());
                 let summarize = Task::infallible("summarize", move |rows: Hashed<Vec<u32>>| {
-                    counted(&count, "summarize");
+                    processes::counted(&count, "summarize");
                     async move { rows.iter().sum::<u32>() }
                 })
                 .inputs(["rows"])

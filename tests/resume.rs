@@ -6,48 +6,17 @@
 //! disk, and on S3 and GCS when their emulators are configured (required under CI).
 
 mod emulators;
+mod processes;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cairn::cache::LeaseConfig;
-use cairn::{Flow, ResultStore, Task};
+use cairn::{Flow, Task};
 
 const ROLE: &str = "CAIRN_RESUME_CHILD";
-
-async fn open(backend: &str, root: &str) -> ResultStore {
-    match backend {
-        "local" => ResultStore::local(root).unwrap(),
-        #[cfg(feature = "s3")]
-        "s3" => ResultStore::from_backend(std::sync::Arc::new(
-            cairn::backend::S3Backend::builder(emulators::s3_bucket().expect("S3 emulator"))
-                .prefix(root)
-                .build()
-                .await
-                .unwrap(),
-        )),
-        #[cfg(feature = "gcs")]
-        "gcs" => ResultStore::from_backend(std::sync::Arc::new(
-            cairn::backend::GcsBackend::builder(emulators::gcs_bucket().expect("GCS emulator"))
-                .prefix(root)
-                .build()
-                .await
-                .unwrap(),
-        )),
-        other => panic!("unknown backend {other}"),
-    }
-}
-
-fn counted(count: &Path, task: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(count)
-        .unwrap();
-    writeln!(f, "{task}").unwrap();
-}
 
 /// extract → transform → load; transform blocks for a long time when `slow`.
 fn child() {
@@ -56,15 +25,15 @@ fn child() {
     let slow = var("SLOW") == "1";
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = open(&var("BACKEND"), &var("ROOT")).await;
+        let store = processes::store(&var("BACKEND"), &var("ROOT")).await;
         let c = count.clone();
         let extract = Task::new("extract", move |day: String| {
-            counted(&c, "extract");
+            processes::counted(&c, "extract");
             async move { Ok::<_, std::io::Error>(format!("rows of {day}")) }
         });
         let c = count.clone();
         let transform = Task::new("transform", move |rows: String| {
-            counted(&c, "transform");
+            processes::counted(&c, "transform");
             async move {
                 println!("TRANSFORM_STARTED");
                 if slow {
@@ -75,7 +44,7 @@ fn child() {
         });
         let c = count.clone();
         let load = Task::new("load", move |rows: String| {
-            counted(&c, "load");
+            processes::counted(&c, "load");
             async move { Ok::<_, std::io::Error>(format!("loaded {}", rows.len())) }
         });
         let lease = LeaseConfig::new(Duration::from_secs(3), Duration::from_secs(1)).unwrap();
@@ -136,7 +105,7 @@ impl Case {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             use cairn::backend::BackendExt;
-            let store = open(self.backend, &self.root).await;
+            let store = processes::store(self.backend, &self.root).await;
             let prefix = format!("runs/v1/etl/{run_id}/states/");
             let mut seen: Vec<String> = store
                 .backend()

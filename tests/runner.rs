@@ -1303,6 +1303,22 @@ async fn appears(path: &std::path::Path) -> bool {
     path.exists()
 }
 
+/// A cached task on a local store at `dir` without the memory tier (every call after
+/// the first reads the store), whose runs read `clock`.
+fn store_hits(
+    name: &'static str,
+    runs: &Arc<AtomicUsize>,
+    dir: &std::path::Path,
+    clock: &Arc<cairn::ManualClock>,
+) -> Task<i64, i64> {
+    counted(name, runs, |x: i64, _| Ok(x + 1))
+        .inputs(["x"])
+        .cache_policy(cairn::cache::INPUTS)
+        .memory_tier(false)
+        .clock(clock.clone())
+        .result_storage(ResultStore::local(dir).unwrap())
+}
+
 /// A burst of hits on one record in the store starts one write of its use marker, not
 /// one per hit until the first write runs: a hit claims the day's marker before it
 /// hands the write to a task. On one thread, the hits below never yield, so without
@@ -1313,12 +1329,7 @@ async fn a_burst_of_store_hits_starts_one_use_marker_write() {
     let dir = tempfile::tempdir().unwrap();
     let runs = counter();
     let clock = Arc::new(cairn::ManualClock::new(Utc::now()));
-    let task = counted("burst", &runs, |x: i64, _| Ok(x + 1))
-        .inputs(["x"])
-        .cache_policy(cairn::cache::INPUTS)
-        .memory_tier(false)
-        .clock(clock.clone())
-        .result_storage(ResultStore::local(dir.path()).unwrap());
+    let task = store_hits("burst", &runs, dir.path(), &clock);
     assert_eq!(task.call(1).await.unwrap(), 2);
     clock.advance(chrono::TimeDelta::days(2));
     let metrics = tokio::runtime::Handle::current().metrics();
@@ -1351,12 +1362,7 @@ async fn a_hit_within_a_day_of_the_records_creation_writes_no_use_marker() {
     let clock = Arc::new(cairn::ManualClock::new(
         Utc::now() + chrono::TimeDelta::seconds(1),
     ));
-    let task = counted("fresh", &runs, |x: i64, _| Ok(x + 1))
-        .inputs(["x"])
-        .cache_policy(cairn::cache::INPUTS)
-        .memory_tier(false)
-        .clock(clock.clone())
-        .result_storage(ResultStore::local(dir.path()).unwrap());
+    let task = store_hits("fresh", &runs, dir.path(), &clock);
     assert_eq!(task.call(1).await.unwrap(), 2);
     let metrics = tokio::runtime::Handle::current().metrics();
     let before = metrics.num_alive_tasks();
@@ -1392,12 +1398,7 @@ async fn a_hit_before_the_records_creation_time_writes_a_use_marker() {
     let clock = Arc::new(cairn::ManualClock::new(
         Utc::now() - chrono::TimeDelta::hours(1),
     ));
-    let task = counted("ahead", &runs, |x: i64, _| Ok(x + 1))
-        .inputs(["x"])
-        .cache_policy(cairn::cache::INPUTS)
-        .memory_tier(false)
-        .clock(clock)
-        .result_storage(ResultStore::local(dir.path()).unwrap());
+    let task = store_hits("ahead", &runs, dir.path(), &clock);
     assert_eq!(task.call(1).await.unwrap(), 2);
     assert_eq!(task.call(1).await.unwrap(), 2);
     assert_eq!(count(&runs), 1);

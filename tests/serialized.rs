@@ -15,6 +15,7 @@
 //! - in one process, 64 concurrent calls run the body once.
 
 mod emulators;
+mod processes;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -40,35 +41,6 @@ struct Job<'a> {
     /// `serialized` (default), a race without `serialize` to publish a `target` or a
     /// cache `record`, or a shared `map` over `0..input`.
     mode: &'static str,
-}
-
-async fn open(backend: &str, root: &str) -> ResultStore {
-    match backend {
-        "local" => ResultStore::local(root).unwrap(),
-        #[cfg(feature = "s3")]
-        "s3" => {
-            let bucket = emulators::s3_bucket().expect("S3 emulator");
-            ResultStore::from_backend(std::sync::Arc::new(
-                cairn::backend::S3Backend::builder(bucket)
-                    .prefix(root)
-                    .build()
-                    .await
-                    .unwrap(),
-            ))
-        }
-        #[cfg(feature = "gcs")]
-        "gcs" => {
-            let bucket = emulators::gcs_bucket().expect("GCS emulator");
-            ResultStore::from_backend(std::sync::Arc::new(
-                cairn::backend::GcsBackend::builder(bucket)
-                    .prefix(root)
-                    .build()
-                    .await
-                    .unwrap(),
-            ))
-        }
-        other => panic!("unknown backend {other}"),
-    }
 }
 
 /// The serialized task: appends one line per execution to the count file, then
@@ -117,7 +89,7 @@ fn child() {
     let var = |k: &str| std::env::var(format!("{ROLE}_{k}")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = open(&var("BACKEND"), &var("ROOT")).await;
+        let store = processes::store(&var("BACKEND"), &var("ROOT")).await;
         let lease = if var("SHORT") == "1" {
             short_lease()
         } else {
@@ -251,7 +223,7 @@ impl Case {
         }
     }
     async fn store(&self) -> ResultStore {
-        open(self.backend, &self.root).await
+        processes::store(self.backend, &self.root).await
     }
 }
 
