@@ -19,8 +19,21 @@ fn add_one(store: &cairn::ResultStore) -> Task<i64, i64> {
 
 async fn flows_are_listed_and_their_hits_mark_records_used(s: TestStore) {
     let task = add_one(&s.store);
-    for _ in 0..2 {
-        let run = Flow::new("adder")
+    // The second run comes two days after the first: a hit within a day of its
+    // record's creation writes no marker (the creation already says when it was used).
+    let clocks: [Option<std::sync::Arc<dyn cairn::Clock>>; 2] = [
+        None,
+        Some(std::sync::Arc::new(cairn::ManualClock::new(
+            chrono::Utc::now() + chrono::TimeDelta::days(2),
+        ))),
+    ];
+    for clock in clocks {
+        let flow = Flow::new("adder");
+        let flow = match clock {
+            Some(clock) => flow.clock(clock),
+            None => flow,
+        };
+        let run = flow
             .result_store(s.store.clone())
             .checkpointing(true)
             .run((), |_| {
