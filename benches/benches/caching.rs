@@ -1283,9 +1283,9 @@ fn sync_fs(path: &Path) {
     }
 }
 
-/// The regular files below `dir` (0 when it does not exist).
-fn count_files(dir: &Path) -> usize {
-    let mut n = 0;
+/// The regular files below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -1294,12 +1294,17 @@ fn count_files(dir: &Path) -> usize {
         for e in entries.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => dirs.push(e.path()),
-                Ok(t) if t.is_file() => n += 1,
+                Ok(t) if t.is_file() => files.push(e.path()),
                 _ => {}
             }
         }
     }
-    n
+    files
+}
+
+/// How many regular files are below `dir` (0 when it does not exist).
+fn count_files(dir: &Path) -> usize {
+    files_below(dir).len()
 }
 
 /// Removes `root` and everything below it, unlinking the files of its directories on
@@ -1820,19 +1825,7 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
     report_profile(case, calls, start, cpu);
     if case == "local-hit" {
         // The baseline of the same records: `std::fs::read` + BLAKE3, in the same split.
-        let mut paths = Vec::new();
-        let mut dirs = vec![dir.join("profile")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => dirs.push(e.path()),
-                    Ok(t) if t.is_file() && e.path().to_string_lossy().contains("/cache/") => {
-                        paths.push(e.path())
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let paths = files_below(&dir.join("profile/cache"));
         let start = Instant::now();
         let cpu = cpu_times();
         let mut reads = 0u64;

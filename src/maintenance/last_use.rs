@@ -6,8 +6,8 @@
 //! store's clock) is the record's last use, to within a day; a record without a
 //! marker was last used when it was created. So a hit within a day of the record's
 //! creation writes nothing: the creation already says when it was used, to within the
-//! same day (a pipeline that rereads what it wrote today adds no write per record). `prune --max-size` evicts the records
-//! used least recently first. Hits served from the in-process memory tier follow a
+//! same day (a pipeline that rereads what it wrote today adds no write per record).
+//! `prune --max-size` evicts the records used least recently first. Hits served from the in-process memory tier follow a
 //! hit on the store, which marked the record already.
 
 use std::collections::HashMap;
@@ -165,21 +165,20 @@ fn unclaim(url: &str, record_path: &str, today: NaiveDate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     #[test]
     fn a_record_is_fresh_for_a_day_from_its_creation_and_never_before_it() {
         let created = Utc::now();
-        let at = |d: chrono::TimeDelta| is_fresh(created, created + d);
-        assert!(at(chrono::TimeDelta::zero()));
-        assert!(at(chrono::TimeDelta::hours(23)));
-        assert!(at(
-            chrono::TimeDelta::days(1) - chrono::TimeDelta::nanoseconds(1)
-        ));
-        assert!(!at(chrono::TimeDelta::days(1)));
-        assert!(!at(chrono::TimeDelta::days(40)));
+        let at = |d: TimeDelta| is_fresh(created, created + d);
+        assert!(at(TimeDelta::zero()));
+        assert!(at(TimeDelta::hours(23)));
+        assert!(at(TimeDelta::days(1) - TimeDelta::nanoseconds(1)));
+        assert!(!at(TimeDelta::days(1)));
+        assert!(!at(TimeDelta::days(40)));
         // A writer whose clock ran ahead of the reader's.
-        assert!(!at(-chrono::TimeDelta::nanoseconds(1)));
-        assert!(!at(-chrono::TimeDelta::hours(2)));
+        assert!(!at(-TimeDelta::nanoseconds(1)));
+        assert!(!at(-TimeDelta::hours(2)));
     }
 
     #[test]
@@ -187,27 +186,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ResultStore::local(dir.path()).unwrap();
         let path = "cache/v1/default/ab/claims";
-        let created = Utc::now() - chrono::TimeDelta::days(3);
-        assert!(!claim_use(
-            &store,
-            path,
-            created,
-            created + chrono::TimeDelta::hours(5)
-        ));
-        assert!(!noted_today(
-            &store,
-            path,
-            created + chrono::TimeDelta::hours(5)
-        ));
-        let later = created + chrono::TimeDelta::days(2);
+        let created = Utc::now() - TimeDelta::days(3);
+        let fresh = created + TimeDelta::hours(5);
+        assert!(!claim_use(&store, path, created, fresh));
+        assert!(!noted_today(&store, path, fresh));
+        let later = created + TimeDelta::days(2);
         assert!(claim_use(&store, path, created, later));
         assert!(!claim_use(&store, path, created, later), "once a day");
-        assert!(claim_use(
-            &store,
-            path,
-            created,
-            later + chrono::TimeDelta::days(1)
-        ));
+        assert!(claim_use(&store, path, created, later + TimeDelta::days(1)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
