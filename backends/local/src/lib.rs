@@ -77,6 +77,8 @@ pub struct LocalBackend {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
+    /// The same, as every object's path starts with it.
+    path_root: path::Root,
     url: String,
     fsync: bool,
     inline_read_limit: u64,
@@ -129,10 +131,15 @@ impl LocalBackend {
                 })
             }
         };
+        // A canonical path comes from the system and holds no NUL; checked all the same.
+        let path_root = path::Root::new(&root).map_err(|e| Error::Config {
+            message: format!("local store root '{}': {e}", root.display()),
+        })?;
         Ok(LocalBackend {
             inner: Arc::new(Inner {
                 url: file_url(&root),
                 root,
+                path_root,
                 fsync: true,
                 inline_read_limit: DEFAULT_INLINE_READ_LIMIT,
                 unnamed: AtomicU8::new(UNNAMED_UNKNOWN),
@@ -146,6 +153,7 @@ impl LocalBackend {
         LocalBackend {
             inner: Arc::new(Inner {
                 root: self.inner.root.clone(),
+                path_root: self.inner.path_root.clone(),
                 url: self.inner.url.clone(),
                 fsync,
                 inline_read_limit: self.inner.inline_read_limit,
@@ -166,6 +174,7 @@ impl LocalBackend {
         LocalBackend {
             inner: Arc::new(Inner {
                 root: self.inner.root.clone(),
+                path_root: self.inner.path_root.clone(),
                 url: self.inner.url.clone(),
                 fsync: self.inner.fsync,
                 inline_read_limit: limit,
@@ -398,7 +407,7 @@ impl Inner {
 
     /// An object's metadata, read by one `stat` on the calling thread.
     fn head_now(&self, key: Key) -> Result<ObjectMeta> {
-        match path::with_key_path(&self.root, key.as_str(), path::stat_key_path) {
+        match path::with_key_path(&self.path_root, &key, path::stat_key_path) {
             Ok(m) if m.is_file => Ok(object_meta(key, &m)),
             Ok(_) => Err(self.not_found(key.as_str())),
             Err(e) => Err(self.check_root(io_error(&self.url, key.as_str(), e))),
@@ -472,7 +481,7 @@ impl Inner {
         sync: bool,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<PutResult> {
-        path::with_key_path(&self.root, key.as_str(), |dest| {
+        path::with_key_path(&self.path_root, key, |dest| {
             self.put_at(key, dest, mode, sync, write)
         })
     }
@@ -535,7 +544,7 @@ impl Inner {
             (None, _) => {
                 // Unnamed: linked while open. Its directory may have been removed
                 // since (it held no name to keep it): made again, once.
-                let to = dest_path.c_str().map_err(|e| io_error(&self.url, k, e))?;
+                let to = dest_path.c_str();
                 match publish::link_unnamed(&file, to) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         self.make_parent(k, parent)?;
@@ -687,25 +696,26 @@ fn open_range(
     key: &Key,
     range: Option<GetRange>,
 ) -> Result<(File, ObjectMeta, std::ops::Range<u64>)> {
-    let (file, m, range) = open_file_range(inner, key.as_str(), range)?;
+    let (file, m, range) = open_file_range(inner, key, range)?;
     Ok((file, object_meta(key.clone(), &m), range))
 }
 
 /// [`open_range`], giving the file's own status.
 fn open_file_range(
     inner: &Inner,
-    k: &str,
+    key: &Key,
     range: Option<GetRange>,
 ) -> Result<(File, FileStat, std::ops::Range<u64>)> {
-    let file = open_key(inner, k)?;
+    let k = key.as_str();
+    let file = open_key(inner, key)?;
     let (m, range) = stat_range(inner, k, &file, range)?;
     Ok((file, m, range))
 }
 
 /// Opens the file of key `k` for reading.
-fn open_key(inner: &Inner, k: &str) -> Result<File> {
-    path::with_key_path(&inner.root, k, path::open_key_path)
-        .map_err(|e| inner.check_root(io_error(&inner.url, k, e)))
+fn open_key(inner: &Inner, key: &Key) -> Result<File> {
+    path::with_key_path(&inner.path_root, key, path::open_key_path)
+        .map_err(|e| inner.check_root(io_error(&inner.url, key.as_str(), e)))
 }
 
 /// The status of the open file of key `k`, and `range` resolved against its size; a
@@ -741,13 +751,13 @@ impl LocalBackend {
         meta_of: MetaOf<M>,
     ) -> Result<(M, Bytes)> {
         if self.inner.inline_read_limit > 0 {
-            let file = open_key(&self.inner, key.as_str())?;
+            let file = open_key(&self.inner, key)?;
             return self.read_opened(key, file, range, inspect, meta_of).await;
         }
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || {
-            let (mut file, m, range) = open_file_range(&inner, key.as_str(), range)?;
+            let (mut file, m, range) = open_file_range(&inner, &key, range)?;
             let len = (range.end - range.start) as usize;
             let bytes = read_inspected(&mut file, range.start, len, inspect.as_mut())
                 .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
@@ -897,7 +907,7 @@ impl Backend for LocalBackend {
         }
         // Without the version, a small object needs no `fstat`: the one read that comes
         // back short finds its end.
-        let file = open_key(&self.inner, key.as_str())?;
+        let file = open_key(&self.inner, key)?;
         match read::read_short(&file) {
             Ok(Some(bytes)) => {
                 inspect(&bytes);

@@ -9,6 +9,8 @@ use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use cairn_backend::Key;
+
 /// Paths of up to this many bytes, NUL included, are written on the stack; longer ones
 /// (a deep root and a long key) on the heap.
 const ON_STACK: usize = 384;
@@ -25,24 +27,47 @@ impl<'a> KeyPath<'a> {
         Path::new(OsStr::from_bytes(&self.with_nul[..self.with_nul.len() - 1]))
     }
 
-    /// The path as a C string, for system calls. A key holds no NUL (keys refuse
-    /// control characters); a root that does fails with `InvalidInput`, as the
-    /// standard library's calls would.
-    pub(crate) fn c_str(self) -> io::Result<&'a CStr> {
-        CStr::from_bytes_with_nul(self.with_nul).map_err(|_| {
-            io::Error::new(
+    /// The path as a C string, for system calls, without looking for a NUL in it
+    /// again: the root has none ([`Root::new`]) and a key none either.
+    pub(crate) fn c_str(self) -> &'a CStr {
+        debug_assert!(CStr::from_bytes_with_nul(self.with_nul).is_ok());
+        // SAFETY: `with_key_path` wrote the buffer as the root, `/`, the key and one
+        // NUL at the end; `Root::new` refused a root holding a NUL and `Key` refuses
+        // control characters, NUL among them, so the end is the only one.
+        unsafe { CStr::from_bytes_with_nul_unchecked(self.with_nul) }
+    }
+}
+
+/// A store's root directory as every key's path starts with it: without a trailing
+/// `/`, and checked once for a NUL byte, which no path can hold.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    bytes: Box<[u8]>,
+}
+
+impl Root {
+    /// `root`, or `InvalidInput` when it holds a NUL byte (as the standard library's
+    /// calls would fail on it).
+    pub(crate) fn new(root: &Path) -> io::Result<Root> {
+        let bytes = root.as_os_str().as_bytes();
+        if bytes.contains(&0) {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "file name contained an unexpected NUL byte",
-            )
+            ));
+        }
+        // The root `/` ends with its separator already.
+        let bytes = bytes.strip_suffix(b"/").unwrap_or(bytes);
+        Ok(Root {
+            bytes: bytes.into(),
         })
     }
 }
 
 /// Calls `f` with `root/key`.
-pub(crate) fn with_key_path<R>(root: &Path, key: &str, f: impl FnOnce(KeyPath<'_>) -> R) -> R {
-    let root = root.as_os_str().as_bytes();
-    // The root `/` ends with its separator already.
-    let root = root.strip_suffix(b"/").unwrap_or(root);
+pub(crate) fn with_key_path<R>(root: &Root, key: &Key, f: impl FnOnce(KeyPath<'_>) -> R) -> R {
+    let root = &*root.bytes;
+    let key = key.as_str();
     let len = root.len() + 1 + key.len() + 1;
     let mut stack = [0u8; ON_STACK];
     let mut heap = Vec::new();
@@ -61,7 +86,7 @@ pub(crate) fn with_key_path<R>(root: &Path, key: &str, f: impl FnOnce(KeyPath<'_
 
 /// Opens the file at `path` for reading.
 pub(crate) fn open_key_path(path: KeyPath<'_>) -> io::Result<File> {
-    open_read(path.c_str()?)
+    open_read(path.c_str())
 }
 
 /// Opens `path` for reading (close-on-exec).
@@ -113,7 +138,7 @@ impl From<&std::fs::Metadata> for FileStat {
 /// The status of the file at `path`, following symbolic links as
 /// [`std::fs::metadata`] does, by one `stat` on the path as it is.
 pub(crate) fn stat_key_path(path: KeyPath<'_>) -> io::Result<FileStat> {
-    let path = path.c_str()?;
+    let path = path.c_str();
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     retrying(|| {
         // SAFETY: `path` is a valid C string and `st` is memory for one `stat`, which
@@ -141,38 +166,55 @@ pub(crate) fn stat_key_path(path: KeyPath<'_>) -> io::Result<FileStat> {
 mod tests {
     use super::*;
 
+    fn root(path: &Path) -> Root {
+        Root::new(path).unwrap()
+    }
+
+    fn key(k: &str) -> Key {
+        Key::parse(k).unwrap()
+    }
+
     #[test]
     fn the_path_is_root_slash_key_on_the_stack_and_on_the_heap() {
-        let root = Path::new("/var/data/store");
-        let got = with_key_path(root, "cache/v1/ab/abcd", |p| p.c_str().unwrap().to_owned());
+        let path = Path::new("/var/data/store");
+        let store = root(path);
+        let k = key("cache/v1/ab/abcd");
+        let got = with_key_path(&store, &k, |p| p.c_str().to_owned());
         assert_eq!(got.to_bytes(), b"/var/data/store/cache/v1/ab/abcd");
-        let got = with_key_path(root, "cache/v1/ab/abcd", |p| p.path().to_owned());
-        assert_eq!(got, root.join("cache/v1/ab/abcd"));
+        let got = with_key_path(&store, &k, |p| p.path().to_owned());
+        assert_eq!(got, path.join("cache/v1/ab/abcd"));
+        // The same with the root written with a trailing separator.
+        let got = with_key_path(&root(Path::new("/var/data/store/")), &k, |p| {
+            p.path().to_owned()
+        });
+        assert_eq!(got, path.join("cache/v1/ab/abcd"));
         // Longer than the stack buffer: the same path, built on the heap.
-        let key = "k/".repeat(300) + "end";
-        let got = with_key_path(root, &key, |p| p.c_str().unwrap().to_owned());
-        assert_eq!(got.to_bytes(), format!("/var/data/store/{key}").as_bytes());
+        let long = "k/".repeat(300) + "end";
+        let got = with_key_path(&store, &key(&long), |p| p.c_str().to_owned());
+        assert_eq!(got.to_bytes(), format!("/var/data/store/{long}").as_bytes());
         assert_eq!(
-            with_key_path(root, &key, |p| p.path().to_owned()),
-            root.join(&key)
+            with_key_path(&store, &key(&long), |p| p.path().to_owned()),
+            path.join(&long)
         );
         // A store at the filesystem's root: one separator, as `Path::join` writes it.
-        let got = with_key_path(Path::new("/"), "a/b", |p| p.path().to_owned());
+        let got = with_key_path(&root(Path::new("/")), &key("a/b"), |p| p.path().to_owned());
         assert_eq!(got, Path::new("/").join("a/b"));
         assert_eq!(got.as_os_str().as_bytes(), b"/a/b");
         // Exactly at the limit, and one byte over it.
         for extra in [0, 1] {
-            let key = "x".repeat(ON_STACK - root.as_os_str().len() - 2 + extra);
-            let got = with_key_path(root, &key, |p| p.c_str().unwrap().to_owned());
+            let k = key(&"x".repeat(ON_STACK - path.as_os_str().len() - 2 + extra));
+            let got = with_key_path(&store, &k, |p| p.c_str().to_owned());
             assert_eq!(got.to_bytes().len(), ON_STACK - 1 + extra);
         }
     }
 
     #[test]
     fn a_root_with_a_nul_byte_is_refused_not_cut_short() {
-        let root = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/a\0b"));
-        let err = with_key_path(root, "k", |p| p.c_str().map(|_| ())).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        for bytes in [&b"/tmp/a\0b"[..], b"\0", b"/tmp/ab\0"] {
+            let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
+            let err = Root::new(path).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{path:?}");
+        }
     }
 
     #[test]
@@ -182,19 +224,19 @@ mod tests {
         std::fs::create_dir(dir.path().join("dir")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("file"), dir.path().join("link")).unwrap();
         for name in ["file", "dir", "link"] {
-            let ours = with_key_path(dir.path(), name, stat_key_path).unwrap();
+            let ours = with_key_path(&root(dir.path()), &key(name), stat_key_path).unwrap();
             let std = FileStat::from(&std::fs::metadata(dir.path().join(name)).unwrap());
             assert_eq!(ours, std, "{name}");
         }
-        let file = with_key_path(dir.path(), "file", stat_key_path).unwrap();
+        let file = with_key_path(&root(dir.path()), &key("file"), stat_key_path).unwrap();
         assert!(file.is_file);
         assert_eq!(file.size, 12);
         assert!(
-            !with_key_path(dir.path(), "dir", stat_key_path)
+            !with_key_path(&root(dir.path()), &key("dir"), stat_key_path)
                 .unwrap()
                 .is_file
         );
-        let err = with_key_path(dir.path(), "absent", stat_key_path).unwrap_err();
+        let err = with_key_path(&root(dir.path()), &key("absent"), stat_key_path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
@@ -202,11 +244,11 @@ mod tests {
     fn open_read_opens_a_file_and_reports_a_missing_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("present"), b"bytes").unwrap();
-        let mut file = with_key_path(dir.path(), "present", open_key_path).unwrap();
+        let mut file = with_key_path(&root(dir.path()), &key("present"), open_key_path).unwrap();
         let mut text = String::new();
         io::Read::read_to_string(&mut file, &mut text).unwrap();
         assert_eq!(text, "bytes");
-        let err = with_key_path(dir.path(), "absent", open_key_path).unwrap_err();
+        let err = with_key_path(&root(dir.path()), &key("absent"), open_key_path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }
