@@ -10,7 +10,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
-use crate::cache::hashing::{Digest, HashError, KeyHasher};
+use crate::cache::hashing::{Digest, HashError, InputPart, KeyHasher};
 use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
     lease_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier, Reservation,
@@ -827,10 +827,12 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 crate::cache::hashing::hash_value(&selected).map_err(|e| hash_error(self, e))?;
             components.push(("flow_parameters", digest));
         }
-        let mut inputs: SmallVec<[(Cow<'a, str>, Digest); 4]> = SmallVec::new();
+        // Each input as its short encoding or its digest: a short input seen lately is
+        // never hashed (see `InputPart`).
+        let mut inputs: SmallVec<[(Cow<'a, str>, InputPart); 4]> = SmallVec::new();
         if policy.uses_inputs() {
             struct AddHashes<'k, 'a> {
-                inputs: &'k mut SmallVec<[(Cow<'a, str>, Digest); 4]>,
+                inputs: &'k mut SmallVec<[(Cow<'a, str>, InputPart); 4]>,
                 /// The task's input names: a visited name found here is borrowed.
                 names: &'a [String],
                 policy: &'k CachePolicy,
@@ -841,14 +843,14 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     if self.policy.excludes(name) {
                         return Ok(());
                     }
-                    match crate::cache::hashing::hash_value(value) {
-                        Ok(digest) => {
+                    match crate::cache::hashing::input_part(value) {
+                        Ok(part) => {
                             let name = match self.names.iter().find(|n| *n == name) {
                                 Some(n) => Cow::Borrowed(n.as_str()),
                                 None if name == "input" => Cow::Borrowed("input"),
                                 None => Cow::Owned(name.to_owned()),
                             };
-                            self.inputs.push((name, digest));
+                            self.inputs.push((name, part));
                             Ok(())
                         }
                         Err(e) => {
@@ -888,9 +890,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
         components.extend(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)));
-        let mut inputs: SmallVec<[(&str, Digest); 4]> =
-            inputs.iter().map(|(n, d)| (n.as_ref(), *d)).collect();
-        crate::cache::hashing::key_from_parts(&mut components, &mut inputs)
+        crate::cache::hashing::key_from_input_parts(&mut components, &inputs)
             .map(Some)
             .map_err(|e| hash_error(self, e))
     }

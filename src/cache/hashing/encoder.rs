@@ -3,11 +3,12 @@
 
 use super::*;
 
-/// Where encoded bytes go: straight into the hasher, or into a buffer that a map or
-/// set sorts before passing it on.
+/// Where encoded bytes go: straight into the hasher, into a buffer that a map or set
+/// sorts before passing it on, or kept while they are few ([`input_part`]).
 pub(super) enum Sink<'h> {
     Hasher(&'h mut blake3::Hasher),
     Buffer(Vec<u8>),
+    Prefix(&'h mut Prefix),
 }
 
 pub(super) struct Encoder<'h> {
@@ -24,14 +25,14 @@ impl Encoder<'static> {
     pub(super) fn into_buffer(self) -> Vec<u8> {
         match self.sink {
             Sink::Buffer(buffer) => buffer,
-            Sink::Hasher(_) => unreachable!("a buffer encoder"),
+            Sink::Hasher(_) | Sink::Prefix(_) => unreachable!("a buffer encoder"),
         }
     }
 
     pub(super) fn buffered(&self) -> &[u8] {
         match &self.sink {
             Sink::Buffer(buffer) => buffer,
-            Sink::Hasher(_) => unreachable!("a buffer encoder"),
+            Sink::Hasher(_) | Sink::Prefix(_) => unreachable!("a buffer encoder"),
         }
     }
 }
@@ -46,7 +47,7 @@ impl<'h> Encoder<'h> {
     pub(super) fn position(&self) -> usize {
         match &self.sink {
             Sink::Buffer(buffer) => buffer.len(),
-            Sink::Hasher(_) => 0,
+            Sink::Hasher(_) | Sink::Prefix(_) => 0,
         }
     }
 
@@ -54,6 +55,7 @@ impl<'h> Encoder<'h> {
         match &mut self.sink {
             Sink::Hasher(hasher) => update(hasher, bytes),
             Sink::Buffer(buffer) => buffer.extend_from_slice(bytes),
+            Sink::Prefix(prefix) => prefix.write(bytes),
         }
     }
 

@@ -1,5 +1,7 @@
 //! [`KeyHasher`]: a cache key from named inputs and named components.
 
+use smallvec::SmallVec;
+
 use super::*;
 
 /// Builds a cache key from named inputs and named components.
@@ -163,27 +165,50 @@ impl KeyHasher {
             .iter()
             .map(|(n, d)| (n.as_str(), *d))
             .collect();
-        let mut inputs: Vec<(&str, Digest)> =
-            self.inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
-        key_from_parts(&mut components, &mut inputs).expect("map keys are distinct")
+        let inputs: Vec<(&str, InputPart)> = self
+            .inputs
+            .iter()
+            .map(|(n, d)| (n.as_str(), InputPart::from(*d)))
+            .collect();
+        key_from_input_parts(&mut components, &inputs).expect("map keys are distinct")
     }
 }
 
 /// The key [`KeyHasher::finish`] gives for these components and inputs — exactly
 /// `hash_value(&("cairn-key", KEY_FORMAT_VERSION, components, inputs))` with both as
 /// maps — written out directly into one buffer and hashed in one call, since it runs
-/// on every cached call.
+/// on every cached call. Each input is given as its [`InputPart`]: a short input is
+/// hashed only when its key is not remembered.
 ///
 /// # Errors
 /// [`HashError`] naming the name that appears twice in one list.
-pub(crate) fn key_from_parts(
+pub(crate) fn key_from_input_parts<N: AsRef<str>>(
     components: &mut [(&str, Digest)],
-    inputs: &mut [(&str, Digest)],
+    inputs: &[(N, InputPart)],
 ) -> Result<Digest, HashError> {
-    super::key_memo::key_for(components, inputs, derive_key)
+    super::key_memo::key_for(components, inputs, |components, inputs| {
+        let mut digests: SmallVec<[(&str, Digest); 4]> = inputs
+            .iter()
+            .map(|(n, p)| (n.as_ref(), p.digest()))
+            .collect();
+        derive_key(components, &mut digests)
+    })
 }
 
-/// [`key_from_parts`] without the memo: the encoding, hashed.
+/// [`key_from_input_parts`] with every input given by its digest.
+#[cfg(test)]
+fn key_from_parts(
+    components: &mut [(&str, Digest)],
+    inputs: &[(&str, Digest)],
+) -> Result<Digest, HashError> {
+    let parts: SmallVec<[(&str, InputPart); 4]> = inputs
+        .iter()
+        .map(|(n, d)| (*n, InputPart::from(*d)))
+        .collect();
+    key_from_input_parts(components, &parts)
+}
+
+/// [`key_from_input_parts`] without the memo: the encoding, hashed.
 fn derive_key(
     components: &mut [(&str, Digest)],
     inputs: &mut [(&str, Digest)],
@@ -322,13 +347,13 @@ mod tests {
         for round in 0..200u64 {
             let pick = |i: u64| names[((round * 7 + i * 3) % names.len() as u64) as usize];
             let mut components = vec![(pick(0), digest(round)), (pick(5), digest(round + 1))];
-            let mut inputs = vec![(pick(1), digest(round % 5))];
+            let inputs = vec![(pick(1), digest(round % 5))];
             components.dedup_by_key(|(n, _)| *n);
             let derived = derive_key(&mut components.clone(), &mut inputs.clone());
-            let first = key_from_parts(&mut components.clone(), &mut inputs.clone());
+            let first = key_from_parts(&mut components.clone(), &inputs.clone());
             components.reverse();
-            let again = key_from_parts(&mut components.clone(), &mut inputs.clone());
-            let remembered = key_from_parts(&mut components, &mut inputs);
+            let again = key_from_parts(&mut components.clone(), &inputs.clone());
+            let remembered = key_from_parts(&mut components, &inputs);
             match derived {
                 Ok(key) => {
                     assert_eq!(first.unwrap(), key, "round {round}");
@@ -339,21 +364,21 @@ mod tests {
             }
         }
         let d = digest(1);
-        let split_a = key_from_parts(&mut [("ab", d), ("c", d)], &mut []).unwrap();
-        let split_b = key_from_parts(&mut [("a", d), ("bc", d)], &mut []).unwrap();
+        let split_a = key_from_parts(&mut [("ab", d), ("c", d)], &[]).unwrap();
+        let split_b = key_from_parts(&mut [("a", d), ("bc", d)], &[]).unwrap();
         assert_ne!(split_a, split_b);
         // Written out without their lengths, these two lists would read the same.
         let x = Digest::from_bytes([b'x'; 32]);
         let long = format!("a{}", "x".repeat(32));
         let tail = format!("{}b", "x".repeat(32));
-        let one = key_from_parts(&mut [("a", x), (&tail, x)], &mut []).unwrap();
-        let other = key_from_parts(&mut [(&long, x), ("b", x)], &mut []).unwrap();
+        let one = key_from_parts(&mut [("a", x), (&tail, x)], &[]).unwrap();
+        let other = key_from_parts(&mut [(&long, x), ("b", x)], &[]).unwrap();
         assert_ne!(one, other);
         assert_eq!(
             other,
             derive_key(&mut [(&long, x), ("b", x)], &mut []).unwrap()
         );
-        let as_input = key_from_parts(&mut [("ab", d)], &mut [("c", d)]).unwrap();
+        let as_input = key_from_parts(&mut [("ab", d)], &[("c", d)]).unwrap();
         assert_ne!(split_a, as_input, "a component is not an input");
         assert_eq!(
             split_a,
@@ -361,15 +386,44 @@ mod tests {
         );
     }
 
+    /// An input given by its short encoding and the same input given by its digest
+    /// make the same key, derived or remembered, in either order.
+    #[test]
+    fn a_short_input_and_its_digest_make_the_same_key() {
+        let source = digest(7);
+        for n in 0..300u64 {
+            let value = (n, "x".repeat((n % 70) as usize));
+            let part = input_part(&value).unwrap();
+            let value_digest = hash_value(&value).unwrap();
+            let derived = derive_key(
+                &mut [("task_source", source)],
+                &mut [("input", value_digest)],
+            )
+            .unwrap();
+            let by_part =
+                || key_from_input_parts(&mut [("task_source", source)], &[("input", part)]);
+            let by_digest =
+                || key_from_parts(&mut [("task_source", source)], &[("input", value_digest)]);
+            let keys = if n % 2 == 0 {
+                [by_part(), by_digest(), by_part()]
+            } else {
+                [by_digest(), by_part(), by_digest()]
+            };
+            for key in keys {
+                assert_eq!(key.unwrap(), derived, "{n}");
+            }
+        }
+    }
+
     #[test]
     fn failures_are_not_remembered_and_the_memo_stays_bounded() {
         let d = digest(2);
         for _ in 0..3 {
-            let err = key_from_parts(&mut [("x", d)], &mut [("i", d), ("i", d)]).unwrap_err();
+            let err = key_from_parts(&mut [("x", d)], &[("i", d), ("i", d)]).unwrap_err();
             assert_eq!(err.input(), Some("i"));
         }
         for n in 0..(2 * super::super::key_memo::CAPACITY as u64 + 10) {
-            key_from_parts(&mut [("task_source", d)], &mut [("input", digest(n))]).unwrap();
+            key_from_parts(&mut [("task_source", d)], &[("input", digest(n))]).unwrap();
             assert!(super::super::key_memo::remembered() <= super::super::key_memo::CAPACITY);
         }
     }

@@ -4,13 +4,14 @@
 //!
 //! A key is a pure function of its components and inputs (names and digests), so a
 //! remembered key is never stale; the parts are written out unambiguously (counts and
-//! name lengths before the bytes) as the memo's key. Only keys that were derived are
-//! remembered: a list with a name twice fails every time.
+//! name lengths before the bytes; an input as its short encoding or its digest, tagged,
+//! see [`InputPart`]) as the memo's key. Only keys that were derived are remembered: a
+//! list with a name twice fails every time.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::Digest;
+use super::{Digest, InputPart};
 
 /// At most this many keys are kept per thread (about 200 bytes each with one or two
 /// components and inputs); a full memo is emptied and fills again.
@@ -29,10 +30,10 @@ thread_local! {
 
 /// The key of these parts: remembered, or made by `derive` (which may reorder the
 /// parts) and remembered when it succeeds.
-pub(super) fn key_for<E>(
+pub(super) fn key_for<N: AsRef<str>, E>(
     components: &mut [(&str, Digest)],
-    inputs: &mut [(&str, Digest)],
-    derive: impl FnOnce(&mut [(&str, Digest)], &mut [(&str, Digest)]) -> Result<Digest, E>,
+    inputs: &[(N, InputPart)],
+    derive: impl FnOnce(&mut [(&str, Digest)], &[(N, InputPart)]) -> Result<Digest, E>,
 ) -> Result<Digest, E> {
     MEMO.with(|memo| {
         // Re-entered (a key derived while one is being derived): no memo.
@@ -41,15 +42,22 @@ pub(super) fn key_for<E>(
         };
         let memo = &mut *memo;
         memo.parts.clear();
-        for list in [&*components, &*inputs] {
-            memo.parts
-                .extend_from_slice(&(list.len() as u64).to_le_bytes());
-            for (name, digest) in list {
-                memo.parts
-                    .extend_from_slice(&(name.len() as u64).to_le_bytes());
-                memo.parts.extend_from_slice(name.as_bytes());
-                memo.parts.extend_from_slice(&digest.0);
-            }
+        let parts = &mut memo.parts;
+        let len = |parts: &mut Vec<u8>, len: usize| {
+            parts.extend_from_slice(&(len as u64).to_le_bytes());
+        };
+        len(parts, components.len());
+        for (name, digest) in &*components {
+            len(parts, name.len());
+            parts.extend_from_slice(name.as_bytes());
+            parts.extend_from_slice(&digest.0);
+        }
+        len(parts, inputs.len());
+        for (name, part) in inputs {
+            let name = name.as_ref();
+            len(parts, name.len());
+            parts.extend_from_slice(name.as_bytes());
+            part.write_to(parts);
         }
         if let Some(key) = memo.keys.get(memo.parts.as_slice()) {
             return Ok(*key);

@@ -177,6 +177,7 @@ mod declared;
 mod digest;
 mod encoder;
 mod error;
+mod input_part;
 mod key;
 mod key_memo;
 mod unordered;
@@ -186,7 +187,8 @@ pub use declared::{by_cache_hash, CacheHash, FileInput, Hashed};
 pub(crate) use declared::{collect_declared, restore_declared};
 pub use digest::{Digest, ParseDigestError};
 pub use error::HashError;
-pub(crate) use key::key_from_parts;
+pub(crate) use input_part::{input_part, InputPart};
+pub(crate) use key::key_from_input_parts;
 pub use key::KeyHasher;
 pub use unordered::{unordered, Unordered};
 
@@ -194,6 +196,7 @@ use byte_probe::*;
 use compound::*;
 use encoder::*;
 use error::*;
+use input_part::Prefix;
 use unordered::*;
 
 /// The version of the key format: the encoding above and the way [`KeyHasher`]
