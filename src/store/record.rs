@@ -319,7 +319,10 @@ fn check_payload(
     };
     // The lowercase hex cairn writes is compared as it is; any other spelling is
     // decoded first.
-    if actual.to_hex().as_str() != payload_blake3
+    if crate::cache::hashing::Digest::from(actual)
+        .hex_buf()
+        .as_str()
+        != payload_blake3
         && blake3::Hash::from_hex(payload_blake3).ok() != Some(actual)
     {
         return Err(Corruption("payload checksum (BLAKE3) mismatch".into()));

@@ -26,16 +26,27 @@ impl Digest {
         self.hex_buf().as_str().to_owned()
     }
 
-    /// The hex digits in a stack buffer.
+    /// The hex digits in a stack buffer, written four bytes at a time.
     pub(crate) fn hex_buf(&self) -> HexBuf {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 64];
-        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
-            pair[0] = DIGITS[(byte >> 4) as usize];
-            pair[1] = DIGITS[(byte & 0xf) as usize];
+        for (digits, bytes) in out.chunks_exact_mut(8).zip(self.0.chunks_exact(4)) {
+            let bytes = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            digits.copy_from_slice(&hex_digits(bytes).to_be_bytes());
         }
         HexBuf(out)
     }
+}
+
+/// The 8 lowercase hex digits of `bytes`, most significant first, as the bytes of a
+/// `u64` read big-endian: each nibble spread into a byte of its own, then made a digit
+/// (`'0' + n`, plus `'a' - '0' - 10` where `n >= 10`) in all eight bytes at once.
+fn hex_digits(bytes: u32) -> u64 {
+    let mut x = u64::from(bytes);
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    x + 0x3030_3030_3030_3030 + letters * 0x27
 }
 
 /// A digest's 64 hex digits, without an allocation.
@@ -132,6 +143,20 @@ impl<'de> serde::Deserialize<'de> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digits written four bytes at a time are the ones written one by one, for
+    /// every byte value at every position.
+    #[test]
+    fn hex_digits_are_every_bytes_two_digits() {
+        let mut digests: Vec<[u8; 32]> = (0..=255u8)
+            .map(|b| std::array::from_fn(|i| b.wrapping_add((i as u8).wrapping_mul(37))))
+            .collect();
+        digests.extend((0..200u64).map(|n| *blake3::hash(&n.to_le_bytes()).as_bytes()));
+        for bytes in digests {
+            let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(Digest(bytes).hex_buf().as_str(), expected);
+        }
+    }
 
     #[test]
     fn a_digest_round_trips_as_hex() {
