@@ -935,7 +935,13 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // Borrowed from the run's record until a miss needs its own copy.
         let location = self.cache_record();
         if !refresh {
-            match store.read_hit::<O>(location, self.def.memory_tier).await {
+            let read = match self.info.cache.as_ref().map(CacheRef::record_object) {
+                Some(Ok(key)) => store.read_hit_at::<O>(key, self.def.memory_tier).await,
+                Some(Err(e)) => Err(e),
+                // Named just above; without a record, its empty location is refused as a key.
+                None => store.read_hit::<O>(location, self.def.memory_tier).await,
+            };
+            match read {
                 Ok(record) if !record.is_expired(now) => {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(

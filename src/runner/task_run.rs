@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::backend::Key;
 use crate::cache::hashing::Digest;
 use crate::runner::error::TaskError;
 use crate::runner::state::State;
@@ -50,13 +51,29 @@ static COMPLETED: [State; 3] = [State::Pending, State::Running, State::Completed
 static CACHED: [State; 3] = [State::Pending, State::Running, State::Cached];
 
 /// The cache record a run looked up: its key, namespace and store, with the record's
-/// location (which ends with the key's hex) written out on first use.
+/// location (which ends with the key's hex) written out and checked as an object key
+/// on first use.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheRef {
     pub(crate) key: Digest,
     pub(crate) namespace: Arc<str>,
     pub(crate) store: Arc<str>,
-    record: OnceLock<Box<str>>,
+    record: OnceLock<RecordKey>,
+}
+
+/// A record's location, as the object key a store reads, or as written with the
+/// reason no store takes it (a namespace can make it invalid: the error surfaces when
+/// the record is read, as for any key).
+#[derive(Debug, Clone)]
+enum RecordKey {
+    Valid(Key),
+    Invalid(Box<InvalidRecord>),
+}
+
+#[derive(Debug, Clone)]
+struct InvalidRecord {
+    location: Box<str>,
+    reason: Box<str>,
 }
 
 impl CacheRef {
@@ -77,9 +94,42 @@ impl CacheRef {
 
     /// `cache/v1/<namespace>/<ab>/<key>`.
     pub(crate) fn record(&self) -> &str {
+        match self.record_key() {
+            RecordKey::Valid(key) => key.as_str(),
+            RecordKey::Invalid(invalid) => &invalid.location,
+        }
+    }
+
+    /// The record's location as an object key: the same string as
+    /// [`CacheRef::record`], checked once for the whole run.
+    ///
+    /// # Errors
+    /// [`crate::backend::Error::InvalidKey`] when the namespace makes it invalid.
+    pub(crate) fn record_object(&self) -> crate::backend::Result<&Key> {
+        match self.record_key() {
+            RecordKey::Valid(key) => Ok(key),
+            RecordKey::Invalid(invalid) => Err(crate::backend::Error::InvalidKey {
+                key: invalid.location.to_string(),
+                reason: invalid.reason.to_string(),
+            }),
+        }
+    }
+
+    fn record_key(&self) -> &RecordKey {
         self.record.get_or_init(|| {
-            let hex = self.key.hex_buf();
-            crate::cache::record_location(&self.namespace, hex.as_str()).into_boxed_str()
+            let location = || {
+                let hex = self.key.hex_buf();
+                crate::cache::record_location(&self.namespace, hex.as_str())
+            };
+            let (location, reason) = match Key::parse(location()) {
+                Ok(key) => return RecordKey::Valid(key),
+                Err(crate::backend::Error::InvalidKey { key, reason }) => (key, reason),
+                Err(other) => (location(), other.to_string()),
+            };
+            RecordKey::Invalid(Box::new(InvalidRecord {
+                location: location.into(),
+                reason: reason.into(),
+            }))
         })
     }
 }
@@ -343,6 +393,44 @@ mod tests {
     }
 
     #[test]
+    fn a_record_location_is_checked_as_a_key_once_and_its_fault_kept() {
+        let cache = |namespace: &str| {
+            CacheRef::new(
+                Digest::from_bytes([0xab; 32]),
+                Arc::from(namespace),
+                Arc::from("file:///data/store"),
+            )
+        };
+        let good = cache("team");
+        let key = good.record_object().unwrap();
+        assert_eq!(key.as_str(), good.record());
+        assert_eq!(
+            key.as_str(),
+            format!("cache/v1/team/ab/{}", "ab".repeat(32))
+        );
+        // The same key object each time: checked and written out once.
+        assert!(std::ptr::eq(key, good.record_object().unwrap()));
+
+        let bad = cache("../outside");
+        assert_eq!(
+            bad.record(),
+            format!("cache/v1/../outside/ab/{}", "ab".repeat(32))
+        );
+        for _ in 0..2 {
+            let err = bad.record_object().unwrap_err();
+            let crate::backend::Error::InvalidKey { key, reason } = &err else {
+                panic!("{err}");
+            };
+            assert_eq!(key, bad.record());
+            assert_eq!(
+                err.to_string(),
+                Key::parse(bad.record()).unwrap_err().to_string(),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
     fn the_strings_a_run_is_known_by_are_written_out_when_asked_for() {
         let info = info();
         let id = info.id().to_owned();
@@ -426,7 +514,8 @@ mod tests {
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().as_u128(), info.id.0);
         // A record a flow run keeps per task run: small enough that filling memory
         // with them stays cheap.
-        assert!(std::mem::size_of::<TaskRunInfo>() <= 224);
+        let size = std::mem::size_of::<TaskRunInfo>();
+        assert!(size <= 224, "{size}");
     }
 
     #[test]

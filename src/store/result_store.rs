@@ -370,16 +370,24 @@ impl ResultStore {
         location: &str,
         with_version: bool,
     ) -> Result<RecordHit<T>> {
-        let key = Key::parse(location)?;
-        let (version, bytes, hashed) = self.read_hashed(&key, with_version).await?;
+        self.read_hit_at(&Key::parse(location)?, with_version).await
+    }
+
+    /// [`ResultStore::read_hit`] of a location already checked as an object key.
+    pub(crate) async fn read_hit_at<T: DeserializeOwned + 'static>(
+        &self,
+        key: &Key,
+        with_version: bool,
+    ) -> Result<RecordHit<T>> {
+        let (version, bytes, hashed) = self.read_hashed(key, with_version).await?;
         let (view, payload_start) =
-            record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
-        let serializer = self.serializer_named(&key, &view.serializer)?;
-        let declared = self.declared(&key, view.declared_digests.iter().map(|d| d.as_ref()))?;
+            record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(key, c))?;
+        let serializer = self.serializer_named(key, &view.serializer)?;
+        let declared = self.declared(key, view.declared_digests.iter().map(|d| d.as_ref()))?;
         let (created, expires, payload_len) = (view.created, view.expires, view.payload_len);
         // The payload is decoded where it lies in the record's buffer.
         let value = crate::hashing::restore_declared(declared, || {
-            self.decode_at(&key, serializer, bytes, payload_start)
+            self.decode_at(key, serializer, bytes, payload_start)
         })?;
         Ok(RecordHit {
             value,
@@ -391,15 +399,18 @@ impl ResultStore {
     }
 
     /// Reads the whole object at `key`, hashing a record's payload as the backend hands
-    /// its bytes over (in pieces, or whole), rather than in a pass of its own.
+    /// its bytes over, where it does ([`Backend::get_inspected`]): the digest, when a
+    /// hasher saw the whole object; `None` when the backend made none (a small local
+    /// read), and the payload is then hashed where it lies.
     async fn read_hashed(
         &self,
         key: &Key,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes, Option<record::PayloadDigest>)> {
-        let hasher = Arc::new(std::sync::Mutex::new(record::PayloadHasher::default()));
-        let inspect = {
-            let hasher = hasher.clone();
+        type Shared = Arc<std::sync::Mutex<record::PayloadHasher>>;
+        let made: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+        let make = || -> Inspector {
+            let hasher = made.get_or_init(Shared::default).clone();
             Box::new(move |piece: &[u8]| {
                 hasher
                     .lock()
