@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{
-    self, Backend, BackendExt, DynBackend, Error, Key, MemoryBackend, ObjectMeta, PutMode,
-    PutOptions, PutPayload, PutResult, Result,
+    self, Backend, BackendExt, DynBackend, Error, Inspector, Key, MemoryBackend, ObjectMeta,
+    PutMode, PutOptions, PutPayload, PutResult, Result,
 };
 use crate::store::record::{self, RecordHeader, RecordInfo};
 use crate::store::serializer::Serializer;
@@ -420,12 +420,14 @@ impl ResultStore {
         };
         let (version, bytes) = self
             .direct()
-            .get_inspected(key, inspect, with_version)
+            .get_inspected(key, &make, with_version)
             .await?;
-        let hashed = hasher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .finish(bytes.len());
+        let hashed = made.get().and_then(|hasher| {
+            hasher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish(bytes.len())
+        });
         Ok((version, bytes, hashed))
     }
 

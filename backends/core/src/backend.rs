@@ -74,18 +74,26 @@ pub trait Backend: Debug + Send + Sync + 'static {
         Ok((meta, bytes))
     }
 
-    /// [`Backend::get_bytes_inspected`], keeping of the metadata only the object's
-    /// version, and that only when `with_version` asks for it (`None` otherwise): a
-    /// backend that builds the rest of an [`ObjectMeta`] for nothing on every read (the
-    /// local store: the key's copy, the date, the version's text) leaves it out. The
-    /// provided implementation takes the version from `get_bytes_inspected`.
+    /// [`Backend::get_bytes_inspected`] for a caller that can look at the bytes itself,
+    /// keeping of the metadata only the object's version, and that only when
+    /// `with_version` asks for it (`None` otherwise).
+    ///
+    /// The inspector is made (by calling `inspector`, at most once) only where handing
+    /// the bytes over as they land spares the caller a pass: a backend that reads the
+    /// object into one buffer on the calling thread anyway (the local store, for a
+    /// small object) makes none, and the caller, seeing none made, looks at the buffer
+    /// itself. A small read then allocates no inspector. Once made, an inspector sees
+    /// the object's bytes in order, exactly once. A backend that builds the rest of an
+    /// [`ObjectMeta`] for nothing on every read (the local store: the key's copy, the
+    /// date, the version's text) leaves it out. The provided implementation makes the
+    /// inspector and takes the version from `get_bytes_inspected`.
     async fn get_inspected(
         &self,
         key: &Key,
-        inspect: Inspector,
+        inspector: &MakeInspector<'_>,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
-        let (meta, bytes) = self.get_bytes_inspected(key, inspect).await?;
+        let (meta, bytes) = self.get_bytes_inspected(key, inspector()).await?;
         Ok((meta.version.filter(|_| with_version), bytes))
     }
 
@@ -226,6 +234,9 @@ impl<B: Backend + ?Sized> BackendExt for B {}
 /// ([`Backend::get_bytes_inspected`]).
 pub type Inspector = Box<dyn FnMut(&[u8]) + Send>;
 
+/// Makes an [`Inspector`] when a read needs one ([`Backend::get_inspected`]).
+pub type MakeInspector<'a> = dyn Fn() -> Inspector + Send + Sync + 'a;
+
 /// Makes the first bytes of a write once its body is known ([`Backend::put_framed`]).
 pub type HeadMaker = Box<dyn FnOnce() -> Bytes + Send>;
 
@@ -274,10 +285,10 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     async fn get_inspected(
         &self,
         key: &Key,
-        inspect: Inspector,
+        inspector: &MakeInspector<'_>,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
-        (**self).get_inspected(key, inspect, with_version).await
+        (**self).get_inspected(key, inspector, with_version).await
     }
     async fn put_opts(
         &self,

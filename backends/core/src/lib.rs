@@ -18,7 +18,8 @@ mod timeouts;
 
 pub use applied::recognize_applied;
 pub use backend::{
-    check_head, Backend, BackendExt, CleanUp, DynBackend, HeadMaker, Inspector, StagedObject,
+    check_head, Backend, BackendExt, CleanUp, DynBackend, HeadMaker, Inspector, MakeInspector,
+    StagedObject,
 };
 pub use capabilities::Capabilities;
 pub use error::{shorten, ConnectionRefused, Error, ErrorKind, Result, Source};

@@ -51,8 +51,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_backend::{
     check_head, is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult,
-    HeadMaker, Inspector, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult, Result,
-    StagedObject,
+    HeadMaker, Inspector, Key, MakeInspector, ObjectMeta, PutMode, PutOptions, PutPayload,
+    PutResult, Result, StagedObject,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -739,23 +739,26 @@ fn stat_range(
 type MetaOf<M> = fn(&Key, &FileStat) -> M;
 
 impl LocalBackend {
-    /// An object (or a range of it) read into one buffer of its final size, handed to
-    /// `inspect` as it lands, with the metadata `meta_of` makes. Small objects are read
-    /// right here (see `with_inline_reads`): the open and fstat are cheap, and a large
-    /// object's read still goes to the blocking pool.
+    /// An object (or a range of it) read into one buffer of its final size, with the
+    /// metadata `meta_of` makes. Small objects are read right here (see
+    /// `with_inline_reads`): the open and fstat are cheap, and a large object's read
+    /// still goes to the blocking pool. Only a read in the blocking pool makes an
+    /// inspector (from `inspector`) and hands it the bytes there; a small one leaves
+    /// the buffer to the caller ([`Backend::get_inspected`]).
     async fn read_whole<M: Send + 'static>(
         &self,
         key: &Key,
         range: Option<GetRange>,
-        mut inspect: Option<Inspector>,
+        inspector: Option<&MakeInspector<'_>>,
         meta_of: MetaOf<M>,
     ) -> Result<(M, Bytes)> {
         if self.inner.inline_read_limit > 0 {
             let file = open_key(&self.inner, key)?;
-            return self.read_opened(key, file, range, inspect, meta_of).await;
+            return self.read_opened(key, file, range, inspector, meta_of).await;
         }
         let inner = self.inner.clone();
         let key = key.clone();
+        let mut inspect = inspector.map(|make| make());
         blocking(move || {
             let (mut file, m, range) = open_file_range(&inner, &key, range)?;
             let len = (range.end - range.start) as usize;
@@ -773,7 +776,7 @@ impl LocalBackend {
         key: &Key,
         mut file: File,
         range: Option<GetRange>,
-        mut inspect: Option<Inspector>,
+        inspector: Option<&MakeInspector<'_>>,
         meta_of: MetaOf<M>,
     ) -> Result<(M, Bytes)> {
         let inner = &self.inner;
@@ -783,13 +786,11 @@ impl LocalBackend {
         if len <= inner.inline_read_limit {
             let bytes = read_range(&mut file, range.start, len as usize)
                 .map_err(|e| io_error(&inner.url, key.as_str(), e))?;
-            if let Some(inspect) = inspect.as_mut() {
-                inspect(&bytes);
-            }
             return Ok((meta, bytes));
         }
         let url = inner.url.clone();
         let k = key.clone();
+        let mut inspect = inspector.map(|make| make());
         blocking(move || {
             let bytes = read_inspected(&mut file, range.start, len as usize, inspect.as_mut())
                 .map_err(|e| io_error(&url, k.as_str(), e))?;
@@ -889,32 +890,41 @@ impl Backend for LocalBackend {
         key: &Key,
         inspect: Inspector,
     ) -> Result<(ObjectMeta, Bytes)> {
-        self.read_whole(key, None, Some(inspect), full_meta).await
+        // Handed to a read in the blocking pool, or else given the whole buffer here.
+        let unused = std::sync::Mutex::new(Some(inspect));
+        let take = || -> Inspector {
+            let taken = unused.lock().unwrap_or_else(|e| e.into_inner()).take();
+            taken.unwrap_or_else(|| Box::new(|_: &[u8]| {}))
+        };
+        let (meta, bytes) = self.read_whole(key, None, Some(&take), full_meta).await?;
+        if let Some(mut inspect) = unused.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            inspect(&bytes);
+        }
+        Ok((meta, bytes))
     }
 
     async fn get_inspected(
         &self,
         key: &Key,
-        mut inspect: Inspector,
+        inspector: &MakeInspector<'_>,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
         if with_version {
             let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
-            return self.read_whole(key, None, Some(inspect), meta_of).await;
+            return self.read_whole(key, None, Some(inspector), meta_of).await;
         }
         if self.inner.inline_read_limit == 0 {
-            return self.read_whole(key, None, Some(inspect), |_, _| None).await;
+            return self
+                .read_whole(key, None, Some(inspector), |_, _| None)
+                .await;
         }
         // Without the version, a small object needs no `fstat`: the one read that comes
         // back short finds its end.
         let file = open_key(&self.inner, key)?;
         match read::read_short(&file) {
-            Ok(Some(bytes)) => {
-                inspect(&bytes);
-                Ok((None, bytes))
-            }
+            Ok(Some(bytes)) => Ok((None, bytes)),
             Ok(None) => {
-                self.read_opened(key, file, None, Some(inspect), |_, _| None)
+                self.read_opened(key, file, None, Some(inspector), |_, _| None)
                     .await
             }
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
@@ -1430,36 +1440,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_without_the_version_gives_every_size_whole_and_once() {
+    async fn inspected_reads_give_every_size_whole_and_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalBackend::new(dir.path()).unwrap().with_fsync(false);
         fs::create_dir_all(dir.path().join("a/dir")).unwrap();
         let limit = DEFAULT_INLINE_READ_LIMIT as usize;
-        for store in [store.clone(), store.clone().with_inline_reads(0)] {
+        let no_inspector = || -> Inspector { Box::new(|_: &[u8]| {}) };
+        for (store, inline_limit) in [
+            (store.clone(), limit),
+            (store.clone().with_inline_reads(0), 0),
+        ] {
             let short = read::SHORT_READ;
             for len in [0, 1, short - 1, short, short + 1, limit, limit + 1] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
                 let k = key(&format!("a/{len}"));
                 store.put(&k, data.clone().into()).await.unwrap();
-                let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-                let inspect: Inspector = {
-                    let seen = seen.clone();
-                    Box::new(move |p: &[u8]| seen.lock().unwrap().push(p.to_vec()))
-                };
-                let (version, bytes) = store.get_inspected(&k, inspect, false).await.unwrap();
-                assert_eq!(version, None);
-                assert!(bytes == data, "{len} bytes");
-                assert_eq!(seen.lock().unwrap().concat(), data, "{len} bytes inspected");
-                let (version, bytes) = store
-                    .get_inspected(&k, Box::new(|_: &[u8]| {}), true)
-                    .await
-                    .unwrap();
-                assert!(bytes == data);
-                assert_eq!(version, store.head(&k).await.unwrap().version);
+                // Read in the blocking pool, the bytes go through an inspector made
+                // for it; read here, they are left to the caller.
+                let in_pool = inline_limit == 0 || len > limit;
+                for with_version in [false, true] {
+                    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let made = std::sync::atomic::AtomicUsize::new(0);
+                    let make = || -> Inspector {
+                        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let seen = seen.clone();
+                        Box::new(move |p: &[u8]| seen.lock().unwrap().push(p.to_vec()))
+                    };
+                    let (version, bytes) =
+                        store.get_inspected(&k, &make, with_version).await.unwrap();
+                    if with_version {
+                        assert_eq!(version, store.head(&k).await.unwrap().version);
+                    } else {
+                        assert_eq!(version, None);
+                    }
+                    assert!(bytes == data, "{len} bytes");
+                    assert_eq!(made.into_inner(), usize::from(in_pool), "{len} bytes");
+                    let seen = seen.lock().unwrap().concat();
+                    if in_pool {
+                        assert_eq!(seen, data, "{len} bytes inspected");
+                    } else {
+                        assert!(seen.is_empty(), "{len} bytes");
+                    }
+                    // The read that always inspects: every size, once, in order.
+                    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let inspect: Inspector = {
+                        let seen = seen.clone();
+                        Box::new(move |p: &[u8]| seen.lock().unwrap().push(p.to_vec()))
+                    };
+                    let (_, bytes) = store.get_bytes_inspected(&k, inspect).await.unwrap();
+                    assert!(bytes == data, "{len} bytes");
+                    assert_eq!(seen.lock().unwrap().concat(), data, "{len} bytes inspected");
+                }
             }
             for missing in ["a/nope", "a/dir", "nodir/x"] {
                 let err = store
-                    .get_inspected(&key(missing), Box::new(|_: &[u8]| {}), false)
+                    .get_inspected(&key(missing), &no_inspector, false)
                     .await
                     .unwrap_err();
                 assert!(err.is_not_found(), "{missing}: {err}");
@@ -1468,7 +1503,7 @@ mod tests {
         let gone = LocalBackend::new(dir.path().join("gone")).unwrap();
         fs::remove_dir(dir.path().join("gone")).unwrap();
         let err = gone
-            .get_inspected(&key("x"), Box::new(|_: &[u8]| {}), false)
+            .get_inspected(&key("x"), &no_inspector, false)
             .await
             .unwrap_err();
         assert!(matches!(err, Error::BucketNotFound { .. }), "{err}");
