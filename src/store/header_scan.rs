@@ -157,37 +157,61 @@ impl<'a> Scanner<'a> {
 
 /// `YYYY-MM-DDTHH:MM:SS[.f]Z` (1 to 9 fraction digits), the form cairn writes, as the
 /// instant it names; `None` for anything else, including a leap second.
+///
+/// The first 19 bytes are checked and read as three overlapping `u64` words (bytes
+/// 0..8, 8..16 and 11..19), every digit and separator at once.
 fn date(s: &str) -> Option<DateTime<Utc>> {
     let b = s.as_bytes();
     if b.len() < 20 || b[b.len() - 1] != b'Z' {
         return None;
     }
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-        })
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
+    // Bytes 0..8 `YYYY-MM-`, 8..16 `DDTHH:MM`, 11..19 `HH:MM:SS` (the last two share
+    // `HH:MM`): which bytes are digits, and the separators between them.
+    let ymd = digit_values(word(0), *b"0000-00-")?;
+    let dhm = digit_values(word(8), *b"00T00:00")?;
+    let hms = digit_values(word(11), *b"00:00:00")?;
+    // The two digits from byte `at` on, as a number.
+    let pair = |w: u64, at: u32| {
+        let digit = |i: u32| ((w >> (8 * i)) & 0xff) as u32;
+        digit(at) * 10 + digit(at + 1)
     };
-    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
-    if punctuation.iter().any(|&(i, c)| b[i] != c) {
-        return None;
-    }
-    let year = i32::try_from(digits(0..4)?).ok()?;
-    let (month, day) = (digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let year = pair(ymd, 0) * 100 + pair(ymd, 2);
+    let (month, day) = (pair(ymd, 5), pair(dhm, 0));
+    let (hour, minute, second) = (pair(dhm, 3), pair(dhm, 6), pair(hms, 6));
     if second > 59 {
         return None;
     }
     let nanos = match &b[19..b.len() - 1] {
         [] => 0,
         [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
-            let value = digits(20..20 + fraction.len())?;
+            let value = fraction.iter().try_fold(0u32, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })?;
             value * 10u32.pow(9 - fraction.len() as u32)
         }
         _ => return None,
     };
-    let date = NaiveDate::from_ymd_opt(year, month, day)?;
+    let date = NaiveDate::from_ymd_opt(year as i32, month, day)?;
     let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
     Some(NaiveDateTime::new(date, time).and_utc())
+}
+
+/// The eight bytes of `w` (little-endian) checked against `shape`, where `0` stands for
+/// a decimal digit and any other byte for itself: each digit's value (0 to 9) in its
+/// byte, separators cleared; `None` when a byte does not fit.
+fn digit_values(w: u64, shape: [u8; 8]) -> Option<u64> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let digits = u64::from_le_bytes(shape.map(|c| if c == b'0' { 0xff } else { 0 }));
+    let separators = u64::from_le_bytes(shape) & !digits;
+    // A byte is a digit exactly when its XOR with '0' is below 10: the high bit of
+    // neither it nor it plus 0x76 is set. A separator in place adds no carry (the
+    // largest, 'T' ^ '0' = 0x64, plus 0x76 stays below 0x100); a byte that carries is
+    // a digit position's non-digit, refused anyway.
+    let t = w ^ (ONES * u64::from(b'0'));
+    let not_digit = (t | t.wrapping_add(ONES * 0x76)) & HIGH & digits;
+    ((w & !digits) == separators && not_digit == 0).then_some(t & digits)
 }
 
 /// Where a plain string ends, and whether it is ASCII.
@@ -476,6 +500,86 @@ mod tests {
         ] {
             assert_eq!(date(s), None, "{s}");
         }
+    }
+
+    /// The date read a byte at a time, field by field: what the word-wise read must
+    /// agree with.
+    fn date_bytewise(s: &str) -> Option<DateTime<Utc>> {
+        let b = s.as_bytes();
+        if b.len() < 20 || b[b.len() - 1] != b'Z' {
+            return None;
+        }
+        let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+            b[range].iter().try_fold(0u32, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })
+        };
+        let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+        if punctuation.iter().any(|&(i, c)| b[i] != c) {
+            return None;
+        }
+        let year = i32::try_from(digits(0..4)?).ok()?;
+        let (month, day) = (digits(5..7)?, digits(8..10)?);
+        let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+        if second > 59 {
+            return None;
+        }
+        let nanos = match &b[19..b.len() - 1] {
+            [] => 0,
+            [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+                digits(20..20 + fraction.len())? * 10u32.pow(9 - fraction.len() as u32)
+            }
+            _ => return None,
+        };
+        let date = NaiveDate::from_ymd_opt(year, month, day)?;
+        let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+        Some(NaiveDateTime::new(date, time).and_utc())
+    }
+
+    /// Every byte of real dates replaced by each byte value, and random dates over
+    /// the characters that matter: the word-wise read agrees with the byte-wise one,
+    /// and accepts many.
+    #[test]
+    fn dates_are_read_word_wise_as_byte_by_byte() {
+        let mut accepted = 0;
+        for base in [
+            "2026-12-03T21:04:19.388877008Z",
+            "2024-02-29T23:59:59Z",
+            "0001-01-01T00:00:00.5Z",
+        ] {
+            for i in 0..base.len() {
+                for r in 0..=255u8 {
+                    let mut v = base.as_bytes().to_vec();
+                    v[i] = r;
+                    let Ok(v) = String::from_utf8(v) else {
+                        continue;
+                    };
+                    let want = date_bytewise(&v);
+                    assert_eq!(date(&v), want, "{v:?}");
+                    accepted += usize::from(want.is_some());
+                }
+            }
+        }
+        let alphabet = b"0123456789-T:.Z/ :;";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let mut v = b"2026-12-03T21:04:19.123Z".to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % v.len() as u64) as usize;
+                v[at] = alphabet[(next() % alphabet.len() as u64) as usize];
+            }
+            let v = String::from_utf8(v).unwrap();
+            let want = date_bytewise(&v);
+            assert_eq!(date(&v), want, "{v:?}");
+            accepted += usize::from(want.is_some());
+        }
+        assert!(accepted > 10_000, "{accepted}");
     }
 
     /// Every header the scan accepts, the parser accepts with the same values: checked
