@@ -135,6 +135,17 @@ impl Backend for MemoryBackend {
         Ok((meta, data))
     }
 
+    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
+        let objects = self.read();
+        Some(match objects.get(key) {
+            Some(entry) => Ok((
+                with_version.then(|| entry.version.to_string()),
+                entry.data.clone(),
+            )),
+            None => Err(self.not_found(key)),
+        })
+    }
+
     async fn put_opts(
         &self,
         key: &Key,
@@ -193,5 +204,26 @@ impl Backend for MemoryBackend {
             .map(|(k, e)| Ok(e.meta(k)))
             .collect();
         stream::iter(items).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendExt;
+
+    #[tokio::test]
+    async fn every_read_is_answered_at_once() {
+        let store = MemoryBackend::new();
+        let key = Key::parse("a/b").unwrap();
+        store.put(&key, "hi".into()).await.unwrap();
+        let head = store.head(&key).await.unwrap();
+        let (version, bytes) = store.get_now(&key, true).unwrap().unwrap();
+        assert_eq!((version, &bytes[..]), (head.version, &b"hi"[..]));
+        let (version, bytes) = store.get_now(&key, false).unwrap().unwrap();
+        assert_eq!((version, &bytes[..]), (None, &b"hi"[..]));
+        let missing = Key::parse("a/c").unwrap();
+        let err = store.get_now(&missing, false).unwrap().unwrap_err();
+        assert!(err.is_not_found(), "{err}");
     }
 }

@@ -553,8 +553,28 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
                 assert!(seen.is_empty(), "bytes inspected without an inspector");
             }
         }
+        // A read answered on the calling thread, where the backend can: the same bytes
+        // and version.
+        for with_version in [true, false] {
+            if let Some(read) = b.get_now(&k, with_version) {
+                let (version, back) = read.unwrap();
+                assert!(back == data, "a read answered at once returned other bytes");
+                let want = if with_version {
+                    meta.version.clone()
+                } else {
+                    None
+                };
+                assert_eq!(version, want, "{size} bytes");
+            }
+        }
     }
     let missing = key(format!("{p}/absent"));
+    for with_version in [true, false] {
+        if let Some(read) = b.get_now(&missing, with_version) {
+            let err = read.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        }
+    }
     let make_none = || -> cairn::backend::Inspector { Box::new(|_: &[u8]| {}) };
     for with_version in [true, false] {
         let err = b

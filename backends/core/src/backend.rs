@@ -97,6 +97,20 @@ pub trait Backend: Debug + Send + Sync + 'static {
         Ok((meta.version.filter(|_| with_version), bytes))
     }
 
+    /// [`Backend::get_inspected`] answered on the calling thread, when the backend
+    /// can read the object without waiting: the local store for an object it reads
+    /// right there (see `LocalBackend::with_inline_reads`), the memory store always.
+    /// `None` when it cannot (a large object, a network store): the caller then awaits
+    /// another read. Without a future to box and poll, a small read is one call. The
+    /// provided implementation answers `None`.
+    ///
+    /// # Errors
+    /// As [`Backend::get_inspected`], inside the `Some`.
+    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
+        let _ = (key, with_version);
+        None
+    }
+
     /// Writes an object atomically.
     ///
     /// # Errors
@@ -289,6 +303,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
         (**self).get_inspected(key, inspector, with_version).await
+    }
+    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
+        (**self).get_now(key, with_version)
     }
     async fn put_opts(
         &self,

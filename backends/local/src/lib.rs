@@ -738,6 +738,14 @@ fn stat_range(
 /// its version.
 type MetaOf<M> = fn(&Key, &FileStat) -> M;
 
+/// [`LocalBackend::read_here`]'s answer: the read (or its error), a file too large to
+/// read on the calling thread, or inline reads switched off.
+enum Here {
+    Read(Result<(Option<String>, Bytes)>),
+    Large(File),
+    Off,
+}
+
 impl LocalBackend {
     /// An object (or a range of it) read into one buffer of its final size, with the
     /// metadata `meta_of` makes. Small objects are read right here (see
@@ -797,6 +805,45 @@ impl LocalBackend {
             Ok((meta, bytes))
         })
         .await
+    }
+
+    /// A whole object read on the calling thread when it is small enough to be read
+    /// inline (see `with_inline_reads`): its version only when asked for. Without the
+    /// version a small object needs no `fstat` either: the one read that comes back
+    /// short finds its end.
+    fn read_here(&self, key: &Key, with_version: bool) -> Here {
+        let inner = &self.inner;
+        if inner.inline_read_limit == 0 {
+            return Here::Off;
+        }
+        let mut file = match open_key(inner, key) {
+            Ok(file) => file,
+            Err(e) => return Here::Read(Err(e)),
+        };
+        if !with_version {
+            match read::read_short(&file) {
+                Ok(Some(bytes)) => return Here::Read(Ok((None, bytes))),
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                    return Here::Read(Err(inner.not_found(key.as_str())))
+                }
+                Err(e) => return Here::Read(Err(io_error(&inner.url, key.as_str(), e))),
+            }
+        }
+        let (m, range) = match stat_range(inner, key.as_str(), &file, None) {
+            Ok(stat) => stat,
+            Err(e) => return Here::Read(Err(e)),
+        };
+        let len = range.end - range.start;
+        if len > inner.inline_read_limit {
+            return Here::Large(file);
+        }
+        let version = with_version.then(|| version_of(&m));
+        Here::Read(
+            read_range(&mut file, range.start, len as usize)
+                .map(|bytes| (version, bytes))
+                .map_err(|e| io_error(&inner.url, key.as_str(), e)),
+        )
     }
 
     /// Local files carry no user metadata: a write asking for some is refused, not
@@ -909,28 +956,32 @@ impl Backend for LocalBackend {
         inspector: &MakeInspector<'_>,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
-        if with_version {
-            let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
-            return self.read_whole(key, None, Some(inspector), meta_of).await;
-        }
-        if self.inner.inline_read_limit == 0 {
-            return self
-                .read_whole(key, None, Some(inspector), |_, _| None)
-                .await;
-        }
-        // Without the version, a small object needs no `fstat`: the one read that comes
-        // back short finds its end.
-        let file = open_key(&self.inner, key)?;
-        match read::read_short(&file) {
-            Ok(Some(bytes)) => Ok((None, bytes)),
-            Ok(None) => {
+        match self.read_here(key, with_version) {
+            Here::Read(read) => read,
+            Here::Large(file) if with_version => {
+                let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
+                self.read_opened(key, file, None, Some(inspector), meta_of)
+                    .await
+            }
+            Here::Large(file) => {
                 self.read_opened(key, file, None, Some(inspector), |_, _| None)
                     .await
             }
-            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-                Err(self.inner.not_found(key.as_str()))
+            Here::Off if with_version => {
+                let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
+                self.read_whole(key, None, Some(inspector), meta_of).await
             }
-            Err(e) => Err(io_error(&self.inner.url, key.as_str(), e)),
+            Here::Off => {
+                self.read_whole(key, None, Some(inspector), |_, _| None)
+                    .await
+            }
+        }
+    }
+
+    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
+        match self.read_here(key, with_version) {
+            Here::Read(read) => Some(read),
+            Here::Large(_) | Here::Off => None,
         }
     }
 
@@ -1481,6 +1532,22 @@ mod tests {
                     } else {
                         assert!(seen.is_empty(), "{len} bytes");
                     }
+                    // Answered on the calling thread exactly when read there.
+                    match store.get_now(&k, with_version) {
+                        Some(read) => {
+                            assert!(!in_pool, "{len} bytes read at once");
+                            let (version, bytes) = read.unwrap();
+                            assert!(bytes == data, "{len} bytes");
+                            let want = with_version.then(|| {
+                                version_of(&FileStat::from(
+                                    &fs::metadata(dir.path().join("a").join(len.to_string()))
+                                        .unwrap(),
+                                ))
+                            });
+                            assert_eq!(version, want, "{len} bytes");
+                        }
+                        None => assert!(in_pool, "{len} bytes not read at once"),
+                    }
                     // The read that always inspects: every size, once, in order.
                     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
                     let inspect: Inspector = {
@@ -1498,6 +1565,14 @@ mod tests {
                     .await
                     .unwrap_err();
                 assert!(err.is_not_found(), "{missing}: {err}");
+                for with_version in [false, true] {
+                    match store.get_now(&key(missing), with_version) {
+                        Some(Err(e)) => assert!(e.is_not_found(), "{missing}: {e}"),
+                        other => {
+                            assert!(inline_limit == 0 && other.is_none(), "{missing}: {other:?}")
+                        }
+                    }
+                }
             }
         }
         let gone = LocalBackend::new(dir.path().join("gone")).unwrap();
