@@ -956,25 +956,18 @@ impl Backend for LocalBackend {
         inspector: &MakeInspector<'_>,
         with_version: bool,
     ) -> Result<(Option<String>, Bytes)> {
+        let meta_of: MetaOf<Option<String>> = if with_version {
+            |_, m| Some(version_of(m))
+        } else {
+            |_, _| None
+        };
         match self.read_here(key, with_version) {
             Here::Read(read) => read,
-            Here::Large(file) if with_version => {
-                let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
+            Here::Large(file) => {
                 self.read_opened(key, file, None, Some(inspector), meta_of)
                     .await
             }
-            Here::Large(file) => {
-                self.read_opened(key, file, None, Some(inspector), |_, _| None)
-                    .await
-            }
-            Here::Off if with_version => {
-                let meta_of: MetaOf<Option<String>> = |_, m| Some(version_of(m));
-                self.read_whole(key, None, Some(inspector), meta_of).await
-            }
-            Here::Off => {
-                self.read_whole(key, None, Some(inspector), |_, _| None)
-                    .await
-            }
+            Here::Off => self.read_whole(key, None, Some(inspector), meta_of).await,
         }
     }
 
