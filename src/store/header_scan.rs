@@ -560,19 +560,14 @@ mod tests {
                 }
             }
         }
+        use rand::{Rng, SeedableRng};
         let alphabet = b"0123456789-T:.Z/ :;";
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x2545_f491_4f6c_dd1d);
         for _ in 0..200_000 {
             let mut v = b"2026-12-03T21:04:19.123Z".to_vec();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() % v.len() as u64) as usize;
-                v[at] = alphabet[(next() % alphabet.len() as u64) as usize];
+            for _ in 0..rng.random_range(1..=3) {
+                let at = rng.random_range(0..v.len());
+                v[at] = alphabet[rng.random_range(0..alphabet.len())];
             }
             let v = String::from_utf8(v).unwrap();
             let want = date_bytewise(&v);
