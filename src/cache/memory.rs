@@ -110,17 +110,33 @@ pub const DEFAULT_MEMORY_TIER_BYTES: usize = 256 << 20;
 /// the record changed: 1 s.
 pub const DEFAULT_REVALIDATE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// One value held. A hit reads the fields here, and only these: the rest is kept apart
+/// ([`About`]), so that a hit touches one or two cache lines of the map's slot.
 struct Entry {
     value: Arc<dyn Any + Send + Sync>,
     expires: Option<DateTime<Utc>>,
+    /// When the store last confirmed the version, in microseconds since the epoch
+    /// ([`micros`]).
+    checked: i64,
+    about: Box<About>,
+}
+
+/// What eviction, removal and a version check read of an entry.
+struct About {
     size: usize,
     generation: u64,
     /// The store's version of the record the value was read from or written as.
     version: Option<String>,
-    /// When the store last confirmed that version.
-    checked: DateTime<Utc>,
     /// The task that read or wrote it.
     task: Option<Arc<str>>,
+}
+
+/// `t` in whole microseconds since the epoch, rounded down: exact for every date chrono
+/// holds (about 262,000 years either side; an `i64` of microseconds spans 292,000). An
+/// age in these units is never below the true one by a whole microsecond, so an entry
+/// past its trust bound is never taken for one within it.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp() * 1_000_000 + i64::from(t.timestamp_subsec_micros())
 }
 
 /// What the tier holds for a key.
@@ -271,7 +287,7 @@ impl MemoryTier {
 
     /// Drops every entry that task `task` wrote or read; returns how many.
     pub fn remove_task(&self, task: &str) -> usize {
-        self.remove_where(|_, e| e.task.as_deref() == Some(task))
+        self.remove_where(|_, e| e.about.task.as_deref() == Some(task))
     }
 
     fn remove_where(&self, matches: impl Fn(&TierKey, &Entry) -> bool) -> usize {
@@ -282,7 +298,7 @@ impl MemoryTier {
             map.retain(|k, e| {
                 let hit = matches(k, e);
                 if hit {
-                    book.bytes -= e.size;
+                    book.bytes -= e.about.size;
                     book.entries -= 1;
                     removed += 1;
                 }
@@ -326,8 +342,13 @@ impl MemoryTier {
                 return None;
             }
             let fresh = trust > chrono::Duration::zero()
-                && now.signed_duration_since(entry.checked) < trust;
-            let version = if fresh { None } else { entry.version.clone() };
+                && micros(now).saturating_sub(entry.checked)
+                    < trust.num_microseconds().unwrap_or(i64::MAX);
+            let version = if fresh {
+                None
+            } else {
+                entry.about.version.clone()
+            };
             // The value itself is cloned out of the lock: a clone of a large value
             // must not hold up other hits on this shard.
             let value = entry.value.downcast_ref::<T>()?.clone();
@@ -344,7 +365,7 @@ impl MemoryTier {
     pub(crate) fn confirm(&self, key: &dyn KeyView, now: DateTime<Utc>) {
         let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get_mut(key) {
-            entry.checked = now;
+            entry.checked = micros(now);
         }
     }
 
@@ -395,15 +416,17 @@ impl MemoryTier {
                 Entry {
                     value: Arc::new(value),
                     expires,
-                    size,
-                    generation,
-                    version,
-                    checked,
-                    task: task.map(Arc::from),
+                    checked: micros(checked),
+                    about: Box::new(About {
+                        size,
+                        generation,
+                        version,
+                        task: task.map(Arc::from),
+                    }),
                 },
             );
         match old {
-            Some(old) => book.bytes -= old.size,
+            Some(old) => book.bytes -= old.about.size,
             None => book.entries += 1,
         }
         book.bytes += size;
@@ -419,7 +442,7 @@ impl MemoryTier {
             .remove(key);
         match removed {
             Some(old) => {
-                book.bytes -= old.size;
+                book.bytes -= old.about.size;
                 book.entries -= 1;
                 true
             }
@@ -433,9 +456,12 @@ impl MemoryTier {
                 break;
             };
             let mut map = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
-            if map.get(&key).is_some_and(|e| e.generation == generation) {
+            if map
+                .get(&key)
+                .is_some_and(|e| e.about.generation == generation)
+            {
                 if let Some(old) = map.remove(&key) {
-                    book.bytes -= old.size;
+                    book.bytes -= old.about.size;
                     book.entries -= 1;
                 }
             }
@@ -457,7 +483,7 @@ impl MemoryTier {
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(k)
-                    .is_some_and(|e| e.generation == *g)
+                    .is_some_and(|e| e.about.generation == *g)
             });
         }
     }
@@ -514,6 +540,61 @@ mod tests {
         assert!(tier.lookup::<u64>(&same, now, trust).is_some());
         tier.forget(&same);
         assert!(tier.lookup::<u64>(&owned, now, trust).is_none());
+    }
+
+    /// An entry is fresh for less than the trust bound after the store confirmed it,
+    /// counted in whole microseconds: at the bound, or a nanosecond past it, it is
+    /// stale; a confirmation moves the bound; a zero bound is always stale.
+    #[test]
+    fn trust_ends_at_the_bound_to_the_microsecond() {
+        use chrono::TimeZone;
+        let tier = MemoryTier::new(1 << 20);
+        let key = k("s/trust");
+        let trust = Duration::seconds(1);
+        let fresh = |now| {
+            matches!(
+                tier.lookup::<u64>(&key, now, trust),
+                Some(TierHit::Fresh(3))
+            )
+        };
+        for checked in [
+            Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap() + Duration::nanoseconds(999),
+            Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap() + Duration::nanoseconds(500),
+            Utc.with_ymd_and_hms(-4000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 58).unwrap(),
+        ] {
+            tier.insert_versioned(&key, 3u64, None, 8, Some("v1".into()), checked, None);
+            assert!(fresh(checked), "{checked}");
+            assert!(
+                fresh(checked + trust - Duration::microseconds(1)),
+                "{checked}"
+            );
+            assert!(!fresh(checked + trust), "{checked}");
+            assert!(
+                !fresh(checked + trust + Duration::nanoseconds(1)),
+                "{checked}"
+            );
+            match tier.lookup::<u64>(&key, checked + trust, trust) {
+                Some(TierHit::Stale { value: 3, version }) => {
+                    assert_eq!(version.as_deref(), Some("v1"))
+                }
+                _ => panic!("a stale entry with its version"),
+            }
+            tier.confirm(&key, checked + trust);
+            assert!(fresh(checked + trust + trust - Duration::microseconds(1)));
+            assert!(!fresh(checked + trust + trust));
+            assert!(!matches!(
+                tier.lookup::<u64>(&key, checked, Duration::zero()),
+                Some(TierHit::Fresh(_))
+            ));
+            // An unbounded trust never ends, even at the last date chrono holds.
+            assert!(matches!(
+                tier.lookup::<u64>(&key, DateTime::<Utc>::MAX_UTC, Duration::MAX),
+                Some(TierHit::Fresh(3))
+            ));
+        }
+        assert!(micros(DateTime::<Utc>::MIN_UTC) < micros(DateTime::<Utc>::MAX_UTC));
     }
 
     #[test]

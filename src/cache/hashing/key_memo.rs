@@ -4,28 +4,132 @@
 //!
 //! A key is a pure function of its components and inputs (names and digests), so a
 //! remembered key is never stale; the parts are written out unambiguously (counts and
-//! name lengths before the bytes; an input as its short encoding or its digest, tagged,
-//! see [`InputPart`]) as the memo's key. Only keys that were derived are remembered: a
-//! list with a name twice fails every time.
+//! name lengths before the bytes, as LEB128 varints; an input as its short encoding or
+//! its digest, tagged, see [`InputPart`]) as the memo's key. Only keys that were
+//! derived are remembered: a list with a name twice fails every time.
+//!
+//! **Two levels, so that a lookup touches little memory.** The components (the task,
+//! its source, the namespace: the same for every call of a task) are written out and
+//! numbered in a small map of their own, which the calls of a task keep hot in the
+//! CPU's caches; the keys are then looked up by that number and the inputs alone,
+//! which for a number or a short string take under 31 bytes and are kept in the map's
+//! own slot (a key and its entry in one 64-byte slot, no second allocation to follow).
+//! Numbers are never given twice to different components: a thread that ran out of
+//! them empties both maps and starts again.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use super::{Digest, InputPart};
 
-/// At most this many keys are kept per thread (about 200 bytes each with one or two
-/// components and inputs); a full memo is emptied and fills again.
+/// At most this many keys are kept per thread (a 64-byte slot each when their inputs
+/// are short); a full memo is emptied and fills again.
 pub(super) const CAPACITY: usize = 4096;
+
+/// At most this many lists of components are numbered per thread; a full list is
+/// emptied (the keys under its numbers stay until the key memo is emptied in turn).
+pub(super) const PREFIXES: usize = 256;
+
+/// Written-out keys of at most this many bytes are kept in the map's own slot.
+const INLINE: usize = 30;
+
+/// A key's parts as written out: the number of its components, then its inputs.
+enum MemoKey {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Boxed(Box<[u8]>),
+}
+
+impl MemoKey {
+    fn new(parts: &[u8]) -> Self {
+        if parts.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..parts.len()].copy_from_slice(parts);
+            MemoKey::Inline {
+                len: parts.len() as u8,
+                bytes,
+            }
+        } else {
+            MemoKey::Boxed(parts.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            MemoKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            MemoKey::Boxed(bytes) => bytes,
+        }
+    }
+}
+
+// Hashed and compared as its bytes, so that the map is searched by a plain slice.
+impl Borrow<[u8]> for MemoKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl Hash for MemoKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for MemoKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for MemoKey {}
+
+type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 #[derive(Default)]
 struct KeyMemo {
-    keys: HashMap<Box<[u8]>, Digest, rustc_hash::FxBuildHasher>,
-    /// The parts of the key being looked up, written out.
+    /// Lists of components, written out, and the number each stands for in `keys`.
+    prefixes: FxMap<Box<[u8]>, u32>,
+    /// The next number to give a list of components.
+    next_prefix: u32,
+    keys: FxMap<MemoKey, Digest>,
+    /// The parts being looked up, written out.
     parts: Vec<u8>,
+}
+
+impl KeyMemo {
+    /// The number standing for the components written out in `self.parts`.
+    fn prefix(&mut self) -> u32 {
+        if let Some(&n) = self.prefixes.get(self.parts.as_slice()) {
+            return n;
+        }
+        if self.next_prefix == u32::MAX {
+            // Every number was given: none may stand for two lists, so start afresh.
+            self.keys.clear();
+            self.prefixes.clear();
+            self.next_prefix = 0;
+        } else if self.prefixes.len() >= PREFIXES {
+            self.prefixes.clear();
+        }
+        let n = self.next_prefix;
+        self.next_prefix += 1;
+        self.prefixes.insert(self.parts.as_slice().into(), n);
+        n
+    }
 }
 
 thread_local! {
     static MEMO: RefCell<KeyMemo> = RefCell::new(KeyMemo::default());
+}
+
+/// `n` as a LEB128 varint: seven bits a byte, the high bit set on all but the last,
+/// so that no written-out length is the start of another.
+fn varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// The key of these parts: remembered, or made by `derive` (which may reorder the
@@ -42,20 +146,20 @@ pub(super) fn key_for<N: AsRef<str>, E>(
         };
         let memo = &mut *memo;
         memo.parts.clear();
-        let parts = &mut memo.parts;
-        let len = |parts: &mut Vec<u8>, len: usize| {
-            parts.extend_from_slice(&(len as u64).to_le_bytes());
-        };
-        len(parts, components.len());
+        varint(&mut memo.parts, components.len());
         for (name, digest) in &*components {
-            len(parts, name.len());
-            parts.extend_from_slice(name.as_bytes());
-            parts.extend_from_slice(&digest.0);
+            varint(&mut memo.parts, name.len());
+            memo.parts.extend_from_slice(name.as_bytes());
+            memo.parts.extend_from_slice(&digest.0);
         }
-        len(parts, inputs.len());
+        let prefix = memo.prefix();
+        let parts = &mut memo.parts;
+        parts.clear();
+        parts.extend_from_slice(&prefix.to_le_bytes());
+        varint(parts, inputs.len());
         for (name, part) in inputs {
             let name = name.as_ref();
-            len(parts, name.len());
+            varint(parts, name.len());
             parts.extend_from_slice(name.as_bytes());
             part.write_to(parts);
         }
@@ -66,7 +170,7 @@ pub(super) fn key_for<N: AsRef<str>, E>(
         if memo.keys.len() >= CAPACITY {
             memo.keys.clear();
         }
-        memo.keys.insert(memo.parts.as_slice().into(), key);
+        memo.keys.insert(MemoKey::new(&memo.parts), key);
         Ok(key)
     })
 }
@@ -74,4 +178,197 @@ pub(super) fn key_for<N: AsRef<str>, E>(
 #[cfg(test)]
 pub(super) fn remembered() -> usize {
     MEMO.with(|memo| memo.borrow().keys.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::hashing::input_part;
+
+    /// What the tests' `derive` makes of the parts: a digest of all of them, in the
+    /// order given, so that any mix-up of remembered keys shows.
+    fn made(components: &[(&str, Digest)], inputs: &[(&str, InputPart)]) -> Digest {
+        let mut h = blake3::Hasher::new();
+        for (name, digest) in components {
+            h.update(format!("{name:?}").as_bytes());
+            h.update(&digest.0);
+        }
+        h.update(b"|");
+        for (name, part) in inputs {
+            h.update(format!("{name:?}").as_bytes());
+            h.update(&part.digest().0);
+        }
+        h.finalize().into()
+    }
+
+    /// Looks the parts up, counting the derivations in `derived`.
+    fn look_up(
+        components: &[(&str, Digest)],
+        inputs: &[(&str, InputPart)],
+        derived: &mut u32,
+    ) -> Digest {
+        let mut components = components.to_vec();
+        key_for(&mut components, inputs, |c, i| {
+            *derived += 1;
+            Ok::<_, ()>(made(c, i))
+        })
+        .unwrap()
+    }
+
+    fn reset() {
+        MEMO.with(|memo| *memo.borrow_mut() = KeyMemo::default());
+    }
+
+    #[test]
+    fn varints_are_prefix_free_and_read_back() {
+        let read = |bytes: &[u8]| -> (usize, usize) {
+            let (mut n, mut shift) = (0usize, 0);
+            for (i, b) in bytes.iter().enumerate() {
+                n |= usize::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return (n, i + 1);
+                }
+                shift += 7;
+            }
+            panic!("unterminated varint {bytes:?}");
+        };
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            255,
+            300,
+            16_383,
+            16_384,
+            1 << 35,
+            usize::MAX,
+        ];
+        let mut all = Vec::new();
+        for &n in &values {
+            let mut one = Vec::new();
+            varint(&mut one, n);
+            assert_eq!(read(&one), (n, one.len()), "{n}");
+            all.extend_from_slice(&one);
+        }
+        // One after another, each is read back whole: none is the start of another.
+        let mut at = 0;
+        for &n in &values {
+            let (value, used) = read(&all[at..]);
+            assert_eq!(value, n);
+            at += used;
+        }
+        assert_eq!(at, all.len());
+    }
+
+    #[test]
+    fn keys_short_and_long_are_found_by_their_bytes() {
+        let mut map: FxMap<MemoKey, u32> = FxMap::default();
+        let lens = [0, 1, INLINE - 1, INLINE, INLINE + 1, 200];
+        for (i, &len) in lens.iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            let key = MemoKey::new(&bytes);
+            assert_eq!(key.as_bytes(), bytes.as_slice());
+            assert_eq!(matches!(key, MemoKey::Inline { .. }), len <= INLINE);
+            map.insert(key, i as u32);
+        }
+        for (i, &len) in lens.iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            assert_eq!(map.get(bytes.as_slice()), Some(&(i as u32)), "{len}");
+            let mut other = bytes.clone();
+            other.push(0);
+            assert_eq!(map.get(other.as_slice()), None, "{len} + 1");
+        }
+        assert_eq!(std::mem::size_of::<MemoKey>(), 32);
+    }
+
+    #[test]
+    fn each_key_is_derived_once_and_remembered_exactly() {
+        reset();
+        let task = Digest::from_bytes([1; 32]);
+        let source = Digest::from_bytes([2; 32]);
+        let mut derived = 0;
+        let lists: [&[(&str, Digest)]; 3] = [
+            &[("task", task)],
+            &[("task", task), ("task_source", source)],
+            &[("task", source)],
+        ];
+        let inputs: Vec<InputPart> = (0..40u64)
+            .map(|n| input_part(&(n, "y".repeat(n as usize))).unwrap())
+            .collect();
+        for round in 0..3 {
+            for list in lists {
+                for part in &inputs {
+                    let key = look_up(list, &[("x", *part)], &mut derived);
+                    assert_eq!(key, made(list, &[("x", *part)]));
+                }
+            }
+            // Every key derived in the first round, none after.
+            assert_eq!(derived, 3 * 40, "round {round}");
+        }
+        // Names that would read the same without their lengths are different parts.
+        let d = InputPart::from(task);
+        let a = look_up(&[("ab", task)], &[("c", d)], &mut derived);
+        let b = look_up(&[("a", task)], &[("bc", d)], &mut derived);
+        let c = look_up(&[("ab", task)], &[("c", d), ("", d)], &mut derived);
+        assert_eq!(derived, 3 * 40 + 3);
+        assert_eq!(a, made(&[("ab", task)], &[("c", d)]));
+        assert_eq!(b, made(&[("a", task)], &[("bc", d)]));
+        assert_eq!(c, made(&[("ab", task)], &[("c", d), ("", d)]));
+    }
+
+    #[test]
+    fn numbers_of_components_are_bounded_and_never_given_twice() {
+        reset();
+        let mut derived = 0;
+        let part = input_part(&7u64).unwrap();
+        let list = |n: u64| [("task", crate::cache::hashing::hash_value(&n).unwrap())];
+        // More lists than are numbered: the first ones get new numbers, the same keys.
+        for n in 0..(PREFIXES as u64 + 50) {
+            let key = look_up(&list(n), &[("x", part)], &mut derived);
+            assert_eq!(key, made(&list(n), &[("x", part)]));
+            MEMO.with(|m| assert!(m.borrow().prefixes.len() <= PREFIXES));
+        }
+        for n in 0..(PREFIXES as u64 + 50) {
+            let key = look_up(&list(n), &[("x", part)], &mut derived);
+            assert_eq!(key, made(&list(n), &[("x", part)]), "{n}");
+        }
+        // When the numbers run out, both maps are emptied: a number given again finds
+        // no key of the list it stood for before.
+        MEMO.with(|m| m.borrow_mut().next_prefix = u32::MAX - 2);
+        for n in 0..6 {
+            let key = look_up(&list(1000 + n), &[("x", part)], &mut derived);
+            assert_eq!(key, made(&list(1000 + n), &[("x", part)]), "{n}");
+        }
+        MEMO.with(|m| {
+            let m = m.borrow();
+            assert!(m.next_prefix < 10, "numbering started again");
+            assert!(m.keys.len() <= 6, "the keys of old numbers are gone");
+        });
+        for n in 0..6 {
+            let key = look_up(&list(1000 + n), &[("x", part)], &mut derived);
+            assert_eq!(key, made(&list(1000 + n), &[("x", part)]), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_u64_input_of_a_task_is_kept_in_the_slot() {
+        reset();
+        let mut derived = 0;
+        let task = Digest::from_bytes([3; 32]);
+        look_up(
+            &[("task", task)],
+            &[("x", input_part(&7u64).unwrap())],
+            &mut derived,
+        );
+        MEMO.with(|m| {
+            let m = m.borrow();
+            let key = m.keys.keys().next().unwrap();
+            assert!(
+                matches!(key, MemoKey::Inline { .. }),
+                "{}",
+                key.as_bytes().len()
+            );
+        });
+    }
 }
