@@ -7,7 +7,12 @@ use super::*;
 ///
 /// Displayed, parsed and serialized (outside hashing) as 64 lowercase hex digits. In a
 /// hashed value it stands for what it digests: it is encoded as `H` + its 32 bytes.
+///
+/// Aligned to 8 bytes: a digest inside an enum or a future (a run's key) is then moved
+/// as whole words, not in odd-sized pieces whose reloads the processor cannot forward
+/// from the stores just made.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C, align(8))]
 pub struct Digest(pub(super) [u8; 32]);
 
 impl Digest {

@@ -92,14 +92,32 @@ struct KeyMemo {
     prefixes: FxMap<Box<[u8]>, u32>,
     /// The next number to give a list of components.
     next_prefix: u32,
+    /// The list of components last looked up, written out, and its number.
+    last: Vec<u8>,
+    last_number: Option<u32>,
     keys: FxMap<MemoKey, Digest>,
     /// The parts being looked up, written out.
     parts: Vec<u8>,
 }
 
 impl KeyMemo {
-    /// The number standing for the components written out in `self.parts`.
+    /// The number standing for the components written out in `self.parts`: the last
+    /// one asked for (a task called again and again), else the map's.
     fn prefix(&mut self) -> u32 {
+        if let Some(n) = self.last_number {
+            if self.last == self.parts {
+                return n;
+            }
+        }
+        let n = self.number();
+        // Its buffer is reused: tasks called in turn allocate nothing here.
+        self.last.clear();
+        self.last.extend_from_slice(&self.parts);
+        self.last_number = Some(n);
+        n
+    }
+
+    fn number(&mut self) -> u32 {
         if let Some(&n) = self.prefixes.get(self.parts.as_slice()) {
             return n;
         }
@@ -107,6 +125,7 @@ impl KeyMemo {
             // Every number was given: none may stand for two lists, so start afresh.
             self.keys.clear();
             self.prefixes.clear();
+            self.last_number = None;
             self.next_prefix = 0;
         } else if self.prefixes.len() >= PREFIXES {
             self.prefixes.clear();
@@ -124,7 +143,13 @@ thread_local! {
 
 /// `n` as a LEB128 varint: seven bits a byte, the high bit set on all but the last,
 /// so that no written-out length is the start of another.
+#[inline]
 fn varint(out: &mut Vec<u8>, mut n: usize) {
+    if n < 0x80 {
+        // A name's length, a count: nearly always one byte.
+        out.push(n as u8);
+        return;
+    }
     while n >= 0x80 {
         out.push(n as u8 | 0x80);
         n >>= 7;
