@@ -132,9 +132,11 @@ struct About {
 }
 
 /// `t` in whole microseconds since the epoch, rounded down: exact for every date chrono
-/// holds (about 262,000 years either side; an `i64` of microseconds spans 292,000). An
-/// age in these units is never below the true one by a whole microsecond, so an entry
-/// past its trust bound is never taken for one within it.
+/// holds (about 262,000 years either side; an `i64` of microseconds spans 292,000). The
+/// difference of two such times reaches every whole number of microseconds the true
+/// age reaches, and the trust bound is rounded down too, so an entry past its bound is
+/// never taken for one within it (one within it by less than a microsecond may be
+/// checked early).
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp() * 1_000_000 + i64::from(t.timestamp_subsec_micros())
 }

@@ -12,7 +12,7 @@
 //! its source, the namespace: the same for every call of a task) are written out and
 //! numbered in a small map of their own, which the calls of a task keep hot in the
 //! CPU's caches; the keys are then looked up by that number and the inputs alone,
-//! which for a number or a short string take under 31 bytes and are kept in the map's
+//! which for a number or a short string take at most 30 bytes and are kept in the map's
 //! own slot (a key and its entry in one 64-byte slot, no second allocation to follow).
 //! Numbers are never given twice to different components: a thread that ran out of
 //! them empties both maps and starts again.
@@ -28,7 +28,7 @@ use super::{Digest, InputPart};
 /// are short); a full memo is emptied and fills again.
 pub(super) const CAPACITY: usize = 4096;
 
-/// At most this many lists of components are numbered per thread; a full list is
+/// At most this many lists of components are numbered per thread; a full map is
 /// emptied (the keys under its numbers stay until the key memo is emptied in turn).
 pub(super) const PREFIXES: usize = 256;
 
