@@ -570,28 +570,54 @@ fn raw_reads(paths: &[PathBuf], calls: usize) -> Stats {
     stats(times)
 }
 
-/// The baseline of a miss's publish: `n` staged writes of `record` (create a new
-/// file, write, close) each renamed to its name in one of the 256 directories under
-/// `dir`, no fsync.
-fn staged_writes(dir: &Path, record: &[u8], round: u64, n: usize) -> Vec<Duration> {
+/// The baseline of a miss's publish: a staged write of `record` (create a new file,
+/// write, close) renamed to its name `i` in one of the 256 directories under `dir`,
+/// no fsync.
+fn staged_write(dir: &Path, record: &[u8], i: u64) -> Duration {
     use std::io::Write;
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        let sub = dir.join(format!("{:02x}", (i * 31 + round) % 256));
-        let staged = sub.join(format!(".raw-staged-{round}-{i}"));
-        let dest = sub.join(format!("raw-{round}-{i}"));
-        let t = Instant::now();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&staged)
-            .expect("a staged file");
-        f.write_all(record).expect("a write");
-        drop(f);
-        std::fs::rename(&staged, &dest).expect("a rename");
-        times.push(t.elapsed());
-    }
-    times
+    let sub = dir.join(format!("{:02x}", (i * 31) % 256));
+    let staged = sub.join(format!(".raw-staged-{i}"));
+    let dest = sub.join(format!("raw-{i}"));
+    let t = Instant::now();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .expect("a staged file");
+    f.write_all(record).expect("a write");
+    drop(f);
+    std::fs::rename(&staged, &dest).expect("a rename");
+    t.elapsed()
+}
+
+/// Misses of `task` on `inputs` and as many baseline writes ([`staged_write`]),
+/// alternating call by call in one flow run, each side first in every other pair: a
+/// file's creation costs what the filesystem's recent history makes it cost (after
+/// deletions, ext4 scans past inodes freed in the last minutes, a cost that fades
+/// over the run), so both sides sample the same moments.
+async fn misses_beside_staged_writes(
+    task: &Task<u64, u64>,
+    inputs: &[u64],
+    dir: &Path,
+    record: &[u8],
+) -> (Vec<Duration>, Vec<Duration>) {
+    let flow = Flow::new("bench");
+    flow.run((), |_| async {
+        let (mut cairn, mut raw) = (Vec::new(), Vec::new());
+        for (i, &x) in inputs.iter().enumerate() {
+            if i % 2 == 1 {
+                raw.push(staged_write(dir, record, i as u64));
+            }
+            cairn.extend(time_calls(task, &[x]).await);
+            if i % 2 == 0 {
+                raw.push(staged_write(dir, record, i as u64));
+            }
+        }
+        Ok((cairn, raw))
+    })
+    .await
+    .into_result()
+    .expect("the flow run")
 }
 
 /// A miss row: `calls` fresh inputs from `first`, each one runs the body and writes a
@@ -832,7 +858,7 @@ async fn latency(config: &Config, dir: &Path, report: &mut Report) {
     let nofsync_task = task.clone().result_storage(nofsync).memory_tier(false);
     // The baseline stages and renames the same record's bytes into the directories the
     // records go to: a file's creation costs what its directory and block group make
-    // it cost, so both sides are measured in the same places, in alternating rounds.
+    // it cost, so both sides are measured in the same places, call by call.
     let record_dir = dir.join("latency-nofsync").join("cache/v1/default");
     for i in 0..256 {
         std::fs::create_dir_all(record_dir.join(format!("{i:02x}"))).unwrap();
@@ -842,14 +868,10 @@ async fn latency(config: &Config, dir: &Path, report: &mut Report) {
             .join(location_of(&nofsync_task, 1 << 39).await),
     )
     .expect("the record just written");
-    let per_round = (config.calls / 20).max(20);
-    let (mut cairn_times, mut raw_times) = (Vec::new(), Vec::new());
-    for round in 0..5u64 {
-        let first = (1 << 40) + round * per_round as u64;
-        let inputs: Vec<u64> = (first..first + per_round as u64).collect();
-        cairn_times.extend(time_calls_in_flow(&nofsync_task, &inputs).await);
-        raw_times.extend(staged_writes(&record_dir, &record, round, per_round));
-    }
+    let first = 1u64 << 40;
+    let inputs: Vec<u64> = (first..first + (config.calls / 4).max(100) as u64).collect();
+    let (cairn_times, raw_times) =
+        misses_beside_staged_writes(&nofsync_task, &inputs, &record_dir, &record).await;
     let s = stats(cairn_times);
     print_row("miss + persist, local store (fsync off)", &s);
     report.local_miss_nofsync = Some(s);
