@@ -114,7 +114,10 @@ pub const DEFAULT_REVALIDATE_AFTER: std::time::Duration = std::time::Duration::f
 /// ([`About`]), so that a hit touches one or two cache lines of the map's slot.
 struct Entry {
     value: Arc<dyn Any + Send + Sync>,
-    expires: Option<DateTime<Utc>>,
+    /// When the value expires, in microseconds since the epoch ([`micros`]): an entry is
+    /// never served at or after its expiry, and may stop being served up to a
+    /// microsecond before it.
+    expires: Option<i64>,
     /// When the store last confirmed the version, in microseconds since the epoch
     /// ([`micros`]).
     checked: i64,
@@ -137,7 +140,7 @@ struct About {
 /// age reaches, and the trust bound is rounded down too, so an entry past its bound is
 /// never taken for one within it (one within it by less than a microsecond may be
 /// checked early).
-fn micros(t: DateTime<Utc>) -> i64 {
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp() * 1_000_000 + i64::from(t.timestamp_subsec_micros())
 }
 
@@ -331,10 +334,22 @@ impl MemoryTier {
 
     /// The value at `key` if present, unexpired at `now` and of type `T`: fresh when
     /// the store confirmed it less than `trust` before `now`.
+    #[cfg(test)]
     pub(crate) fn lookup<T: Clone + 'static>(
         &self,
         key: &dyn KeyView,
         now: DateTime<Utc>,
+        trust: chrono::Duration,
+    ) -> Option<TierHit<T>> {
+        self.lookup_at(key, micros(now), trust)
+    }
+
+    /// [`MemoryTier::lookup`] at `now` in microseconds since the epoch (as
+    /// [`crate::Clock::now_micros`] reads it, without building a date).
+    pub(crate) fn lookup_at<T: Clone + 'static>(
+        &self,
+        key: &dyn KeyView,
+        now: i64,
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
         let (value, fresh, version) = {
@@ -344,8 +359,7 @@ impl MemoryTier {
                 return None;
             }
             let fresh = trust > chrono::Duration::zero()
-                && micros(now).saturating_sub(entry.checked)
-                    < trust.num_microseconds().unwrap_or(i64::MAX);
+                && now.saturating_sub(entry.checked) < trust.num_microseconds().unwrap_or(i64::MAX);
             let version = if fresh {
                 None
             } else {
@@ -363,11 +377,12 @@ impl MemoryTier {
         })
     }
 
-    /// Records that the store confirmed the entry at `key` at `now`.
-    pub(crate) fn confirm(&self, key: &dyn KeyView, now: DateTime<Utc>) {
+    /// Records that the store confirmed the entry at `key` at `now` (microseconds since
+    /// the epoch).
+    pub(crate) fn confirm(&self, key: &dyn KeyView, now: i64) {
         let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get_mut(key) {
-            entry.checked = micros(now);
+            entry.checked = now;
         }
     }
 
@@ -417,7 +432,7 @@ impl MemoryTier {
                 key.clone(),
                 Entry {
                     value: Arc::new(value),
-                    expires,
+                    expires: expires.map(micros),
                     checked: micros(checked),
                     about: Box::new(About {
                         size,
@@ -583,7 +598,7 @@ mod tests {
                 }
                 _ => panic!("a stale entry with its version"),
             }
-            tier.confirm(&key, checked + trust);
+            tier.confirm(&key, micros(checked + trust));
             assert!(fresh(checked + trust + trust - Duration::microseconds(1)));
             assert!(!fresh(checked + trust + trust));
             assert!(!matches!(
@@ -597,6 +612,30 @@ mod tests {
             ));
         }
         assert!(micros(DateTime::<Utc>::MIN_UTC) < micros(DateTime::<Utc>::MAX_UTC));
+    }
+
+    /// An entry is never served at or after its expiry: counted in whole microseconds,
+    /// it may stop being served within the microsecond before.
+    #[test]
+    fn an_entry_is_never_served_at_or_after_its_expiry() {
+        use chrono::TimeZone;
+        let tier = MemoryTier::new(1 << 20);
+        let key = k("s/expiry");
+        let served = |now| tier.get::<u64>(&key, now).is_some();
+        for second in [
+            Utc.with_ymd_and_hms(2026, 12, 4, 10, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap(),
+        ] {
+            let expires = second + Duration::nanoseconds(500);
+            tier.insert(&key, 5u64, Some(expires), 8);
+            assert!(served(second - Duration::nanoseconds(1)), "{second}");
+            assert!(served(expires - Duration::microseconds(1)), "{second}");
+            // Within the expiry's microsecond: early, never late.
+            assert!(!served(second + Duration::nanoseconds(499)), "{second}");
+            assert!(!served(expires), "{second}");
+            assert!(!served(expires + Duration::nanoseconds(1)), "{second}");
+            assert!(!served(expires + Duration::days(1)), "{second}");
+        }
     }
 
     #[test]

@@ -921,17 +921,18 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             None
         };
         let mut replace = refresh;
-        let now = self.scope.clock.now();
         self.info.cache = Some(CacheRef::new(
             key,
             self.namespace_copy(),
             thread_copy(store.url_arc()),
         ));
         if !refresh && self.def.memory_tier {
+            let now = self.scope.clock.now_micros();
             if let Some(value) = self.tier_hit(&store, &key_ref, now).await {
                 return Ok(Lookup::Hit(value));
             }
         }
+        let now = self.scope.clock.now();
         // Borrowed from the run's record until a miss needs its own copy.
         let location = self.cache_record();
         if !refresh {
@@ -1048,10 +1049,10 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         &self,
         store: &ResultStore,
         tier_key: &TierKeyRef<'_>,
-        now: chrono::DateTime<chrono::Utc>,
+        now: i64,
     ) -> Option<O> {
         let tier = MemoryTier::global();
-        match tier.lookup::<O>(tier_key, now, self.revalidate_after())? {
+        match tier.lookup_at::<O>(tier_key, now, self.revalidate_after())? {
             TierHit::Fresh(value) => Some(value),
             TierHit::Stale { value, version } => {
                 match store.version_of(self.cache_record()).await {
