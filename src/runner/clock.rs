@@ -49,6 +49,8 @@ impl Clock for SystemClock {
     }
 
     #[cfg(unix)]
+    // `time_t` and `c_long` are 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
     fn now_micros(&self) -> i64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
