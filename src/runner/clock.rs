@@ -5,6 +5,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::cache::memory::micros;
+
 /// A source of the current time, used for cache expiry and for a run's `date`.
 ///
 /// Flows take one ([`crate::Flow::clock`]) so that tests can expire cache entries
@@ -34,8 +36,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
     /// assert_eq!(clock.now_micros(), 1_000_001);
     /// ```
     fn now_micros(&self) -> i64 {
-        let now = self.now();
-        now.timestamp() * 1_000_000 + i64::from(now.timestamp_subsec_micros())
+        micros(self.now())
     }
 }
 
@@ -59,8 +60,7 @@ impl Clock for SystemClock {
         // SAFETY: `ts` is a valid timespec for the call to fill; CLOCK_REALTIME is
         // always available.
         if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
-            let now = Utc::now();
-            return now.timestamp() * 1_000_000 + i64::from(now.timestamp_subsec_micros());
+            return micros(Utc::now());
         }
         // `tv_sec` is rounded down and `tv_nsec` is in 0..1e9, as chrono's parts are.
         i64::from(ts.tv_sec) * 1_000_000 + i64::from(ts.tv_nsec) / 1_000
