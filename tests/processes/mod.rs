@@ -8,11 +8,10 @@
 /// rooted at `root`: a directory on the local disk, a prefix in the emulator's bucket.
 /// Parent and child processes open the same store by the same two strings.
 pub async fn store(backend: &str, root: &str) -> cairn::ResultStore {
-    use std::sync::Arc;
     match backend {
         "local" => cairn::ResultStore::local(root).unwrap(),
         #[cfg(feature = "s3")]
-        "s3" => cairn::ResultStore::from_backend(Arc::new(
+        "s3" => cairn::ResultStore::from_backend(std::sync::Arc::new(
             cairn::backend::S3Backend::builder(crate::emulators::s3_bucket().expect("S3 emulator"))
                 .prefix(root)
                 .build()
@@ -20,7 +19,7 @@ pub async fn store(backend: &str, root: &str) -> cairn::ResultStore {
                 .unwrap(),
         )),
         #[cfg(feature = "gcs")]
-        "gcs" => cairn::ResultStore::from_backend(Arc::new(
+        "gcs" => cairn::ResultStore::from_backend(std::sync::Arc::new(
             cairn::backend::GcsBackend::builder(
                 crate::emulators::gcs_bucket().expect("GCS emulator"),
             )
