@@ -667,9 +667,20 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
         // map indices count up.
         let scope =
             RunScope::current().unwrap_or_else(|| Arc::new(self.ephemeral_scope(&new_id())));
-        let runs = inputs
-            .into_iter()
-            .map(|input| crate::runner::run::execute(&self.def, input, Some(scope.clone()), None));
+        // Each item's run is boxed when it starts and freed when it ends: an item waiting
+        // to start, or done, holds its input or its run, not room for a whole run.
+        let runs = inputs.into_iter().map(|input| {
+            let scope = scope.clone();
+            async move {
+                Box::pin(crate::runner::run::execute(
+                    &self.def,
+                    input,
+                    Some(scope),
+                    None,
+                ))
+                .await
+            }
+        });
         futures::future::join_all(runs).await
     }
 }
