@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -50,30 +52,18 @@ struct CacheSlot {
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-/// A finished run, before it is recorded in its flow run: its record and its value or
-/// error.
-struct Finished<O> {
-    scope: Arc<RunScope>,
+/// The run as its caller sees it, its record kept in the flow run too.
+fn task_run<O>(
+    scope: &RunScope,
     info: TaskRunInfo,
     result: std::result::Result<O, TaskError>,
-}
-
-impl<O> Finished<O> {
-    /// The run as its caller sees it, its record kept in the flow run too.
-    fn into_task_run(self) -> TaskRun<O> {
-        if self.scope.keeps_records() {
-            self.scope.record(self.info.clone());
-        }
-        TaskRun {
-            info: Arc::new(self.info),
-            result: self.result,
-        }
+) -> TaskRun<O> {
+    if scope.keeps_records() {
+        scope.record(info.clone());
     }
-
-    /// Only the value or error: the record goes to the flow run, not copied.
-    fn into_result(self) -> std::result::Result<O, TaskError> {
-        self.scope.record(self.info);
-        self.result
+    TaskRun {
+        info: Arc::new(info),
+        result,
     }
 }
 
@@ -83,10 +73,9 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
     scope: Option<Arc<RunScope>>,
     map_index: Option<u64>,
 ) -> TaskRun<O> {
-    run_once(def, input, scope, map_index, false)
+    run_once(def, input, scope, map_index, false, task_run)
         .await
         .expect("a run that may wait always finishes")
-        .into_task_run()
 }
 
 /// [`execute`] for a caller that wants only the value or error ([`crate::Task::call`]).
@@ -95,10 +84,14 @@ pub(crate) async fn execute_for_value<I: TaskInput, O: TaskOutput>(
     input: I,
     scope: Option<Arc<RunScope>>,
 ) -> std::result::Result<O, TaskError> {
-    run_once(def, input, scope, None, false)
+    // Only the value or error: the record goes to the flow run, not copied.
+    let finish = |scope: &RunScope, info, result| {
+        scope.record(info);
+        result
+    };
+    run_once(def, input, scope, None, false, finish)
         .await
         .expect("a run that may wait always finishes")
-        .into_result()
 }
 
 /// One item of a shared map: runs it unless another worker holds its lease, in which
@@ -109,18 +102,20 @@ pub(crate) async fn try_execute<I: TaskInput, O: TaskOutput>(
     scope: Arc<RunScope>,
     map_index: u64,
 ) -> Option<TaskRun<O>> {
-    run_once(def, input, Some(scope), Some(map_index), true)
-        .await
-        .map(Finished::into_task_run)
+    run_once(def, input, Some(scope), Some(map_index), true, task_run).await
 }
 
-async fn run_once<I: TaskInput, O: TaskOutput>(
+/// Runs the task once and hands its record and outcome to `finish` (which keeps the
+/// record where the caller wants it, without moving it through a return value first);
+/// `None` when `try_once` and another worker holds the item.
+async fn run_once<I: TaskInput, O: TaskOutput, R>(
     def: &Arc<TaskDef<I, O>>,
     input: I,
     scope: Option<Arc<RunScope>>,
     map_index: Option<u64>,
     try_once: bool,
-) -> Option<Finished<O>> {
+    finish: impl FnOnce(&RunScope, TaskRunInfo, std::result::Result<O, TaskError>) -> R,
+) -> Option<R> {
     let id = RunId::new();
     let scope = scope.unwrap_or_else(|| {
         Arc::new(RunScope::ephemeral(
@@ -148,17 +143,18 @@ async fn run_once<I: TaskInput, O: TaskOutput>(
         Err(e) => State::failed(e.to_string()),
     };
     progress.enter(state.clone());
-    progress.note_transition().await;
+    if let Some(write) = progress.note_transition() {
+        write.await;
+    }
     tracing::info!(
         "Task run '{}' - Finished in state {state}",
         progress.info.name()
     );
-    let info = progress.info;
-    Some(Finished {
-        scope,
-        info,
-        result: result.map(|(value, _)| value),
-    })
+    Some(finish(
+        &scope,
+        progress.info,
+        result.map(|(value, _)| value),
+    ))
 }
 
 impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
@@ -180,7 +176,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             return Err(self.error(TaskErrorKind::Definition, None, error.to_string()));
         }
         self.enter(State::Running);
-        self.note_transition().await;
+        if let Some(write) = self.note_transition() {
+            write.await;
+        }
 
         // Step 1–2: the target.
         let target = match &self.def.target {
@@ -317,13 +315,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     /// Writes the state just entered as a write-once object of the flow run's history,
     /// when the flow run persists. It is written before the run goes on, so that a run
     /// killed in its body has left its `running` object behind.
-    async fn note_transition(&self) {
+    ///
+    /// The write is boxed, and made only when the flow run persists: otherwise every
+    /// run's future would carry the room of that write, and every state a call of its
+    /// own. Awaited where it is made (`if let Some(write) = ... { write.await }`).
+    fn note_transition(&self) -> Option<Pin<Box<impl Future<Output = ()> + '_>>> {
         if self.scope.ephemeral || !self.scope.persisting() {
-            return;
+            return None;
         }
-        // Boxed: only a persisting flow run writes its history, and every run's future
-        // would otherwise carry the room of that write.
-        Box::pin(self.write_transition()).await;
+        Some(Box::pin(self.write_transition()))
     }
 
     /// [`Progress::note_transition`]'s write.
@@ -559,7 +559,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 Err(e) if attempt <= self.def.retries => {
                     attempt += 1;
                     self.enter(State::Retrying { attempt });
-                    self.note_transition().await;
+                    if let Some(write) = self.note_transition() {
+                        write.await;
+                    }
                     tracing::warn!(
                         "Task run '{}' - Attempt {} failed: {}; retry {}/{} in {:?}",
                         self.info.name(),
@@ -576,7 +578,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                         tokio::time::sleep(self.def.retry_delay).await;
                     }
                     self.enter(State::Running);
-                    self.note_transition().await;
+                    if let Some(write) = self.note_transition() {
+                        write.await;
+                    }
                 }
                 Err(e) => {
                     let attempts = attempt;

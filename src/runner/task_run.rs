@@ -158,10 +158,15 @@ impl TaskRunInfo {
 
     /// Moves the run to `state`.
     pub(crate) fn enter(&mut self, state: State) {
-        let shared: Option<&'static [State]> = match (&*self.states, &state) {
-            ([State::Pending], State::Running) => Some(&STARTED),
-            ([State::Pending, State::Running], State::Completed) => Some(&COMPLETED),
-            ([State::Pending, State::Running], State::Cached) => Some(&CACHED),
+        // The shared histories are told apart by address, not compared state by state.
+        let at = |history: &'static [State]| match &self.states {
+            Cow::Borrowed(states) => std::ptr::eq(*states, history),
+            Cow::Owned(_) => false,
+        };
+        let shared: Option<&'static [State]> = match &state {
+            State::Running if at(&PENDING) => Some(&STARTED),
+            State::Completed if at(&STARTED) => Some(&COMPLETED),
+            State::Cached if at(&STARTED) => Some(&CACHED),
             _ => None,
         };
         match shared {
