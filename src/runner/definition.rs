@@ -94,8 +94,10 @@ fn tuple_elements(name: &str) -> Option<Vec<&str>> {
     (depth == 0 && !parts.is_empty()).then_some(parts)
 }
 
-/// The key components that depend only on a task's definition, by name.
-pub(crate) type DerivedKey = std::result::Result<Vec<(String, Digest)>, Arc<Error>>;
+/// The key components that depend only on a task's definition, by name, with the id
+/// that stands for them in each thread's key memo.
+pub(crate) type DerivedKey =
+    std::result::Result<(Vec<(String, Digest)>, crate::cache::hashing::ListId), Arc<Error>>;
 
 pub(crate) struct TaskDef<I, O> {
     pub name: Arc<str>,

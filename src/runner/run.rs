@@ -12,7 +12,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 
 use crate::backend::{Error, ErrorKind, PutMode, Result};
-use crate::cache::hashing::{Digest, HashError, InputPart, KeyHasher};
+use crate::cache::hashing::{Digest, HashError, InputPart, KeyHasher, ListId};
 use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
     lease_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier, Reservation,
@@ -39,6 +39,10 @@ struct Progress<'a, I, O> {
     try_once: bool,
     busy: bool,
 }
+
+/// The key components a task's definition alone decides, and the id that stands for
+/// them.
+type StaticParts<'a> = (&'a [(String, Digest)], ListId);
 
 /// A cache lookup that missed: where the fresh value goes.
 struct CacheSlot {
@@ -726,7 +730,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     fn static_parts(
         &self,
         policy: &CachePolicy,
-    ) -> std::result::Result<&'a [(String, Digest)], TaskError> {
+    ) -> std::result::Result<StaticParts<'a>, TaskError> {
         let def: &'a TaskDef<I, O> = self.def;
         let derived = def.derived.get_or_init(|| {
             let build = || -> std::result::Result<KeyHasher, Error> {
@@ -769,15 +773,18 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             };
             build()
                 .map(|key| {
-                    key.components()
+                    let parts = key
+                        .components()
                         .iter()
                         .map(|(n, d)| (n.clone(), *d))
-                        .collect()
+                        .collect();
+                    // Derived anew after any change to the definition: a new id.
+                    (parts, ListId::new())
                 })
                 .map_err(Arc::new)
         });
         match derived {
-            Ok(parts) => Ok(parts),
+            Ok((parts, id)) => Ok((parts, *id)),
             Err(e) => Err(self.error(TaskErrorKind::Definition, None, e.to_string())),
         }
     }
@@ -817,7 +824,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     ) -> std::result::Result<Option<Digest>, TaskError> {
         let hash_error =
             |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
-        let statics = self.static_parts(policy)?;
+        let (statics, statics_id) = self.static_parts(policy)?;
         let mut key_fn_parts: Vec<(String, Digest)> = Vec::new();
         // Kept on the stack for the usual handful of parts: no allocation per call.
         let mut components: SmallVec<[(&str, Digest); 8]> = SmallVec::new();
@@ -905,7 +912,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
         }
         components.extend(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)));
-        crate::cache::hashing::key_from_input_parts(&mut components, &inputs)
+        // The definition's own list stands for the components when nothing was added.
+        let list = (components.len() == statics.len()).then_some(statics_id);
+        crate::cache::hashing::key_from_input_parts(&mut components, list, &inputs)
             .map(Some)
             .map_err(|e| hash_error(self, e))
     }

@@ -170,7 +170,7 @@ impl KeyHasher {
             .iter()
             .map(|(n, d)| (n.as_str(), InputPart::from(*d)))
             .collect();
-        key_from_input_parts(&mut components, &inputs).expect("map keys are distinct")
+        key_from_input_parts(&mut components, None, &inputs).expect("map keys are distinct")
     }
 }
 
@@ -180,13 +180,17 @@ impl KeyHasher {
 /// on every cached call. Each input is given as its [`InputPart`]: a short input is
 /// hashed only when its key is not remembered.
 ///
+/// `list`, when given, stands for exactly these components (a task definition's own:
+/// see [`ListId`](super::key_memo::ListId)).
+///
 /// # Errors
 /// [`HashError`] naming the name that appears twice in one list.
 pub(crate) fn key_from_input_parts<N: AsRef<str>>(
     components: &mut [(&str, Digest)],
+    list: Option<super::key_memo::ListId>,
     inputs: &[(N, InputPart)],
 ) -> Result<Digest, HashError> {
-    super::key_memo::key_for(components, inputs, |components, inputs| {
+    super::key_memo::key_for(components, list, inputs, |components, inputs| {
         let mut digests: SmallVec<[(&str, Digest); 4]> = inputs
             .iter()
             .map(|(n, p)| (n.as_ref(), p.digest()))
@@ -205,7 +209,7 @@ fn key_from_parts(
         .iter()
         .map(|(n, d)| (*n, InputPart::from(*d)))
         .collect();
-    key_from_input_parts(components, &parts)
+    key_from_input_parts(components, None, &parts)
 }
 
 /// [`key_from_input_parts`] without the memo: the encoding, hashed.
@@ -401,7 +405,7 @@ mod tests {
             )
             .unwrap();
             let by_part =
-                || key_from_input_parts(&mut [("task_source", source)], &[("input", part)]);
+                || key_from_input_parts(&mut [("task_source", source)], None, &[("input", part)]);
             let by_digest =
                 || key_from_parts(&mut [("task_source", source)], &[("input", value_digest)]);
             let keys = if n % 2 == 0 {

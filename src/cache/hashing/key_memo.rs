@@ -16,11 +16,18 @@
 //! own slot (a key and its entry in one 64-byte slot, no second allocation to follow).
 //! Numbers are never given twice to different components: a thread that ran out of
 //! them empties both maps and starts again.
+//!
+//! **A task's own list, known by its id.** The components a task's definition alone
+//! decides (its name, source, version) are derived once per definition, which takes a
+//! [`ListId`] that no other list ever has. A call whose components are exactly that list
+//! passes the id, and a thread that looked the same list up last skips writing it out
+//! and comparing it.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Digest, InputPart};
 
@@ -34,6 +41,19 @@ pub(super) const PREFIXES: usize = 256;
 
 /// Written-out keys of at most this many bytes are kept in the map's own slot.
 const INLINE: usize = 30;
+
+/// Stands for one list of components, and is never given to another: a definition
+/// takes one when it derives its list, and a list changed is derived anew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ListId(u64);
+
+impl ListId {
+    /// An id no list had before.
+    pub(crate) fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        ListId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// A key's parts as written out: the number of its components, then its inputs.
 enum MemoKey {
@@ -92,8 +112,10 @@ struct KeyMemo {
     prefixes: FxMap<Box<[u8]>, u32>,
     /// The next number to give a list of components.
     next_prefix: u32,
-    /// The list of components last looked up, written out, and its number.
+    /// The list of components last looked up, written out, its id when it came with
+    /// one, and its number.
     last: Vec<u8>,
+    last_id: Option<ListId>,
     last_number: Option<u32>,
     keys: FxMap<MemoKey, Digest>,
     /// The parts being looked up, written out.
@@ -126,6 +148,7 @@ impl KeyMemo {
             self.keys.clear();
             self.prefixes.clear();
             self.last_number = None;
+            self.last_id = None;
             self.next_prefix = 0;
         } else if self.prefixes.len() >= PREFIXES {
             self.prefixes.clear();
@@ -158,9 +181,11 @@ fn varint(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// The key of these parts: remembered, or made by `derive` (which may reorder the
-/// parts) and remembered when it succeeds.
+/// parts) and remembered when it succeeds. `list`, when given, stands for exactly
+/// these components (see [`ListId`]).
 pub(super) fn key_for<N: AsRef<str>, E>(
     components: &mut [(&str, Digest)],
+    list: Option<ListId>,
     inputs: &[(N, InputPart)],
     derive: impl FnOnce(&mut [(&str, Digest)], &[(N, InputPart)]) -> Result<Digest, E>,
 ) -> Result<Digest, E> {
@@ -170,14 +195,22 @@ pub(super) fn key_for<N: AsRef<str>, E>(
             return derive(components, inputs);
         };
         let memo = &mut *memo;
-        memo.parts.clear();
-        varint(&mut memo.parts, components.len());
-        for (name, digest) in &*components {
-            varint(&mut memo.parts, name.len());
-            memo.parts.extend_from_slice(name.as_bytes());
-            memo.parts.extend_from_slice(&digest.0);
-        }
-        let prefix = memo.prefix();
+        let prefix = match (list, memo.last_number) {
+            (Some(id), Some(n)) if memo.last_id == Some(id) => n,
+            _ => {
+                memo.parts.clear();
+                varint(&mut memo.parts, components.len());
+                for (name, digest) in &*components {
+                    varint(&mut memo.parts, name.len());
+                    memo.parts.extend_from_slice(name.as_bytes());
+                    memo.parts.extend_from_slice(&digest.0);
+                }
+                let n = memo.prefix();
+                // `prefix` has just numbered these components as `last`: `list` is theirs.
+                memo.last_id = list;
+                n
+            }
+        };
         let parts = &mut memo.parts;
         parts.clear();
         parts.extend_from_slice(&prefix.to_le_bytes());
@@ -232,12 +265,70 @@ mod tests {
         inputs: &[(&str, InputPart)],
         derived: &mut u32,
     ) -> Digest {
+        look_up_listed(components, None, inputs, derived)
+    }
+
+    /// [`look_up`] with the id of the list of components.
+    fn look_up_listed(
+        components: &[(&str, Digest)],
+        list: Option<ListId>,
+        inputs: &[(&str, InputPart)],
+        derived: &mut u32,
+    ) -> Digest {
         let mut components = components.to_vec();
-        key_for(&mut components, inputs, |c, i| {
+        key_for(&mut components, list, inputs, |c, i| {
             *derived += 1;
             Ok::<_, ()>(made(c, i))
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_list_known_by_its_id_gives_the_keys_of_its_components() {
+        reset();
+        let mut derived = 0;
+        let lists: [&[(&str, Digest)]; 3] = [
+            &[("task", Digest::from_bytes([1; 32]))],
+            &[("task", Digest::from_bytes([2; 32]))],
+            &[
+                ("task", Digest::from_bytes([1; 32])),
+                ("version", Digest::from_bytes([3; 32])),
+            ],
+        ];
+        let ids = [ListId::new(), ListId::new(), ListId::new()];
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        let parts: Vec<InputPart> = (0..20u64).map(|n| input_part(&n).unwrap()).collect();
+        // Lists in turn and twice in a row, with and without their ids, in three rounds:
+        // every key is its own list's, and each is derived once whichever way it came.
+        for round in 0..3 {
+            for (i, part) in parts.iter().enumerate() {
+                for l in [i % 3, (i + 1) % 3, (i + 1) % 3, i % 3] {
+                    let list = (round != 1 || i % 2 == 0).then_some(ids[l]);
+                    let key = look_up_listed(lists[l], list, &[("x", *part)], &mut derived);
+                    assert_eq!(key, made(lists[l], &[("x", *part)]), "round {round}, {i}");
+                }
+            }
+            assert_eq!(derived, 2 * 20, "round {round}");
+        }
+        // When the numbers run out (a new list needs one), numbering starts again at 0,
+        // the number `lists[0]` had: each list's keys stay its own.
+        let key = look_up_listed(lists[0], Some(ids[0]), &[("x", parts[0])], &mut derived);
+        assert_eq!(key, made(lists[0], &[("x", parts[0])]));
+        MEMO.with(|m| m.borrow_mut().next_prefix = u32::MAX);
+        let new: &[(&str, Digest)] = &[("task", Digest::from_bytes([4; 32]))];
+        let new_id = ListId::new();
+        for (list, id) in [
+            (new, new_id),
+            (lists[0], ids[0]),
+            (new, new_id),
+            (lists[1], ids[1]),
+        ] {
+            for part in &parts[..3] {
+                let key = look_up_listed(list, Some(id), &[("x", *part)], &mut derived);
+                assert_eq!(key, made(list, &[("x", *part)]));
+            }
+        }
+        MEMO.with(|m| assert!(m.borrow().next_prefix < 4, "numbering started again"));
     }
 
     fn reset() {

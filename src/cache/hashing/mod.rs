@@ -190,6 +190,7 @@ pub use error::HashError;
 pub(crate) use input_part::{input_part, InputPart};
 pub(crate) use key::key_from_input_parts;
 pub use key::KeyHasher;
+pub(crate) use key_memo::ListId;
 pub use unordered::{unordered, Unordered};
 
 use byte_probe::*;
