@@ -76,7 +76,10 @@ impl std::hash::Hash for dyn KeyView + '_ {
 
 impl PartialEq for dyn KeyView + '_ {
     fn eq(&self, other: &Self) -> bool {
-        self.digest() == other.digest() && self.store() == other.store()
+        let (a, b) = (self.store(), other.store());
+        // A store's URL is one shared string: the same text at the same address is
+        // equal without comparing it byte by byte.
+        self.digest() == other.digest() && (std::ptr::eq(a, b) || a == b)
     }
 }
 
@@ -552,6 +555,19 @@ mod tests {
             Some(TierHit::Fresh(7))
         ));
         assert!(tier.lookup::<u64>(&other_store, now, trust).is_none());
+        // The store's own string (the same address) finds it; the start of that string,
+        // at the same address but shorter, is another store.
+        let shared = TierKeyRef {
+            store: &owned.store,
+            key: owned.key,
+        };
+        assert!(std::ptr::eq(shared.store, &*owned.store));
+        assert!(tier.lookup::<u64>(&shared, now, trust).is_some());
+        let start = TierKeyRef {
+            store: &owned.store[..owned.store.len() - 1],
+            key: owned.key,
+        };
+        assert!(tier.lookup::<u64>(&start, now, trust).is_none());
         // Confirming or forgetting through another store's key leaves the entry alone.
         tier.forget(&other_store);
         assert!(tier.lookup::<u64>(&same, now, trust).is_some());
