@@ -6,27 +6,36 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// How many strings a thread keeps copies of; the oldest goes first.
+/// How many strings a thread keeps copies of: each string has one slot, picked by its
+/// address, and a string whose slot is taken replaces the one there.
 const CAPACITY: usize = 32;
+
+type Slot = Option<(Arc<str>, Arc<str>)>;
 
 thread_local! {
     /// Pairs of (the shared string, this thread's copy). Holding the shared one keeps
     /// its address from being reused by another string while it is listed.
-    static COPIES: RefCell<Vec<(Arc<str>, Arc<str>)>> = const { RefCell::new(Vec::new()) };
+    static COPIES: RefCell<[Slot; CAPACITY]> = const { RefCell::new([const { None }; CAPACITY]) };
+}
+
+/// The slot of the string at this address: its bits mixed, the top ones kept.
+fn slot_of(shared: &Arc<str>) -> usize {
+    let address = Arc::as_ptr(shared).cast::<u8>() as usize as u64;
+    (address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CAPACITY.trailing_zeros())) as usize
 }
 
 /// This thread's copy of `shared`: equal to it, with a reference count of its own.
 pub(crate) fn thread_copy(shared: &Arc<str>) -> Arc<str> {
     COPIES.with(|copies| {
         let mut copies = copies.borrow_mut();
-        if let Some((_, copy)) = copies.iter().find(|(s, _)| Arc::ptr_eq(s, shared)) {
-            return Arc::clone(copy);
-        }
-        if copies.len() == CAPACITY {
-            copies.remove(0);
+        let slot = &mut copies[slot_of(shared)];
+        if let Some((s, copy)) = slot {
+            if Arc::ptr_eq(s, shared) {
+                return Arc::clone(copy);
+            }
         }
         let copy: Arc<str> = Arc::from(&**shared);
-        copies.push((Arc::clone(shared), Arc::clone(&copy)));
+        *slot = Some((Arc::clone(shared), Arc::clone(&copy)));
         copy
     })
 }
