@@ -16,7 +16,7 @@
 //! `CAIRN_BENCH_MAX_ENTRIES` (the largest store of the scaling section, default
 //! 100000; `1000000` adds a 1M row, about 4 GB of small files and a few minutes to fill).
 //!
-//! `CAIRN_BENCH_PROFILE=memory-hit|local-hit|flow-memory|flow-local|local-miss` runs only that
+//! `CAIRN_BENCH_PROFILE=memory-hit|local-hit|flow-memory|flow-local|local-miss|memory-miss` runs only that
 //! case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds, for `perf record`
 //! or `valgrind --tool=callgrind`, and prints its CPU time per call in user space and in
 //! the kernel; `local-hit` then runs its baseline (`std::fs::read` + BLAKE3 of the same
@@ -1805,6 +1805,20 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         "local-hit" | "flow-local" => add_one(&runs)
             .result_storage(ResultStore::local(dir.join("profile")).unwrap())
             .memory_tier(false),
+        "memory-miss" => {
+            // Misses on the memory store (tier on): each call a new input, no disk.
+            let task = add_one(&runs).result_storage(ResultStore::memory());
+            let start = Instant::now();
+            let cpu = cpu_times();
+            let mut next = 1u64 << 40;
+            while start.elapsed() < secs {
+                let inputs: Vec<u64> = (next..next + 1000).collect();
+                next += 1000;
+                time_calls_in_flow(&task, &inputs).await;
+            }
+            report_profile("memory-miss", next - (1 << 40), start, cpu);
+            return;
+        }
         "local-miss" => {
             // Misses without fsync: each call a new input, a record written.
             let store = ResultStore::new(
@@ -1826,7 +1840,7 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         }
         other => {
             eprintln!(
-                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, local-hit, flow-memory, flow-local, local-miss"
+                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, local-hit, flow-memory, flow-local, local-miss, memory-miss"
             );
             return;
         }
