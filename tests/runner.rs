@@ -1242,10 +1242,10 @@ async fn a_map_outside_a_flow_numbers_its_runs() {
     assert_eq!(values, [1, 4, 9]);
 }
 
-/// A map holds one future per item until all are done, and every call's future carries
-/// room for its largest step: the rare and miss-only steps (the body and publishing, the
-/// lease, the run's history, a resumed record) are boxed, so that a call's future is
-/// about the size of its lookup. It was 3,152 bytes for this task before.
+/// A call's future carries room for its largest step, and a user's `join_all` holds one
+/// per call: the rare and miss-only steps (a miss's writes, the lease, the run's
+/// history, a resumed record) are boxed, so that a call's future is about the size of
+/// its lookup. It was 3,152 bytes for this task before.
 #[test]
 fn a_task_call_future_carries_no_room_for_its_rare_steps() {
     let task = Task::infallible("add_one", |x: u64| async move { x + 1 })

@@ -1798,6 +1798,19 @@ fn hashing(config: &Config, rt: &tokio::runtime::Runtime, report: &mut Report) {
 // ---------------------------------------------------------------------------------
 // Profiling mode
 
+/// Misses of `task` for `secs`, in flows of 1,000 calls, each call a new input.
+async fn profile_misses(case: &str, task: &Task<u64, u64>, secs: Duration) {
+    let start = Instant::now();
+    let cpu = cpu_times();
+    let mut next = 1u64 << 40;
+    while start.elapsed() < secs {
+        let inputs: Vec<u64> = (next..next + 1000).collect();
+        next += 1000;
+        time_calls_in_flow(task, &inputs).await;
+    }
+    report_profile(case, next - (1 << 40), start, cpu);
+}
+
 async fn profile(case: &str, secs: Duration, dir: &Path) {
     let runs = Arc::new(AtomicU64::new(0));
     let task = match case {
@@ -1808,16 +1821,7 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         "memory-miss" => {
             // Misses on the memory store (tier on): each call a new input, no disk.
             let task = add_one(&runs).result_storage(ResultStore::memory());
-            let start = Instant::now();
-            let cpu = cpu_times();
-            let mut next = 1u64 << 40;
-            while start.elapsed() < secs {
-                let inputs: Vec<u64> = (next..next + 1000).collect();
-                next += 1000;
-                time_calls_in_flow(&task, &inputs).await;
-            }
-            report_profile("memory-miss", next - (1 << 40), start, cpu);
-            return;
+            return profile_misses(case, &task, secs).await;
         }
         "local-miss" => {
             // Misses without fsync: each call a new input, a record written.
@@ -1827,16 +1831,7 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
                     .with_fsync(false),
             );
             let task = add_one(&runs).result_storage(store).memory_tier(false);
-            let start = Instant::now();
-            let cpu = cpu_times();
-            let mut next = 1u64 << 40;
-            while start.elapsed() < secs {
-                let inputs: Vec<u64> = (next..next + 1000).collect();
-                next += 1000;
-                time_calls_in_flow(&task, &inputs).await;
-            }
-            report_profile("local-miss", next - (1 << 40), start, cpu);
-            return;
+            return profile_misses(case, &task, secs).await;
         }
         other => {
             eprintln!(
