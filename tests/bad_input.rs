@@ -338,3 +338,48 @@ async fn a_store_url_for_a_feature_not_built_in_says_which() {
         .to_string();
     assert!(err.contains("'gcs' feature"), "{err}");
 }
+
+/// A cached task whose local store's root was removed: by default the lookup is a
+/// miss, the body runs once, and the write names the missing store (a warning: the
+/// value is returned, nothing is cached, the root is not made again); under strict
+/// caching the run fails at its lookup, before the body, with the missing store.
+#[tokio::test]
+async fn a_task_whose_store_root_is_gone_says_so_and_makes_nothing() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use cairn::cache::INPUTS;
+    use cairn::{ErrorKind, ResultStore, State, Task};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = ResultStore::local(&root).unwrap();
+    std::fs::remove_dir(&root).unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let task = {
+        let runs = runs.clone();
+        Task::infallible("add_one", move |x: u64| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async move { x + 1 }
+        })
+        .cache_policy(INPUTS)
+        .result_storage(store)
+        .memory_tier(false)
+    };
+    let run = task.run(1).await;
+    assert_eq!((run.state(), run.value()), (&State::Completed, Some(&2)));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(!root.exists(), "the missing root was made again");
+
+    let run = task.clone().strict_cache(true).run(2).await;
+    assert!(run.state().is_failed(), "{:?}", run.state());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran before the error");
+    let err = run.error().unwrap();
+    assert_eq!(err.error_kind(), Some(ErrorKind::BucketNotFound), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&root.display().to_string()) && text.contains("cannot read cache record"),
+        "{text}"
+    );
+    assert!(!root.exists(), "the missing root was made again");
+}

@@ -23,3 +23,37 @@ async fn missing_root_directory_is_a_missing_bucket() {
     std::fs::remove_dir(&gone).unwrap();
     conformance::missing_bucket_is_a_clear_error(&backend, "store").await;
 }
+
+/// A read that spares the bucket check (a cache lookup, whose write reports a missing
+/// store) takes a missing root for a missing record: the root's `stat` is not made.
+/// Asked for, the check is made, and a read of a present record is unchanged.
+#[tokio::test]
+async fn a_read_that_spares_the_bucket_check_calls_a_missing_root_a_missing_object() {
+    use cairn::backend::{ErrorKind, ReadWants};
+    use cairn::Key;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let backend: DynBackend = Arc::new(LocalBackend::new(&root).unwrap());
+    let present = Key::parse("a/present").unwrap();
+    backend
+        .put_opts(&present, "x".into(), Default::default())
+        .await
+        .unwrap();
+    let unchecked = ReadWants {
+        version: false,
+        bucket_check: false,
+    };
+    let (_, bytes) = backend.get_now(&present, unchecked).unwrap().unwrap();
+    assert_eq!(&bytes[..], b"x");
+    std::fs::remove_dir_all(&root).unwrap();
+    let missing = Key::parse("a/missing").unwrap();
+    for key in [&present, &missing] {
+        let err = backend.get_now(key, unchecked).unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        let err = backend
+            .get_now(key, ReadWants::default())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BucketNotFound, "{err}");
+    }
+}

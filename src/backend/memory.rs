@@ -11,7 +11,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{
     resolve_range, Backend, Capabilities, Error, GetRange, GetResult, Key, ObjectMeta, PutMode,
-    PutOptions, PutPayload, PutResult, Result,
+    PutOptions, PutPayload, PutResult, ReadWants, Result,
 };
 
 /// Objects in a map in memory. Clones share the same objects; nothing survives the
@@ -135,11 +135,11 @@ impl Backend for MemoryBackend {
         Ok((meta, data))
     }
 
-    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
+    fn get_now(&self, key: &Key, wants: ReadWants) -> Option<Result<(Option<String>, Bytes)>> {
         let objects = self.read();
         Some(match objects.get(key) {
             Some(entry) => Ok((
-                with_version.then(|| entry.version.to_string()),
+                wants.version.then(|| entry.version.to_string()),
                 entry.data.clone(),
             )),
             None => Err(self.not_found(key)),
@@ -218,12 +218,18 @@ mod tests {
         let key = Key::parse("a/b").unwrap();
         store.put(&key, "hi".into()).await.unwrap();
         let head = store.head(&key).await.unwrap();
-        let (version, bytes) = store.get_now(&key, true).unwrap().unwrap();
+        let (version, bytes) = store
+            .get_now(&key, ReadWants::version(true))
+            .unwrap()
+            .unwrap();
         assert_eq!((version, &bytes[..]), (head.version, &b"hi"[..]));
-        let (version, bytes) = store.get_now(&key, false).unwrap().unwrap();
+        let (version, bytes) = store.get_now(&key, ReadWants::default()).unwrap().unwrap();
         assert_eq!((version, &bytes[..]), (None, &b"hi"[..]));
         let missing = Key::parse("a/c").unwrap();
-        let err = store.get_now(&missing, false).unwrap().unwrap_err();
+        let err = store
+            .get_now(&missing, ReadWants::default())
+            .unwrap()
+            .unwrap_err();
         assert!(err.is_not_found(), "{err}");
     }
 }

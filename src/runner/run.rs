@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::backend::{Error, ErrorKind, PutMode, Result};
+use crate::backend::{Error, ErrorKind, PutMode, ReadWants, Result};
 use crate::cache::hashing::{Digest, HashError, InputPart, KeyHasher, ListId};
 use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
@@ -962,11 +962,18 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // Borrowed from the run's record until a miss needs its own copy.
         let location = self.cache_record();
         if !refresh {
+            // Unless caching is strict, a missing store is found by the write after the
+            // miss (a read that cannot answer is a miss too): the lookup spares the
+            // check that tells it from a missing record.
+            let wants = ReadWants {
+                version: self.def.memory_tier,
+                bucket_check: self.strict_cache(),
+            };
             let read = match self.info.cache.as_ref().map(CacheRef::record_object) {
-                Some(Ok(key)) => store.read_hit_at::<O>(key, self.def.memory_tier).await,
+                Some(Ok(key)) => store.read_hit_at::<O>(key, wants).await,
                 Some(Err(e)) => Err(e),
                 // Named just above; without a record, its empty location is refused as a key.
-                None => store.read_hit::<O>(location, self.def.memory_tier).await,
+                None => store.read_hit::<O>(location, wants).await,
             };
             match read {
                 Ok(record) if !record.is_expired(now) => {
@@ -1194,7 +1201,10 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         tier_key: &TierKey,
     ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
-        match store.read_hit::<O>(location, self.def.memory_tier).await {
+        match store
+            .read_hit::<O>(location, ReadWants::version(self.def.memory_tier))
+            .await
+        {
             Ok(record) if !record.is_expired(now) => {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::backend::{
     self, Backend, BackendExt, DynBackend, Error, Inspector, Key, MemoryBackend, ObjectMeta,
-    PutMode, PutOptions, PutPayload, PutResult, Result,
+    PutMode, PutOptions, PutPayload, PutResult, ReadWants, Result,
 };
 use crate::store::record::{self, RecordHeader, RecordInfo};
 use crate::store::serializer::Serializer;
@@ -350,7 +350,7 @@ impl ResultStore {
         location: &str,
     ) -> Result<Record<T>> {
         let key = Key::parse(location)?;
-        let (_, bytes, hashed) = self.read_hashed(&key, false).await?;
+        let (_, bytes, hashed) = self.read_hashed(&key, ReadWants::default()).await?;
         let (header, payload) =
             record::decode_hashed(bytes, hashed).map_err(|c| self.corrupt(&key, c))?;
         let value = self.decode_value(
@@ -363,23 +363,24 @@ impl ResultStore {
     }
 
     /// A cache hit's read: [`ResultStore::read_record`] with the same checks, keeping
-    /// from the header only what a hit needs (its strings are not copied), and the
-    /// object's version when `with_version` asks for it (for the memory tier).
+    /// from the header only what a hit needs (its strings are not copied), the
+    /// object's version when `wants` asks for it (for the memory tier), and a missing
+    /// bucket told apart from a missing record only when `wants` asks for that.
     pub(crate) async fn read_hit<T: DeserializeOwned + 'static>(
         &self,
         location: &str,
-        with_version: bool,
+        wants: ReadWants,
     ) -> Result<RecordHit<T>> {
-        self.read_hit_at(&Key::parse(location)?, with_version).await
+        self.read_hit_at(&Key::parse(location)?, wants).await
     }
 
     /// [`ResultStore::read_hit`] of a location already checked as an object key.
     pub(crate) async fn read_hit_at<T: DeserializeOwned + 'static>(
         &self,
         key: &Key,
-        with_version: bool,
+        wants: ReadWants,
     ) -> Result<RecordHit<T>> {
-        let (version, bytes, hashed) = self.read_hashed(key, with_version).await?;
+        let (version, bytes, hashed) = self.read_hashed(key, wants).await?;
         let (view, payload_start) =
             record::decode_view(&bytes, hashed).map_err(|c| self.corrupt(key, c))?;
         let serializer = self.serializer_named(key, &view.serializer)?;
@@ -405,10 +406,10 @@ impl ResultStore {
     async fn read_hashed(
         &self,
         key: &Key,
-        with_version: bool,
+        wants: ReadWants,
     ) -> Result<(Option<String>, Bytes, Option<record::PayloadDigest>)> {
         // A small read answered right here: the payload is hashed where it lies.
-        if let Some(read) = self.direct().get_now(key, with_version) {
+        if let Some(read) = self.direct().get_now(key, wants) {
             let (version, bytes) = read?;
             return Ok((version, bytes, None));
         }
@@ -423,10 +424,7 @@ impl ResultStore {
                     .update(piece)
             })
         };
-        let (version, bytes) = self
-            .direct()
-            .get_inspected(key, &make, with_version)
-            .await?;
+        let (version, bytes) = self.direct().get_inspected(key, &make, wants).await?;
         let hashed = made.get().and_then(|hasher| {
             hasher
                 .lock()

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use cairn::backend::{BackendExt, DynBackend, ErrorKind, GetRange, PutOptions, PutPayload};
+use cairn::backend::{
+    BackendExt, DynBackend, ErrorKind, GetRange, PutOptions, PutPayload, ReadWants,
+};
 use cairn::record::RecordInfo;
 use cairn::{Key, PutMode, ResultStore, Serializer};
 use futures::{StreamExt, TryStreamExt};
@@ -522,7 +524,8 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
         // The read that keeps only the version, when asked for: the same bytes, the
         // version a HEAD gives (or none), and, when it made an inspector (at most
         // one), every byte handed to it once, in order.
-        for with_version in [true, false] {
+        for wants in all_read_wants() {
+            let with_version = wants.version;
             let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
             let made = std::sync::atomic::AtomicUsize::new(0);
             let make = || -> cairn::backend::Inspector {
@@ -530,7 +533,7 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
                 let sink = seen.clone();
                 Box::new(move |piece: &[u8]| sink.lock().unwrap().extend_from_slice(piece))
             };
-            let (version, back) = b.get_inspected(&k, &make, with_version).await.unwrap();
+            let (version, back) = b.get_inspected(&k, &make, wants).await.unwrap();
             if with_version {
                 assert_eq!(version, meta.version);
                 assert_eq!(version, b.head(&k).await.unwrap().version);
@@ -555,8 +558,9 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
         }
         // A read answered on the calling thread, where the backend can: the same bytes
         // and version.
-        for with_version in [true, false] {
-            if let Some(read) = b.get_now(&k, with_version) {
+        for wants in all_read_wants() {
+            let with_version = wants.version;
+            if let Some(read) = b.get_now(&k, wants) {
                 let (version, back) = read.unwrap();
                 assert!(back == data, "a read answered at once returned other bytes");
                 let want = if with_version {
@@ -569,16 +573,16 @@ pub async fn inspected_reads_cover_every_byte_once(b: &DynBackend) {
         }
     }
     let missing = key(format!("{p}/absent"));
-    for with_version in [true, false] {
-        if let Some(read) = b.get_now(&missing, with_version) {
+    for wants in all_read_wants() {
+        if let Some(read) = b.get_now(&missing, wants) {
             let err = read.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
         }
     }
     let make_none = || -> cairn::backend::Inspector { Box::new(|_: &[u8]| {}) };
-    for with_version in [true, false] {
+    for wants in all_read_wants() {
         let err = b
-            .get_inspected(&missing, &make_none, with_version)
+            .get_inspected(&missing, &make_none, wants)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
@@ -659,7 +663,19 @@ pub async fn escaping_locations_are_refused(b: &DynBackend) {
     }
 }
 
-/// A backend pointing at a bucket that does not exist says so on every operation.
+/// Every combination of what a read can ask for besides the bytes.
+fn all_read_wants() -> [ReadWants; 4] {
+    [(true, true), (true, false), (false, true), (false, false)].map(|(version, bucket_check)| {
+        ReadWants {
+            version,
+            bucket_check,
+        }
+    })
+}
+
+/// A backend pointing at a bucket that does not exist says so on every operation; a
+/// read that spares the bucket check may call it a missing object instead, nothing
+/// else.
 pub async fn missing_bucket_is_a_clear_error(b: &DynBackend, bucket: &str) {
     let k = key("some/key");
     let put = b.put(&k, "x".into()).await.unwrap_err();
@@ -667,6 +683,21 @@ pub async fn missing_bucket_is_a_clear_error(b: &DynBackend, bucket: &str) {
     assert!(put.to_string().contains(bucket), "{put}");
     let get = b.get(&k).await.unwrap_err();
     assert_eq!(get.kind(), ErrorKind::BucketNotFound, "{get}");
+    let make_none = || -> cairn::backend::Inspector { Box::new(|_: &[u8]| {}) };
+    for wants in all_read_wants() {
+        let inspected = b.get_inspected(&k, &make_none, wants).await.unwrap_err();
+        let now = b.get_now(&k, wants).map(|read| read.unwrap_err());
+        for err in std::iter::once(inspected).chain(now) {
+            if wants.bucket_check {
+                assert_eq!(err.kind(), ErrorKind::BucketNotFound, "{wants:?}: {err}");
+            } else {
+                assert!(
+                    matches!(err.kind(), ErrorKind::BucketNotFound | ErrorKind::NotFound),
+                    "{wants:?}: {err}"
+                );
+            }
+        }
+    }
     let list = b.list_all("").await.unwrap_err();
     assert_eq!(list.kind(), ErrorKind::BucketNotFound, "{list}");
 }

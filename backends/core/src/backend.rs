@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::{
     Capabilities, GetRange, GetResult, Key, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
-    Result,
+    ReadWants, Result,
 };
 
 /// Raw object I/O on `/`-separated relative keys.
@@ -75,8 +75,9 @@ pub trait Backend: Debug + Send + Sync + 'static {
     }
 
     /// [`Backend::get_bytes_inspected`] for a caller that can look at the bytes itself,
-    /// keeping of the metadata only the object's version, and that only when
-    /// `with_version` asks for it (`None` otherwise).
+    /// keeping of the metadata only the object's version, and that only when `wants`
+    /// asks for it (`None` otherwise); a missing bucket is told apart from a missing
+    /// object unless `wants` spares the check (see [`ReadWants::bucket_check`]).
     ///
     /// The inspector is made (by calling `inspector`, at most once) only where handing
     /// the bytes over as they land spares the caller a pass: a backend that reads the
@@ -91,10 +92,10 @@ pub trait Backend: Debug + Send + Sync + 'static {
         &self,
         key: &Key,
         inspector: &MakeInspector<'_>,
-        with_version: bool,
+        wants: ReadWants,
     ) -> Result<(Option<String>, Bytes)> {
         let (meta, bytes) = self.get_bytes_inspected(key, inspector()).await?;
-        Ok((meta.version.filter(|_| with_version), bytes))
+        Ok((meta.version.filter(|_| wants.version), bytes))
     }
 
     /// [`Backend::get_inspected`] answered on the calling thread, when the backend
@@ -106,8 +107,8 @@ pub trait Backend: Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// As [`Backend::get_inspected`], inside the `Some`.
-    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
-        let _ = (key, with_version);
+    fn get_now(&self, key: &Key, wants: ReadWants) -> Option<Result<(Option<String>, Bytes)>> {
+        let _ = (key, wants);
         None
     }
 
@@ -300,12 +301,12 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         &self,
         key: &Key,
         inspector: &MakeInspector<'_>,
-        with_version: bool,
+        wants: ReadWants,
     ) -> Result<(Option<String>, Bytes)> {
-        (**self).get_inspected(key, inspector, with_version).await
+        (**self).get_inspected(key, inspector, wants).await
     }
-    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
-        (**self).get_now(key, with_version)
+    fn get_now(&self, key: &Key, wants: ReadWants) -> Option<Result<(Option<String>, Bytes)>> {
+        (**self).get_now(key, wants)
     }
     async fn put_opts(
         &self,

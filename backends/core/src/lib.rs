@@ -26,6 +26,7 @@ pub use error::{shorten, ConnectionRefused, Error, ErrorKind, Result, Source};
 pub use key::{validate_prefix, Key, MAX_KEY_LEN};
 pub use payload::{
     resolve_range, GetRange, GetResult, ObjectMeta, PutMode, PutOptions, PutPayload, PutResult,
+    ReadWants,
 };
 pub use resume::{resuming_body, Body, Reopen};
 pub use retry::{

@@ -162,6 +162,51 @@ impl From<PutMode> for PutOptions {
     }
 }
 
+/// What a reader of [`Backend::get_inspected`](crate::Backend::get_inspected) and
+/// [`Backend::get_now`](crate::Backend::get_now) asks for besides the bytes.
+///
+/// ```
+/// use cairn_backend::ReadWants;
+///
+/// // The default: no version, and a missing bucket told apart from a missing object.
+/// let wants = ReadWants::default();
+/// assert!(!wants.version && wants.bucket_check);
+/// // A cache lookup that keeps the version and treats both as a miss until it writes.
+/// let lookup = ReadWants { version: true, bucket_check: false };
+/// assert_ne!(wants, lookup);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadWants {
+    /// The object's version (`None` comes back without it).
+    pub version: bool,
+    /// A missing object told apart from a missing bucket (the local store's root
+    /// directory), as every other read does. Without it a missing object is
+    /// [`Error::NotFound`](crate::Error::NotFound) whether or not its bucket exists:
+    /// for a reader that takes both for a miss and writes next, whose write then
+    /// reports the missing bucket (a write never creates one). The local store then
+    /// spares a miss the `stat` of its root.
+    pub bucket_check: bool,
+}
+
+impl Default for ReadWants {
+    fn default() -> Self {
+        ReadWants {
+            version: false,
+            bucket_check: true,
+        }
+    }
+}
+
+impl ReadWants {
+    /// The default, with the object's version when `version` asks for it.
+    pub fn version(version: bool) -> Self {
+        ReadWants {
+            version,
+            ..ReadWants::default()
+        }
+    }
+}
+
 /// What a successful write returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutResult {

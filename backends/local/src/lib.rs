@@ -52,7 +52,7 @@ use bytes::Bytes;
 use cairn_backend::{
     check_head, is_staged_name, resolve_range, Backend, Capabilities, Error, GetRange, GetResult,
     HeadMaker, Inspector, Key, MakeInspector, ObjectMeta, PutMode, PutOptions, PutPayload,
-    PutResult, Result, StagedObject,
+    PutResult, ReadWants, Result, StagedObject,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -714,8 +714,20 @@ fn open_file_range(
 
 /// Opens the file of key `k` for reading.
 fn open_key(inner: &Inner, key: &Key) -> Result<File> {
-    path::with_key_path(&inner.path_root, key, path::open_key_path)
-        .map_err(|e| inner.check_root(io_error(&inner.url, key.as_str(), e)))
+    open_key_checked(inner, key, true)
+}
+
+/// [`open_key`], where a missing file is told apart from a missing root (one `stat`
+/// of the root) only when `bucket_check` asks for it.
+fn open_key_checked(inner: &Inner, key: &Key, bucket_check: bool) -> Result<File> {
+    path::with_key_path(&inner.path_root, key, path::open_key_path).map_err(|e| {
+        let e = io_error(&inner.url, key.as_str(), e);
+        if bucket_check {
+            inner.check_root(e)
+        } else {
+            e
+        }
+    })
 }
 
 /// The status of the open file of key `k`, and `range` resolved against its size; a
@@ -810,13 +822,15 @@ impl LocalBackend {
     /// A whole object read on the calling thread when it is small enough to be read
     /// inline (see `with_inline_reads`): its version only when asked for. Without the
     /// version a small object needs no `fstat` either: the one read that comes back
-    /// short finds its end.
-    fn read_here(&self, key: &Key, with_version: bool) -> Here {
+    /// short finds its end. A missing file is told apart from a missing root only when
+    /// `wants` asks for it.
+    fn read_here(&self, key: &Key, wants: ReadWants) -> Here {
         let inner = &self.inner;
+        let with_version = wants.version;
         if inner.inline_read_limit == 0 {
             return Here::Off;
         }
-        let mut file = match open_key(inner, key) {
+        let mut file = match open_key_checked(inner, key, wants.bucket_check) {
             Ok(file) => file,
             Err(e) => return Here::Read(Err(e)),
         };
@@ -954,14 +968,14 @@ impl Backend for LocalBackend {
         &self,
         key: &Key,
         inspector: &MakeInspector<'_>,
-        with_version: bool,
+        wants: ReadWants,
     ) -> Result<(Option<String>, Bytes)> {
-        let meta_of: MetaOf<Option<String>> = if with_version {
+        let meta_of: MetaOf<Option<String>> = if wants.version {
             |_, m| Some(version_of(m))
         } else {
             |_, _| None
         };
-        match self.read_here(key, with_version) {
+        match self.read_here(key, wants) {
             Here::Read(read) => read,
             Here::Large(file) => {
                 self.read_opened(key, file, None, Some(inspector), meta_of)
@@ -971,8 +985,8 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn get_now(&self, key: &Key, with_version: bool) -> Option<Result<(Option<String>, Bytes)>> {
-        match self.read_here(key, with_version) {
+    fn get_now(&self, key: &Key, wants: ReadWants) -> Option<Result<(Option<String>, Bytes)>> {
+        match self.read_here(key, wants) {
             Here::Read(read) => Some(read),
             Here::Large(_) | Here::Off => None,
         }
@@ -1510,8 +1524,10 @@ mod tests {
                         let seen = seen.clone();
                         Box::new(move |p: &[u8]| seen.lock().unwrap().push(p.to_vec()))
                     };
-                    let (version, bytes) =
-                        store.get_inspected(&k, &make, with_version).await.unwrap();
+                    let (version, bytes) = store
+                        .get_inspected(&k, &make, ReadWants::version(with_version))
+                        .await
+                        .unwrap();
                     if with_version {
                         assert_eq!(version, store.head(&k).await.unwrap().version);
                     } else {
@@ -1526,7 +1542,7 @@ mod tests {
                         assert!(seen.is_empty(), "{len} bytes");
                     }
                     // Answered on the calling thread exactly when read there.
-                    match store.get_now(&k, with_version) {
+                    match store.get_now(&k, ReadWants::version(with_version)) {
                         Some(read) => {
                             assert!(!in_pool, "{len} bytes read at once");
                             let (version, bytes) = read.unwrap();
@@ -1554,12 +1570,12 @@ mod tests {
             }
             for missing in ["a/nope", "a/dir", "nodir/x"] {
                 let err = store
-                    .get_inspected(&key(missing), &no_inspector, false)
+                    .get_inspected(&key(missing), &no_inspector, ReadWants::default())
                     .await
                     .unwrap_err();
                 assert!(err.is_not_found(), "{missing}: {err}");
                 for with_version in [false, true] {
-                    match store.get_now(&key(missing), with_version) {
+                    match store.get_now(&key(missing), ReadWants::version(with_version)) {
                         Some(Err(e)) => assert!(e.is_not_found(), "{missing}: {e}"),
                         other => {
                             assert!(inline_limit == 0 && other.is_none(), "{missing}: {other:?}")
@@ -1571,7 +1587,7 @@ mod tests {
         let gone = LocalBackend::new(dir.path().join("gone")).unwrap();
         fs::remove_dir(dir.path().join("gone")).unwrap();
         let err = gone
-            .get_inspected(&key("x"), &no_inspector, false)
+            .get_inspected(&key("x"), &no_inspector, ReadWants::default())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::BucketNotFound { .. }), "{err}");
