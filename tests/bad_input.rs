@@ -373,7 +373,11 @@ async fn a_task_whose_store_root_is_gone_says_so_and_makes_nothing() {
 
     let run = task.clone().strict_cache(true).run(2).await;
     assert!(run.state().is_failed(), "{:?}", run.state());
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran before the error");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the body ran before the error"
+    );
     let err = run.error().unwrap();
     assert_eq!(err.error_kind(), Some(ErrorKind::BucketNotFound), "{err}");
     let text = err.to_string();

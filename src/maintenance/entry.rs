@@ -318,7 +318,7 @@ pub(crate) async fn read_header(
             .await?;
         if bytes.len() >= 10 && &bytes[..8] == MAGIC {
             let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-            if version != record::FORMAT_VERSION {
+            if !record::reads_version(version) {
                 return Ok(Err(HeaderProblem::OtherVersion(version)));
             }
         }
