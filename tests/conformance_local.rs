@@ -57,3 +57,30 @@ async fn a_read_that_spares_the_bucket_check_calls_a_missing_root_a_missing_obje
         assert_eq!(err.kind(), ErrorKind::BucketNotFound, "{err}");
     }
 }
+
+/// The local store learns a written file's version by one `fstat`: a write that keeps
+/// no version (a cache record written with the memory tier off) is spared it and gives
+/// none; any other write gives the version a `head` gives.
+#[tokio::test]
+async fn a_local_write_that_skips_its_version_gives_none() {
+    use cairn::backend::{PutMode, PutOptions};
+    use cairn::Key;
+    let dir = tempfile::tempdir().unwrap();
+    let backend: DynBackend = Arc::new(LocalBackend::new(dir.path()).unwrap());
+    for (i, skip_version) in [true, false].into_iter().enumerate() {
+        for mode in [PutMode::Create, PutMode::Overwrite] {
+            let key = Key::parse(format!("v/{i}-{mode:?}")).unwrap();
+            let opts = PutOptions {
+                mode,
+                skip_version,
+                ..PutOptions::default()
+            };
+            let put = backend.put_opts(&key, "x".into(), opts).await.unwrap();
+            if skip_version {
+                assert_eq!(put.version, None);
+            } else {
+                assert_eq!(put.version, backend.head(&key).await.unwrap().version);
+            }
+        }
+    }
+}

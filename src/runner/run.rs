@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::backend::{Error, ErrorKind, PutMode, ReadWants, Result};
+use crate::backend::{Error, ErrorKind, PutMode, PutOptions, ReadWants, Result};
 use crate::cache::hashing::{Digest, HashError, InputPart, KeyHasher, ListId};
 use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
@@ -1262,9 +1262,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         } else {
             PutMode::Create
         };
+        // The memory tier keeps the record's version; without it nobody reads it.
+        let opts = PutOptions {
+            mode,
+            skip_version: !self.def.memory_tier,
+            ..PutOptions::default()
+        };
         match slot
             .store
-            .write_record_sized(&slot.location, value, info, mode)
+            .write_record_sized(&slot.location, value, info, opts)
             .await
         {
             Ok((put, size)) => {

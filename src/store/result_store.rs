@@ -301,18 +301,19 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<PutResult> {
         Ok(self
-            .write_record_sized(location, value, info, mode)
+            .write_record_sized(location, value, info, mode.into())
             .await?
             .0)
     }
 
-    /// [`ResultStore::write_record`], also giving the payload's length.
+    /// [`ResultStore::write_record`] under `opts` (its mode; `skip_version` where the
+    /// caller keeps no version), also giving the payload's length.
     pub(crate) async fn write_record_sized<T: Serialize + 'static>(
         &self,
         location: &str,
         value: &T,
         info: RecordInfo,
-        mode: PutMode,
+        opts: PutOptions,
     ) -> Result<(PutResult, usize)> {
         let key = Key::parse(location)?;
         let serializer = self.serializer.for_value::<T>();
@@ -321,10 +322,6 @@ impl ResultStore {
         let payload = payload?;
         let len = payload.len();
         let declared = declared.iter().map(|d| d.to_hex()).collect();
-        let opts = PutOptions {
-            mode,
-            ..Default::default()
-        };
         let put = if len >= FRAMED_WRITE_MIN {
             // Hashed while the payload is written, where the backend can.
             let (head_len, make_head) =

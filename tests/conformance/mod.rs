@@ -69,6 +69,45 @@ pub async fn put_get_head_delete(b: &DynBackend) {
     b.delete(&k).await.unwrap();
 }
 
+/// A write whose caller keeps no version is the same write, in every mode and by
+/// either write path: the object is there, whole; what version it gives (a store that
+/// learns it for free still may) is the object's.
+pub async fn a_write_that_skips_its_version_is_the_same_write(b: &DynBackend) {
+    let p = unique_prefix("skip-version");
+    for (i, mode) in [PutMode::Create, PutMode::Overwrite]
+        .into_iter()
+        .enumerate()
+    {
+        let k = key(format!("{p}/{i}"));
+        let opts = PutOptions {
+            mode,
+            skip_version: true,
+            ..PutOptions::default()
+        };
+        let put = b
+            .put_opts(&k, "skipped".into(), opts.clone())
+            .await
+            .unwrap();
+        let head = b.head(&k).await.unwrap();
+        assert_eq!(&b.get(&k).await.unwrap()[..], b"skipped");
+        if put.version.is_some() {
+            assert_eq!(put.version, head.version);
+        }
+        let framed = key(format!("{p}/framed-{i}"));
+        let body = Bytes::from(vec![9u8; 100_000]);
+        let make_head: cairn::backend::HeadMaker = Box::new(|| Bytes::from_static(b"head"));
+        let put = b
+            .put_framed(&framed, 4, make_head, body.clone(), opts)
+            .await
+            .unwrap();
+        let back = b.get(&framed).await.unwrap();
+        assert!(back[..4] == b"head"[..] && back[4..] == body[..]);
+        if put.version.is_some() {
+            assert_eq!(put.version, b.head(&framed).await.unwrap().version);
+        }
+    }
+}
+
 /// Overwrite replaces the whole object; an empty object is an object.
 pub async fn overwrite_replaces_and_empty_objects_exist(b: &DynBackend) {
     let p = unique_prefix("overwrite");
@@ -709,6 +748,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make;
             put_get_head_delete,
+            a_write_that_skips_its_version_is_the_same_write,
             overwrite_replaces_and_empty_objects_exist,
             chunked_payloads_are_concatenated,
             every_serializer_round_trips,

@@ -151,6 +151,10 @@ pub struct PutOptions {
     /// a local disk that syncs its writes does not sync this one. Object stores, whose
     /// writes are durable when acknowledged, ignore it.
     pub hint: bool,
+    /// The caller has no use for the written object's version: a store that would
+    /// spend a system call only to learn it (the local store's `fstat`) gives `None`
+    /// in [`PutResult::version`] instead. Stores that learn it for free still give it.
+    pub skip_version: bool,
 }
 
 impl From<PutMode> for PutOptions {

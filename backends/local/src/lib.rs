@@ -425,14 +425,8 @@ impl Inner {
         e
     }
 
-    fn put_blocking(
-        &self,
-        key: &Key,
-        payload: PutPayload,
-        mode: PutMode,
-        sync: bool,
-    ) -> Result<PutResult> {
-        self.put_blocking_with(key, mode, sync, |file| write_chunks(file, payload.chunks()))
+    fn put_blocking(&self, key: &Key, payload: PutPayload, how: Publish) -> Result<PutResult> {
+        self.put_blocking_with(key, how, |file| write_chunks(file, payload.chunks()))
     }
 
     /// [`Inner::put_blocking`] of a framed write: the body is written at its offset
@@ -443,10 +437,10 @@ impl Inner {
         head_len: usize,
         make_head: HeadMaker,
         body: Bytes,
-        mode: PutMode,
+        how: Publish,
     ) -> Result<PutResult> {
         let mut bad_head = None;
-        let result = self.put_blocking_with(key, mode, self.fsync, |file| {
+        let result = self.put_blocking_with(key, how, |file| {
             use std::os::unix::fs::FileExt;
             let head = std::thread::scope(|scope| {
                 let maker = scope.spawn(make_head);
@@ -470,19 +464,17 @@ impl Inner {
         }
     }
 
-    /// Stages a file written by `write`, then publishes it under `mode`; with `sync`,
-    /// the file and then its directory are synced. A `Create` is staged in an unnamed
-    /// file where the system has them (see [`publish`]), anything else under a hidden
-    /// name beside the destination.
+    /// Stages a file written by `write`, then publishes it as `how` says (see
+    /// [`Publish`]). A `Create` is staged in an unnamed file where the system has them
+    /// (see [`publish`]), anything else under a hidden name beside the destination.
     fn put_blocking_with(
         &self,
         key: &Key,
-        mode: PutMode,
-        sync: bool,
+        how: Publish,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<PutResult> {
         path::with_key_path(&self.path_root, key, |dest| {
-            self.put_at(key, dest, mode, sync, write)
+            self.put_at(key, dest, how, write)
         })
     }
 
@@ -491,10 +483,14 @@ impl Inner {
         &self,
         key: &Key,
         dest_path: path::KeyPath<'_>,
-        mode: PutMode,
-        sync: bool,
+        how: Publish,
         write: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> Result<PutResult> {
+        let Publish {
+            mode,
+            sync,
+            version,
+        } = how;
         let k = key.as_str();
         let dest = dest_path.path();
         let parent = parent_of(dest, k).unwrap_or(&self.root);
@@ -538,7 +534,11 @@ impl Inner {
             file.sync_all().map_err(|e| io_error(&self.url, k, e))?;
         }
         // The published object is this inode: its version is known before publishing.
-        let meta = file.metadata().map_err(|e| io_error(&self.url, k, e))?;
+        let meta = if version {
+            Some(file.metadata().map_err(|e| io_error(&self.url, k, e))?)
+        } else {
+            None
+        };
 
         match (&staged.path, mode) {
             (None, _) => {
@@ -591,7 +591,7 @@ impl Inner {
             }
         }
         Ok(PutResult {
-            version: Some(version_of(&(&meta).into())),
+            version: meta.map(|meta| version_of(&(&meta).into())),
         })
     }
 
@@ -744,6 +744,16 @@ fn stat_range(
     }
     let range = resolve_range(range.as_ref(), m.size, &inner.url, k)?;
     Ok((m, range))
+}
+
+/// How a staged file is published: under `mode`; with `sync`, the file and then its
+/// directory synced; with `version`, the published object's version given back (one
+/// `fstat` of the staged file).
+#[derive(Debug, Clone)]
+struct Publish {
+    mode: PutMode,
+    sync: bool,
+    version: bool,
 }
 
 /// What a whole read gives of the object's metadata: the full [`ObjectMeta`], or only
@@ -999,15 +1009,19 @@ impl Backend for LocalBackend {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.refuse_metadata(&opts)?;
-        let sync = self.inner.fsync && !opts.hint;
-        if !sync && payload.len() <= self.inner.inline_read_limit {
+        let how = Publish {
+            sync: self.inner.fsync && !opts.hint,
+            version: !opts.skip_version,
+            mode: opts.mode,
+        };
+        if !how.sync && payload.len() <= self.inner.inline_read_limit {
             // Without fsync a small write is a few system calls: done right here, like
             // a small read (see `with_inline_reads`).
-            return self.inner.put_blocking(key, payload, opts.mode, false);
+            return self.inner.put_blocking(key, payload, how);
         }
         let inner = self.inner.clone();
         let key = key.clone();
-        blocking(move || inner.put_blocking(&key, payload, opts.mode, sync)).await
+        blocking(move || inner.put_blocking(&key, payload, how)).await
     }
 
     async fn put_framed(
@@ -1019,10 +1033,14 @@ impl Backend for LocalBackend {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.refuse_metadata(&opts)?;
+        let how = Publish {
+            sync: self.inner.fsync,
+            version: !opts.skip_version,
+            mode: opts.mode,
+        };
         let inner = self.inner.clone();
         let key = key.clone();
-        blocking(move || inner.put_framed_blocking(&key, head_len, make_head, body, opts.mode))
-            .await
+        blocking(move || inner.put_framed_blocking(&key, head_len, make_head, body, how)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
