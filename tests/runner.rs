@@ -1409,12 +1409,14 @@ async fn a_hit_within_a_day_of_the_records_creation_writes_no_use_marker() {
 async fn a_hit_before_the_records_creation_time_writes_a_use_marker() {
     let dir = tempfile::tempdir().unwrap();
     let runs = counter();
-    let clock = Arc::new(cairn::ManualClock::new(
-        Utc::now() - chrono::TimeDelta::hours(1),
-    ));
-    let task = store_hits("ahead", &runs, dir.path(), &clock);
-    assert_eq!(task.call(1).await.unwrap(), 2);
-    assert_eq!(task.call(1).await.unwrap(), 2);
+    // The writer's clock runs an hour ahead of the reader's.
+    let now = Utc::now();
+    let ahead = Arc::new(cairn::ManualClock::new(now + chrono::TimeDelta::hours(1)));
+    let writer = store_hits("ahead", &runs, dir.path(), &ahead);
+    assert_eq!(writer.call(1).await.unwrap(), 2);
+    let clock = Arc::new(cairn::ManualClock::new(now));
+    let reader = store_hits("ahead", &runs, dir.path(), &clock);
+    assert_eq!(reader.call(1).await.unwrap(), 2);
     assert_eq!(count(&runs), 1);
     assert!(
         appears(&dir.path().join("used/v1/cache")).await,
@@ -1661,5 +1663,32 @@ async fn a_flow_run_keeps_every_task_runs_record_in_order() {
     for (i, info) in runs.lock().unwrap().iter() {
         assert_eq!(&records[*i as usize], info, "run {i}");
         assert_eq!(records[*i as usize].name(), info.name());
+    }
+}
+
+/// A cache record's `created` and `expires` are both read off the run's clock: a task
+/// on a clock set to 2024 writes a record made in 2024 that expires a day later, with
+/// the memory tier on and off.
+#[tokio::test]
+async fn a_records_creation_date_is_the_runs_clock() {
+    use chrono::TimeZone;
+    let at = Utc.with_ymd_and_hms(2024, 1, 1, 12, 30, 15).unwrap()
+        + chrono::Duration::nanoseconds(123_456_789);
+    for tier in [true, false] {
+        let store = ResultStore::memory();
+        let clock = Arc::new(cairn::ManualClock::new(at));
+        let task = Task::infallible("dated", |x: u64| async move { x * 2 })
+            .inputs(["x"])
+            .cache_policy(cairn::cache::INPUTS)
+            .cache_expiration(Duration::from_secs(86_400))
+            .result_storage(store.clone())
+            .memory_tier(tier)
+            .clock(clock);
+        let run = task.run(21).await;
+        assert_eq!(run.value(), Some(&42));
+        let location = run.info().cache_record().unwrap().to_owned();
+        let record = store.read_record::<u64>(&location).await.unwrap();
+        assert_eq!(record.header.created, at, "tier {tier}");
+        assert_eq!(record.header.expires, Some(at + chrono::Duration::days(1)));
     }
 }

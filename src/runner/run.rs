@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::backend::{Error, ErrorKind, PutMode, PutOptions, ReadWants, Result};
+use crate::backend::{Error, ErrorKind, Key, PutMode, PutOptions, ReadWants, Result};
 use crate::cache::hashing::{Digest, HashError, InputPart, KeyHasher, ListId};
 use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTER};
 use crate::cache::{
@@ -368,6 +368,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     /// Records a completed run's result, so that a resumed flow run finds it.
     async fn record_result(&self, location: &str, value: &O) {
         let info = RecordInfo {
+            created: Some(self.scope.clock.now()),
             task: Some(self.def.name.to_string()),
             output_type: Some(std::any::type_name::<O>().to_owned()),
             ..RecordInfo::default()
@@ -639,6 +640,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     &location,
                     &serde_json::to_value(&record).map_err(|e| e.to_string())?,
                     RecordInfo {
+                        created: Some(self.scope.clock.now()),
                         task: Some(self.def.name.to_string()),
                         output_type: Some(std::any::type_name::<I>().to_owned()),
                         ..RecordInfo::default()
@@ -705,6 +707,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             false => {
                 let location = self.run_prefix();
                 let info = RecordInfo {
+                    created: Some(self.scope.clock.now()),
                     task: Some(self.def.name.to_string()),
                     output_type: Some(std::any::type_name::<O>().to_owned()),
                     ..RecordInfo::default()
@@ -1250,6 +1253,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             .cache_expiration
             .and_then(|d| now.checked_add_signed(d));
         let info = RecordInfo {
+            created: Some(now),
             expires,
             key_components: std::mem::take(&mut slot.components),
             task: Some(self.def.name.to_string()),
@@ -1268,11 +1272,18 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             skip_version: !self.def.memory_tier,
             ..PutOptions::default()
         };
-        match slot
-            .store
-            .write_record_sized(&slot.location, value, info, opts)
-            .await
-        {
+        // The key the lookup checked, once for the whole run.
+        let checked = self.info.cache.as_ref().map(CacheRef::record_object);
+        let write = match checked {
+            Some(Ok(key)) if key.as_str() == slot.location => {
+                slot.store.write_record_sized(key, value, info, opts).await
+            }
+            _ => match Key::parse(&slot.location) {
+                Ok(key) => slot.store.write_record_sized(&key, value, info, opts).await,
+                Err(e) => Err(e),
+            },
+        };
+        match write {
             Ok((put, size)) => {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(

@@ -433,6 +433,7 @@ mod tests {
             (RecordInfo::default(), vec![]),
             (
                 RecordInfo {
+                    created: None,
                     expires: Some(expires),
                     key_components: components.clone(),
                     task: Some("add_one".into()),
@@ -442,6 +443,7 @@ mod tests {
             ),
             (
                 RecordInfo {
+                    created: None,
                     expires: None,
                     key_components: components,
                     task: Some("étape_un".into()),

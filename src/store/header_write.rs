@@ -7,7 +7,7 @@
 //! digits) — so what is written never depends on which of the two wrote it (tested
 //! against `serde_json` on headers with every kind of string and date).
 
-use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use std::collections::BTreeMap;
 
@@ -143,21 +143,23 @@ fn string(out: &mut Vec<u8>, s: &str) {
 /// fraction digits that holds it exactly). Years outside 0..=9999 and leap seconds,
 /// which chrono writes in forms of their own, go through chrono.
 fn date(out: &mut Vec<u8>, d: &DateTime<Utc>) {
-    let year = d.year();
-    let nanos = d.nanosecond();
+    let secs = d.timestamp();
+    let nanos = d.timestamp_subsec_nanos();
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         out.push(b'"');
         out.extend_from_slice(d.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes());
         out.push(b'"');
         return;
     }
+    let of_day = secs.rem_euclid(86_400) as u32;
     let mut buf = *b"\"0000-00-00T00:00:00";
     digits(&mut buf[1..5], year as u32);
-    digits(&mut buf[6..8], d.month());
-    digits(&mut buf[9..11], d.day());
-    digits(&mut buf[12..14], d.hour());
-    digits(&mut buf[15..17], d.minute());
-    digits(&mut buf[18..20], d.second());
+    digits(&mut buf[6..8], month);
+    digits(&mut buf[9..11], day);
+    digits(&mut buf[12..14], of_day / 3600);
+    digits(&mut buf[15..17], of_day / 60 % 60);
+    digits(&mut buf[18..20], of_day % 60);
     out.extend_from_slice(&buf);
     let (value, width) = if nanos == 0 {
         (0, 0)
@@ -174,6 +176,22 @@ fn date(out: &mut Vec<u8>, d: &DateTime<Utc>) {
         out.extend_from_slice(&fraction[..=width]);
     }
     out.extend_from_slice(b"Z\"");
+}
+
+/// The proleptic Gregorian (year, month, day) of the day `days` after 1970-01-01, in a
+/// few integer operations (Howard Hinnant's `civil_from_days`): chrono's accessors
+/// each convert the date again.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `value` as decimal digits filling `buf`, zero-padded on the left.
@@ -312,6 +330,25 @@ mod tests {
         }
         dates.push(DateTime::<Utc>::MIN_UTC);
         dates.push(DateTime::<Utc>::MAX_UTC);
+        // Every day of four centuries around now (leap years, the century rules), at
+        // a second of the day that moves, and a day every 97 from year 0 to 9999.
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0);
+        let epoch = Utc.from_utc_datetime(&epoch.unwrap());
+        let days = (-200 * 366..200 * 366).chain((-719_528..2_932_897).step_by(97));
+        for (i, day) in days.enumerate() {
+            let d = epoch
+                + chrono::Duration::days(day)
+                + chrono::Duration::seconds((i as i64 * 7_919) % 86_400);
+            let mut ours = Vec::new();
+            date(&mut ours, &d);
+            let theirs = serde_json::to_vec(&d).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        }
         for d in dates {
             let mut h = header(d, "v");
             h.expires = Some(d);

@@ -93,6 +93,9 @@ pub struct RecordHeader {
 /// serializer, version) is filled in when the record is encoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordInfo {
+    /// When the record was made, by the writer's clock (a run's clock, which tests
+    /// can set); `None`: now, by the system clock.
+    pub created: Option<DateTime<Utc>>,
     /// When the record stops being valid.
     pub expires: Option<DateTime<Utc>>,
     /// The components of the cache key, in short.
@@ -133,13 +136,13 @@ pub(crate) fn encode_declared(
     payload: Bytes,
     declared_digests: Vec<String>,
 ) -> PutPayload {
-    let payload_blake3 = digest(&payload).to_hex();
+    let payload_blake3 = crate::cache::hashing::Digest::from(digest(&payload)).hex_buf();
     let header = HeaderFields {
-        created: Utc::now(),
+        created: info.created.unwrap_or_else(Utc::now),
         expires: info.expires,
         serializer,
         payload_len: payload.len() as u64,
-        payload_blake3: &payload_blake3,
+        payload_blake3: payload_blake3.as_str(),
         key_components: &info.key_components,
         task: info.task.as_deref(),
         output_type: info.output_type.as_deref(),
@@ -159,7 +162,7 @@ pub(crate) fn framed_declared(
     declared_digests: Vec<String>,
 ) -> (usize, crate::backend::HeadMaker) {
     let mut header = RecordHeader {
-        created: Utc::now(),
+        created: info.created.unwrap_or_else(Utc::now),
         expires: info.expires,
         serializer: serializer.to_string(),
         payload_len: payload.len() as u64,
@@ -667,8 +670,10 @@ mod tests {
     #[test]
     fn the_hits_header_view_reads_what_the_full_header_says() {
         let expires = Utc::now() + chrono::Duration::hours(1);
+        let created = Utc::now() - chrono::Duration::hours(1);
         let good = encode_declared(
             RecordInfo {
+                created: Some(created),
                 expires: Some(expires),
                 key_components: [("inputs".to_owned(), "x".to_owned())].into(),
                 task: Some("a \"quoted\" task".into()),
@@ -682,6 +687,7 @@ mod tests {
         let (header, payload) = decode(good.clone()).unwrap();
         let (view, payload_start) = decode_view(&good, None).unwrap();
         assert_eq!(good[payload_start..], payload);
+        assert_eq!((view.created, header.created), (created, created));
         assert_eq!(view.expires, header.expires);
         assert_eq!(view.serializer, header.serializer);
         assert_eq!(view.payload_len, header.payload_len);

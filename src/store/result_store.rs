@@ -301,24 +301,24 @@ impl ResultStore {
         mode: PutMode,
     ) -> Result<PutResult> {
         Ok(self
-            .write_record_sized(location, value, info, mode.into())
+            .write_record_sized(&Key::parse(location)?, value, info, mode.into())
             .await?
             .0)
     }
 
-    /// [`ResultStore::write_record`] under `opts` (its mode; `skip_version` where the
-    /// caller keeps no version), also giving the payload's length.
+    /// [`ResultStore::write_record`] at a location already checked as an object key,
+    /// under `opts` (its mode; `skip_version` where the caller keeps no version), also
+    /// giving the payload's length.
     pub(crate) async fn write_record_sized<T: Serialize + 'static>(
         &self,
-        location: &str,
+        key: &Key,
         value: &T,
         info: RecordInfo,
         opts: PutOptions,
     ) -> Result<(PutResult, usize)> {
-        let key = Key::parse(location)?;
         let serializer = self.serializer.for_value::<T>();
         let (payload, declared) =
-            crate::hashing::collect_declared(|| self.encode(&key, serializer, value));
+            crate::hashing::collect_declared(|| self.encode(key, serializer, value));
         let payload = payload?;
         let len = payload.len();
         let declared = declared.iter().map(|d| d.to_hex()).collect();
@@ -327,11 +327,11 @@ impl ResultStore {
             let (head_len, make_head) =
                 record::framed_declared(info, serializer.name(), &payload, declared);
             self.direct()
-                .put_framed(&key, head_len, make_head, payload, opts)
+                .put_framed(key, head_len, make_head, payload, opts)
                 .await?
         } else {
             let framed = record::encode_declared(info, serializer.name(), payload, declared);
-            self.direct().put_opts(&key, framed, opts).await?
+            self.direct().put_opts(key, framed, opts).await?
         };
         Ok((put, len))
     }
