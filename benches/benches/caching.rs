@@ -1114,7 +1114,7 @@ async fn steps(config: &Config, dir: &Path, report: &Report) {
     );
     let bytes = backend.get(&key).await.unwrap();
     print(
-        "  record::decode (magic, header JSON, 2x BLAKE3, length)",
+        "  record::decode (magic, header JSON and its XXH3, payload BLAKE3, length)",
         per_op(200, 200, |_| {
             std::hint::black_box(cairn::record::decode(bytes.clone()).unwrap());
         }),
