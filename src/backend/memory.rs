@@ -219,7 +219,7 @@ mod tests {
         store.put(&key, "hi".into()).await.unwrap();
         let head = store.head(&key).await.unwrap();
         let (version, bytes) = store
-            .get_now(&key, ReadWants::version(true))
+            .get_now(&key, ReadWants::with_version(true))
             .unwrap()
             .unwrap();
         assert_eq!((version, &bytes[..]), (head.version, &b"hi"[..]));

@@ -1205,7 +1205,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
         match store
-            .read_hit::<O>(location, ReadWants::version(self.def.memory_tier))
+            .read_hit::<O>(location, ReadWants::with_version(self.def.memory_tier))
             .await
         {
             Ok(record) if !record.is_expired(now) => {

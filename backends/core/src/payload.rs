@@ -203,7 +203,7 @@ impl Default for ReadWants {
 
 impl ReadWants {
     /// The default, with the object's version when `version` asks for it.
-    pub fn version(version: bool) -> Self {
+    pub fn with_version(version: bool) -> Self {
         ReadWants {
             version,
             ..ReadWants::default()

@@ -1543,7 +1543,7 @@ mod tests {
                         Box::new(move |p: &[u8]| seen.lock().unwrap().push(p.to_vec()))
                     };
                     let (version, bytes) = store
-                        .get_inspected(&k, &make, ReadWants::version(with_version))
+                        .get_inspected(&k, &make, ReadWants::with_version(with_version))
                         .await
                         .unwrap();
                     if with_version {
@@ -1560,7 +1560,7 @@ mod tests {
                         assert!(seen.is_empty(), "{len} bytes");
                     }
                     // Answered on the calling thread exactly when read there.
-                    match store.get_now(&k, ReadWants::version(with_version)) {
+                    match store.get_now(&k, ReadWants::with_version(with_version)) {
                         Some(read) => {
                             assert!(!in_pool, "{len} bytes read at once");
                             let (version, bytes) = read.unwrap();
@@ -1593,7 +1593,7 @@ mod tests {
                     .unwrap_err();
                 assert!(err.is_not_found(), "{missing}: {err}");
                 for with_version in [false, true] {
-                    match store.get_now(&key(missing), ReadWants::version(with_version)) {
+                    match store.get_now(&key(missing), ReadWants::with_version(with_version)) {
                         Some(Err(e)) => assert!(e.is_not_found(), "{missing}: {e}"),
                         other => {
                             assert!(inline_limit == 0 && other.is_none(), "{missing}: {other:?}")
