@@ -2,7 +2,7 @@
 //! the store.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -37,53 +37,36 @@ pub(crate) struct TierKeyRef<'a> {
     pub key: Digest,
 }
 
-/// What a map of [`TierKey`]s can be searched by: an owned key or a borrowed one.
-pub(crate) trait KeyView {
-    fn store(&self) -> &str;
-    fn digest(&self) -> &Digest;
-}
-
-impl KeyView for TierKey {
-    fn store(&self) -> &str {
-        &self.store
-    }
-    fn digest(&self) -> &Digest {
-        &self.key
+impl<'a> From<&'a TierKey> for TierKeyRef<'a> {
+    fn from(key: &'a TierKey) -> Self {
+        TierKeyRef {
+            store: &key.store,
+            key: key.key,
+        }
     }
 }
 
-impl KeyView for TierKeyRef<'_> {
-    fn store(&self) -> &str {
-        self.store
-    }
-    fn digest(&self) -> &Digest {
-        &self.key
+impl<'a> From<&TierKeyRef<'a>> for TierKeyRef<'a> {
+    fn from(key: &TierKeyRef<'a>) -> Self {
+        *key
     }
 }
 
-impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for TierKey {
-    fn borrow(&self) -> &(dyn KeyView + 'a) {
-        self
-    }
-}
-
-impl std::hash::Hash for dyn KeyView + '_ {
+impl std::hash::Hash for TierKeyRef<'_> {
     // As `TierKey` hashes: the map finds a borrowed key where it put the owned one.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        hash_digest(self.digest(), state);
+        hash_digest(&self.key, state);
     }
 }
 
-impl PartialEq for dyn KeyView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (self.store(), other.store());
+impl hashbrown::Equivalent<TierKey> for TierKeyRef<'_> {
+    fn equivalent(&self, key: &TierKey) -> bool {
+        let (a, b) = (self.store, &*key.store);
         // A store's URL is one shared string: the same text at the same address is
         // equal without comparing it byte by byte.
-        self.digest() == other.digest() && (std::ptr::eq(a, b) || a == b)
+        self.key == key.key && (std::ptr::eq(a, b) || a == b)
     }
 }
-
-impl Eq for dyn KeyView + '_ {}
 
 /// Passes a [`TierKey`]'s eight digest bytes through as the hash.
 #[derive(Default)]
@@ -104,7 +87,8 @@ impl std::hash::Hasher for DigestHasher {
     }
 }
 
-type DigestMap<V> = HashMap<TierKey, V, std::hash::BuildHasherDefault<DigestHasher>>;
+// hashbrown's map, for a lookup by a borrowed key (`Equivalent`) without dynamic calls.
+type DigestMap<V> = hashbrown::HashMap<TierKey, V, std::hash::BuildHasherDefault<DigestHasher>>;
 
 /// The default bound on the memory tier: 256 MiB of values.
 pub const DEFAULT_MEMORY_TIER_BYTES: usize = 256 << 20;
@@ -284,7 +268,7 @@ impl MemoryTier {
             key: cache.key,
         };
         let mut book = self.book();
-        self.remove(&mut book, &key)
+        self.remove(&mut book, &TierKeyRef::from(&key))
     }
 
     /// Drops every entry mirroring the store at `url` ([`crate::ResultStore::url`]);
@@ -320,9 +304,9 @@ impl MemoryTier {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shard(&self, key: &dyn KeyView) -> &RwLock<DigestMap<Entry>> {
+    fn shard(&self, key: &Digest) -> &RwLock<DigestMap<Entry>> {
         // The first digest bytes place the key in the map; the last ones pick its shard.
-        let bytes = key.digest().as_bytes();
+        let bytes = key.as_bytes();
         &self.shards[bytes[31] as usize % SHARDS]
     }
 
@@ -338,25 +322,28 @@ impl MemoryTier {
     /// The value at `key` if present, unexpired at `now` and of type `T`: fresh when
     /// the store confirmed it less than `trust` before `now`.
     #[cfg(test)]
-    pub(crate) fn lookup<T: Clone + 'static>(
+    pub(crate) fn lookup<'k, T: Clone + 'static>(
         &self,
-        key: &dyn KeyView,
+        key: impl Into<TierKeyRef<'k>>,
         now: DateTime<Utc>,
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
-        self.lookup_at(key, micros(now), trust)
+        self.lookup_at(&key.into(), micros(now), trust)
     }
 
     /// [`MemoryTier::lookup`] at `now` in microseconds since the epoch (as
     /// [`crate::Clock::now_micros`] reads it, without building a date).
     pub(crate) fn lookup_at<T: Clone + 'static>(
         &self,
-        key: &dyn KeyView,
+        key: &TierKeyRef<'_>,
         now: i64,
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
         let (value, fresh, version) = {
-            let map = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+            let map = self
+                .shard(&key.key)
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             let entry = map.get(key)?;
             if entry.expires.is_some_and(|e| e <= now) {
                 return None;
@@ -382,15 +369,18 @@ impl MemoryTier {
 
     /// Records that the store confirmed the entry at `key` at `now` (microseconds since
     /// the epoch).
-    pub(crate) fn confirm(&self, key: &dyn KeyView, now: i64) {
-        let mut map = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn confirm(&self, key: &TierKeyRef<'_>, now: i64) {
+        let mut map = self
+            .shard(&key.key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get_mut(key) {
             entry.checked = now;
         }
     }
 
     /// Drops the entry at `key`, if any.
-    pub(crate) fn forget(&self, key: &dyn KeyView) {
+    pub(crate) fn forget(&self, key: &TierKeyRef<'_>) {
         let mut book = self.book();
         self.remove(&mut book, key);
     }
@@ -422,13 +412,13 @@ impl MemoryTier {
     ) {
         let mut book = self.book();
         if size > book.limit {
-            self.remove(&mut book, key);
+            self.remove(&mut book, &TierKeyRef::from(key));
             return;
         }
         book.generation += 1;
         let generation = book.generation;
         let old = self
-            .shard(key)
+            .shard(&key.key)
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(
@@ -454,9 +444,9 @@ impl MemoryTier {
         self.evict(&mut book);
     }
 
-    fn remove(&self, book: &mut Book, key: &dyn KeyView) -> bool {
+    fn remove(&self, book: &mut Book, key: &TierKeyRef<'_>) -> bool {
         let removed = self
-            .shard(key)
+            .shard(&key.key)
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
@@ -475,7 +465,10 @@ impl MemoryTier {
             let Some((key, generation)) = book.order.pop_front() else {
                 break;
             };
-            let mut map = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
+            let mut map = self
+                .shard(&key.key)
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
             if map
                 .get(&key)
                 .is_some_and(|e| e.about.generation == generation)
@@ -499,7 +492,7 @@ impl MemoryTier {
         // Keep the order queue from growing without bound when keys are rewritten.
         if book.order.len() > 2 * book.entries + 64 {
             book.order.retain(|(k, g)| {
-                self.shard(k)
+                self.shard(&k.key)
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(k)
@@ -614,7 +607,7 @@ mod tests {
                 }
                 _ => panic!("a stale entry with its version"),
             }
-            tier.confirm(&key, micros(checked + trust));
+            tier.confirm(&TierKeyRef::from(&key), micros(checked + trust));
             assert!(fresh(checked + trust + trust - Duration::microseconds(1)));
             assert!(!fresh(checked + trust + trust));
             assert!(!matches!(
