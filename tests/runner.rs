@@ -1692,3 +1692,82 @@ async fn a_records_creation_date_is_the_runs_clock() {
         assert_eq!(record.header.expires, Some(at + chrono::Duration::days(1)));
     }
 }
+
+/// A hit the memory tier serves at once, before the run's asynchronous steps, is the
+/// same run as one those steps serve: its record in the flow run (states, map index,
+/// key, store and record), its key derived once per run (a key function is called
+/// once on a miss, on a hit, and on a held entry past its trust bound, which the store
+/// confirms), and in a flow run that persists, its `running` and `cached` history.
+#[tokio::test]
+async fn a_memory_tier_hit_is_recorded_like_any_hit() {
+    use cairn::backend::BackendExt;
+    use cairn::cache::{CachePolicy, INPUTS};
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let clock = Arc::new(cairn::ManualClock::new(a_friday()));
+    let keyed = counter();
+    let key_calls = keyed.clone();
+    let runs = counter();
+    let task = counted("tier_hit", &runs, |x: u64, _| Ok(x + 1))
+        .inputs(["x"])
+        .cache_policy(
+            INPUTS
+                + CachePolicy::key_fn(move |_| {
+                    key_calls.fetch_add(1, Ordering::SeqCst);
+                    Some("region-a".into())
+                }),
+        )
+        .result_storage(store.clone())
+        .clock(clock.clone());
+
+    let (plain, _home) = flow("tier_hit");
+    let run = plain
+        .clock(clock.clone())
+        .run((), |_| async {
+            let missed = task.run(1).await;
+            let held = task.run(1).await;
+            assert_eq!(count(&keyed), 2, "one key per run, the miss's too");
+            clock.advance(chrono::Duration::seconds(2));
+            let confirmed = task.run(1).await;
+            Ok::<_, TaskError>([missed, held, confirmed].map(|r| r.info().clone()))
+        })
+        .await;
+    let infos = run.value().unwrap();
+    assert_eq!(count(&runs), 1);
+    assert_eq!(count(&keyed), 3);
+    let states: Vec<&State> = infos.iter().map(|i| i.state()).collect();
+    assert_eq!(states, [&State::Completed, &State::Cached, &State::Cached]);
+    for (i, info) in infos.iter().enumerate() {
+        assert_eq!(info.map_index(), i as u64);
+        assert_eq!(info.states().len(), 3);
+        assert_eq!(info.cache_key(), infos[0].cache_key());
+        assert_eq!(info.cache_store(), Some(store.url()));
+        assert_eq!(info.cache_record(), infos[0].cache_record());
+    }
+    assert!(infos[0].cache_key().is_some());
+    assert_eq!(run.task_runs(), &infos[..]);
+
+    // The entry is held and fresh; a flow run that persists still writes the hit's
+    // history, so it is not served before the run's steps.
+    let (persisting, _home) = flow("tier_history");
+    let run = persisting
+        .result_store(store.clone())
+        .checkpointing(true)
+        .clock(clock.clone())
+        .run((), |_| async { task.call(1).await })
+        .await;
+    assert_eq!(run.value(), Some(&2));
+    assert_eq!(run.task_runs()[0].state(), &State::Cached);
+    assert_eq!(count(&runs), 1);
+    let prefix = format!("runs/v1/tier_history/{}/states/", run.id());
+    let mut history: Vec<String> = store
+        .backend()
+        .list_all(&prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key.as_str().rsplit('-').next().unwrap().to_owned())
+        .collect();
+    history.sort();
+    assert_eq!(history, ["cached", "running"]);
+}

@@ -38,6 +38,9 @@ struct Progress<'a, I, O> {
     /// instead of waiting ([`Progress::busy`] then says so).
     try_once: bool,
     busy: bool,
+    /// The cache key, when [`Progress::fresh_tier_hit`] derived it and found no value
+    /// to serve: the lookup takes it instead of deriving it again.
+    key: Option<std::result::Result<Option<Digest>, TaskError>>,
 }
 
 /// The key components a task's definition alone decides, and the id that stands for
@@ -137,28 +140,34 @@ async fn run_once<I: TaskInput, O: TaskOutput, R>(
         context: None,
         try_once,
         busy: false,
+        key: None,
     };
-    let result = progress.run().await;
+    let result = match progress.fresh_tier_hit() {
+        Some(value) => Ok((value, State::Cached)),
+        None => progress.run().await,
+    };
     if progress.busy {
         return None;
     }
-    let state = match &result {
-        Ok((_, state)) => state.clone(),
-        Err(e) => State::failed(e.to_string()),
+    let result = match result {
+        Ok((value, state)) => {
+            progress.enter(state);
+            Ok(value)
+        }
+        Err(e) => {
+            progress.enter(State::failed(e.to_string()));
+            Err(e)
+        }
     };
-    progress.enter(state.clone());
     if let Some(write) = progress.note_transition() {
         write.await;
     }
     tracing::info!(
-        "Task run '{}' - Finished in state {state}",
-        progress.info.name()
+        "Task run '{}' - Finished in state {}",
+        progress.info.name(),
+        progress.info.state()
     );
-    Some(finish(
-        &scope,
-        progress.info,
-        result.map(|(value, _)| value),
-    ))
+    Some(finish(&scope, progress.info, result))
 }
 
 impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
@@ -306,7 +315,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     /// Where this task run's result is recorded for resuming its flow run, when the
     /// flow run persists and the inputs can be hashed.
     fn resume_location(&self) -> Option<String> {
-        if self.scope.ephemeral || !self.scope.persisting() {
+        if !self.writes_history() {
             return None;
         }
         let identity =
@@ -326,7 +335,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     /// run's future would carry the room of that write, and every state a call of its
     /// own. Awaited where it is made (`if let Some(write) = ... { write.await }`).
     fn note_transition(&self) -> Option<Pin<Box<impl Future<Output = ()> + '_>>> {
-        if self.scope.ephemeral || !self.scope.persisting() {
+        if !self.writes_history() {
             return None;
         }
         Some(Box::pin(self.write_transition()))
@@ -831,15 +840,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             |this: &Self, e: HashError| this.error(TaskErrorKind::Hash, None, Error::from(e));
         let (statics, statics_id) = self.static_parts(policy)?;
         let mut key_fn_parts: Vec<(String, Digest)> = Vec::new();
-        // Kept on the stack for the usual handful of parts: no allocation per call.
-        let mut components: SmallVec<[(&str, Digest); 8]> = SmallVec::new();
-        components.extend(statics.iter().map(|(n, d)| (n.as_str(), *d)));
+        // The components a run adds to its definition's; kept on the stack for the
+        // usual handful of parts: no allocation per call.
+        let mut added: SmallVec<[(&str, Digest); 4]> = SmallVec::new();
         // The namespace may come from the flow, so it is added per run.
         if let Some(ns) = self.namespace() {
-            components.push(("namespace", crate::cache::hashing::hash_str(ns)));
+            added.push(("namespace", crate::cache::hashing::hash_str(ns)));
         }
         if policy.uses_run_id() {
-            components.push(("run_id", self.scope.run_id_digest()));
+            added.push(("run_id", self.scope.run_id_digest()));
         }
         if policy.uses_parameters() {
             let digests = self
@@ -852,7 +861,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 .collect();
             let digest =
                 crate::cache::hashing::hash_value(&selected).map_err(|e| hash_error(self, e))?;
-            components.push(("flow_parameters", digest));
+            added.push(("flow_parameters", digest));
         }
         // Each input as its short encoding or its digest: a short input seen lately is
         // never hashed (see `InputPart`).
@@ -916,16 +925,101 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 None => return Ok(None),
             }
         }
-        components.extend(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)));
-        // The definition's own list stands for the components when nothing was added.
-        let list = (components.len() == statics.len()).then_some(statics_id);
-        crate::cache::hashing::key_from_input_parts(&mut components, list, &inputs)
-            .map(Some)
-            .map_err(|e| hash_error(self, e))
+        let key = if added.is_empty() && key_fn_parts.is_empty() {
+            // The definition's own list, known by its id: not copied, and not even
+            // read when this thread looked it up last.
+            crate::cache::hashing::key_from_input_parts(statics, Some(statics_id), &inputs)
+        } else {
+            let components: SmallVec<[(&str, Digest); 8]> = statics
+                .iter()
+                .map(|(n, d)| (n.as_str(), *d))
+                .chain(added)
+                .chain(key_fn_parts.iter().map(|(n, d)| (n.as_str(), *d)))
+                .collect();
+            crate::cache::hashing::key_from_input_parts(&components, None, &inputs)
+        };
+        key.map(Some).map_err(|e| hash_error(self, e))
+    }
+
+    /// The value the memory tier serves as it is (confirmed by the store within its
+    /// trust bound), found before and without the run's asynchronous steps, which then
+    /// have nothing left to do but finish the run as `Cached`. Only a run those steps
+    /// would take straight to the memory tier is served here: no target, no history
+    /// written, no lease, no refresh, its cache store open. `None` leaves the run as it
+    /// was, with its cache key kept for the lookup.
+    fn fresh_tier_hit(&mut self) -> Option<O> {
+        let def = self.def;
+        let scope = self.scope;
+        if def.invalid.is_some()
+            || def.problem.is_some()
+            || def.target.is_some()
+            || !def.memory_tier
+            || def.serialize
+            || self.try_once
+            || scope.resuming
+            || self.writes_history()
+            || self.refresh_cache()
+        {
+            return None;
+        }
+        let policy = def.cache_policy.as_ref().filter(|p| !p.is_none())?;
+        // The store's URL is all the tier needs: a task's serializer does not change it.
+        let store = match (&def.cache_store, &def.store) {
+            (Some(store), _) | (None, Some(store)) => store,
+            (None, None) => scope.cached_default_store()?,
+        };
+        let key = match self.cache_key(policy) {
+            Ok(Some(key)) => key,
+            other => {
+                self.key = Some(other);
+                return None;
+            }
+        };
+        let now = scope.clock.now_micros();
+        let tier_key = TierKeyRef {
+            store: store.url(),
+            key,
+        };
+        match MemoryTier::global().lookup_at::<O>(&tier_key, now, self.revalidate_after()) {
+            Some(TierHit::Fresh(value)) => {
+                self.enter(State::Running);
+                self.info.cache = Some(CacheRef::new(
+                    key,
+                    self.namespace_copy(),
+                    thread_copy(store.url_arc()),
+                ));
+                Some(value)
+            }
+            // Not held, or held longer than the bound: the lookup asks the store.
+            _ => {
+                self.key = Some(Ok(Some(key)));
+                None
+            }
+        }
+    }
+
+    /// Whether the run's states and result are written to its flow run's history (for
+    /// resuming): the flow run persists and is not one of a task called on its own.
+    fn writes_history(&self) -> bool {
+        !self.scope.ephemeral && self.scope.persisting()
+    }
+
+    /// Whether this run replaces its cache record instead of looking it up.
+    fn refresh_cache(&self) -> bool {
+        self.scope.overwrite_cache
+            || self
+                .def
+                .refresh_cache
+                .or(self.scope.settings.refresh_cache)
+                .unwrap_or(false)
     }
 
     async fn lookup(&mut self, policy: &CachePolicy) -> std::result::Result<Lookup<O>, TaskError> {
-        let Some(key) = self.cache_key(policy)? else {
+        let derived = match self.key.take() {
+            Some(derived) => derived,
+            None => self.cache_key(policy),
+        };
+        let Some(key) = derived? else {
             return Ok(Lookup::Miss(None));
         };
         let store = self.cache_store().await?;
@@ -938,12 +1032,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             store: store.url_arc().clone(),
             key,
         };
-        let refresh = self.scope.overwrite_cache
-            || self
-                .def
-                .refresh_cache
-                .or(self.scope.settings.refresh_cache)
-                .unwrap_or(false);
+        let refresh = self.refresh_cache();
         let guard = if self.def.serialize {
             Some(key_lock(&tier_key()).lock_owned().await)
         } else {

@@ -160,17 +160,17 @@ impl KeyHasher {
 
     /// The key.
     pub fn finish(&self) -> Digest {
-        let mut components: Vec<(&str, Digest)> = self
-            .components
-            .iter()
-            .map(|(n, d)| (n.as_str(), *d))
-            .collect();
         let inputs: Vec<(&str, InputPart)> = self
             .inputs
             .iter()
             .map(|(n, d)| (n.as_str(), InputPart::from(*d)))
             .collect();
-        key_from_input_parts(&mut components, None, &inputs).expect("map keys are distinct")
+        let components: Vec<(&str, Digest)> = self
+            .components
+            .iter()
+            .map(|(n, d)| (n.as_str(), *d))
+            .collect();
+        key_from_input_parts(&components, None, &inputs).expect("map keys are distinct")
     }
 }
 
@@ -185,24 +185,26 @@ impl KeyHasher {
 ///
 /// # Errors
 /// [`HashError`] naming the name that appears twice in one list.
-pub(crate) fn key_from_input_parts<N: AsRef<str>>(
-    components: &mut [(&str, Digest)],
+pub(crate) fn key_from_input_parts<C: AsRef<str>, N: AsRef<str>>(
+    components: &[(C, Digest)],
     list: Option<super::key_memo::ListId>,
     inputs: &[(N, InputPart)],
 ) -> Result<Digest, HashError> {
     super::key_memo::key_for(components, list, inputs, |components, inputs| {
+        let mut components: SmallVec<[(&str, Digest); 8]> =
+            components.iter().map(|(n, d)| (n.as_ref(), *d)).collect();
         let mut digests: SmallVec<[(&str, Digest); 4]> = inputs
             .iter()
             .map(|(n, p)| (n.as_ref(), p.digest()))
             .collect();
-        derive_key(components, &mut digests)
+        derive_key(&mut components, &mut digests)
     })
 }
 
 /// [`key_from_input_parts`] with every input given by its digest.
 #[cfg(test)]
 fn key_from_parts(
-    components: &mut [(&str, Digest)],
+    components: &[(&str, Digest)],
     inputs: &[(&str, Digest)],
 ) -> Result<Digest, HashError> {
     let parts: SmallVec<[(&str, InputPart); 4]> = inputs
@@ -354,10 +356,10 @@ mod tests {
             let inputs = vec![(pick(1), digest(round % 5))];
             components.dedup_by_key(|(n, _)| *n);
             let derived = derive_key(&mut components.clone(), &mut inputs.clone());
-            let first = key_from_parts(&mut components.clone(), &inputs.clone());
+            let first = key_from_parts(&components, &inputs.clone());
             components.reverse();
-            let again = key_from_parts(&mut components.clone(), &inputs.clone());
-            let remembered = key_from_parts(&mut components, &inputs);
+            let again = key_from_parts(&components, &inputs.clone());
+            let remembered = key_from_parts(&components, &inputs);
             match derived {
                 Ok(key) => {
                     assert_eq!(first.unwrap(), key, "round {round}");
@@ -368,21 +370,21 @@ mod tests {
             }
         }
         let d = digest(1);
-        let split_a = key_from_parts(&mut [("ab", d), ("c", d)], &[]).unwrap();
-        let split_b = key_from_parts(&mut [("a", d), ("bc", d)], &[]).unwrap();
+        let split_a = key_from_parts(&[("ab", d), ("c", d)], &[]).unwrap();
+        let split_b = key_from_parts(&[("a", d), ("bc", d)], &[]).unwrap();
         assert_ne!(split_a, split_b);
         // Written out without their lengths, these two lists would read the same.
         let x = Digest::from_bytes([b'x'; 32]);
         let long = format!("a{}", "x".repeat(32));
         let tail = format!("{}b", "x".repeat(32));
-        let one = key_from_parts(&mut [("a", x), (&tail, x)], &[]).unwrap();
-        let other = key_from_parts(&mut [(&long, x), ("b", x)], &[]).unwrap();
+        let one = key_from_parts(&[("a", x), (&tail, x)], &[]).unwrap();
+        let other = key_from_parts(&[(&long, x), ("b", x)], &[]).unwrap();
         assert_ne!(one, other);
         assert_eq!(
             other,
             derive_key(&mut [(&long, x), ("b", x)], &mut []).unwrap()
         );
-        let as_input = key_from_parts(&mut [("ab", d)], &[("c", d)]).unwrap();
+        let as_input = key_from_parts(&[("ab", d)], &[("c", d)]).unwrap();
         assert_ne!(split_a, as_input, "a component is not an input");
         assert_eq!(
             split_a,
@@ -405,9 +407,9 @@ mod tests {
             )
             .unwrap();
             let by_part =
-                || key_from_input_parts(&mut [("task_source", source)], None, &[("input", part)]);
+                || key_from_input_parts(&[("task_source", source)], None, &[("input", part)]);
             let by_digest =
-                || key_from_parts(&mut [("task_source", source)], &[("input", value_digest)]);
+                || key_from_parts(&[("task_source", source)], &[("input", value_digest)]);
             let keys = if n % 2 == 0 {
                 [by_part(), by_digest(), by_part()]
             } else {
@@ -423,11 +425,11 @@ mod tests {
     fn failures_are_not_remembered_and_the_memo_stays_bounded() {
         let d = digest(2);
         for _ in 0..3 {
-            let err = key_from_parts(&mut [("x", d)], &[("i", d), ("i", d)]).unwrap_err();
+            let err = key_from_parts(&[("x", d)], &[("i", d), ("i", d)]).unwrap_err();
             assert_eq!(err.input(), Some("i"));
         }
         for n in 0..(2 * super::super::key_memo::CAPACITY as u64 + 10) {
-            key_from_parts(&mut [("task_source", d)], &[("input", digest(n))]).unwrap();
+            key_from_parts(&[("task_source", d)], &[("input", digest(n))]).unwrap();
             assert!(super::super::key_memo::remembered() <= super::super::key_memo::CAPACITY);
         }
     }

@@ -180,14 +180,14 @@ fn varint(out: &mut Vec<u8>, mut n: usize) {
     out.push(n as u8);
 }
 
-/// The key of these parts: remembered, or made by `derive` (which may reorder the
-/// parts) and remembered when it succeeds. `list`, when given, stands for exactly
-/// these components (see [`ListId`]).
-pub(super) fn key_for<N: AsRef<str>, E>(
-    components: &mut [(&str, Digest)],
+/// The key of these parts: remembered, or made by `derive` and remembered when it
+/// succeeds. `list`, when given, stands for exactly these components (see
+/// [`ListId`]).
+pub(super) fn key_for<C: AsRef<str>, N: AsRef<str>, E>(
+    components: &[(C, Digest)],
     list: Option<ListId>,
     inputs: &[(N, InputPart)],
-    derive: impl FnOnce(&mut [(&str, Digest)], &[(N, InputPart)]) -> Result<Digest, E>,
+    derive: impl FnOnce(&[(C, Digest)], &[(N, InputPart)]) -> Result<Digest, E>,
 ) -> Result<Digest, E> {
     MEMO.with(|memo| {
         // Re-entered (a key derived while one is being derived): no memo.
@@ -200,7 +200,8 @@ pub(super) fn key_for<N: AsRef<str>, E>(
             _ => {
                 memo.parts.clear();
                 varint(&mut memo.parts, components.len());
-                for (name, digest) in &*components {
+                for (name, digest) in components {
+                    let name = name.as_ref();
                     varint(&mut memo.parts, name.len());
                     memo.parts.extend_from_slice(name.as_bytes());
                     memo.parts.extend_from_slice(&digest.0);
@@ -275,8 +276,7 @@ mod tests {
         inputs: &[(&str, InputPart)],
         derived: &mut u32,
     ) -> Digest {
-        let mut components = components.to_vec();
-        key_for(&mut components, list, inputs, |c, i| {
+        key_for(components, list, inputs, |c, i| {
             *derived += 1;
             Ok::<_, ()>(made(c, i))
         })
