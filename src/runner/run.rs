@@ -41,6 +41,9 @@ struct Progress<'a, I, O> {
     /// The cache key, when [`Progress::fresh_tier_hit`] derived it and found no value
     /// to serve: the lookup takes it instead of deriving it again.
     key: Option<std::result::Result<Option<Digest>, TaskError>>,
+    /// [`Progress::fresh_tier_hit`] found the memory tier holding nothing for the key:
+    /// the lookup goes straight to the store.
+    tier_missed: bool,
 }
 
 /// The key components a task's definition alone decides, and the id that stands for
@@ -141,6 +144,7 @@ async fn run_once<I: TaskInput, O: TaskOutput, R>(
         try_once,
         busy: false,
         key: None,
+        tier_missed: false,
     };
     let result = match progress.fresh_tier_hit() {
         Some(value) => Ok((value, State::Cached)),
@@ -990,9 +994,15 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 ));
                 Some(value)
             }
-            // Not held, or held longer than the bound: the lookup asks the store.
-            _ => {
+            // Held longer than the bound: the lookup asks the store for its version.
+            Some(TierHit::Stale { .. }) => {
                 self.key = Some(Ok(Some(key)));
+                None
+            }
+            // Not held: the lookup reads the record.
+            None => {
+                self.key = Some(Ok(Some(key)));
+                self.tier_missed = true;
                 None
             }
         }
@@ -1044,7 +1054,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             self.namespace_copy(),
             thread_copy(store.url_arc()),
         ));
-        if !refresh && self.def.memory_tier {
+        if !refresh && self.def.memory_tier && !self.tier_missed {
             let now = self.scope.clock.now_micros();
             if let Some(value) = self.tier_hit(&store, &key_ref, now).await {
                 return Ok(Lookup::Hit(value));
