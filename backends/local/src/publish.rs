@@ -2,14 +2,14 @@
 //!
 //! On Linux the file is staged without a name (`O_TMPFILE` in the destination's
 //! directory) and given its name by one `linkat(2)` of its descriptor once it is
-//! complete (through `/proc/self/fd` where the kernel refuses that): atomic,
-//! refused with `EEXIST` when the name is taken, and a writer killed before it leaves
-//! nothing behind. Where unnamed files are not available (another system, a
-//! filesystem without `O_TMPFILE`, neither way of linking one), the file is staged under a hidden name
-//! and published by one `renameat2(RENAME_NOREPLACE)`, refused the same way; a
-//! filesystem without that flag (`EINVAL`, as on some network filesystems) falls back
-//! to `link(2)`, which refuses an existing destination just the same; the staged name
-//! is then removed by its owner.
+//! complete (through `/proc/self/fd` where the kernel refuses that): atomic, refused
+//! with `EEXIST` when the name is taken, and a writer killed before it leaves nothing
+//! behind. Where unnamed files are not available (another system, a filesystem
+//! without `O_TMPFILE`, neither way of linking one), the file is staged under a
+//! hidden name and published by one `renameat2(RENAME_NOREPLACE)`, refused the same
+//! way; a filesystem without that flag (`EINVAL`, as on some network filesystems)
+//! falls back to `link(2)`, which refuses an existing destination just the same; the
+//! staged name is then removed by its owner.
 
 use std::ffi::CStr;
 use std::fs::File;
