@@ -29,6 +29,14 @@ impl Encoder<'static> {
         }
     }
 
+    /// Empties the buffer, keeping its memory.
+    pub(super) fn clear(&mut self) {
+        match &mut self.sink {
+            Sink::Buffer(buffer) => buffer.clear(),
+            Sink::Hasher(_) | Sink::Prefix(_) => unreachable!("a buffer encoder"),
+        }
+    }
+
     pub(super) fn buffered(&self) -> &[u8] {
         match &self.sink {
             Sink::Buffer(buffer) => buffer,

@@ -120,6 +120,34 @@ struct KeyMemo {
     keys: FxMap<MemoKey, Digest>,
     /// The parts being looked up, written out.
     parts: Vec<u8>,
+    /// What deriving a key of the components numbered here last kept (see
+    /// [`HeadSlot`]).
+    head: Option<(u32, blake3::Hasher)>,
+}
+
+/// Where a key's derivation keeps, for the list of components numbered `number`, the
+/// hasher that has taken in everything the key's encoding writes before its inputs:
+/// a key derived for the same list again (another input of the same task) starts from
+/// it. A number stands for one list only ([`ListId`] and the numbering above), and the
+/// slot is emptied with the maps.
+pub(super) struct HeadSlot<'m> {
+    pub(super) number: u32,
+    pub(super) slot: &'m mut Option<(u32, blake3::Hasher)>,
+}
+
+impl HeadSlot<'_> {
+    /// The hasher kept for this slot's list, if it is the one kept.
+    pub(super) fn kept(&self) -> Option<&blake3::Hasher> {
+        match &*self.slot {
+            Some((n, hasher)) if *n == self.number => Some(hasher),
+            _ => None,
+        }
+    }
+
+    /// Keeps `hasher` for this slot's list.
+    pub(super) fn keep(self, hasher: &blake3::Hasher) {
+        *self.slot = Some((self.number, hasher.clone()));
+    }
 }
 
 impl KeyMemo {
@@ -149,6 +177,7 @@ impl KeyMemo {
             self.prefixes.clear();
             self.last_number = None;
             self.last_id = None;
+            self.head = None;
             self.next_prefix = 0;
         } else if self.prefixes.len() >= PREFIXES {
             self.prefixes.clear();
@@ -187,12 +216,12 @@ pub(super) fn key_for<C: AsRef<str>, N: AsRef<str>, E>(
     components: &[(C, Digest)],
     list: Option<ListId>,
     inputs: &[(N, InputPart)],
-    derive: impl FnOnce(&[(C, Digest)], &[(N, InputPart)]) -> Result<Digest, E>,
+    derive: impl FnOnce(&[(C, Digest)], &[(N, InputPart)], Option<HeadSlot<'_>>) -> Result<Digest, E>,
 ) -> Result<Digest, E> {
     MEMO.with(|memo| {
         // Re-entered (a key derived while one is being derived): no memo.
         let Ok(mut memo) = memo.try_borrow_mut() else {
-            return derive(components, inputs);
+            return derive(components, inputs, None);
         };
         let memo = &mut *memo;
         let prefix = match (list, memo.last_number) {
@@ -225,7 +254,11 @@ pub(super) fn key_for<C: AsRef<str>, N: AsRef<str>, E>(
         if let Some(key) = memo.keys.get(memo.parts.as_slice()) {
             return Ok(*key);
         }
-        let key = derive(components, inputs)?;
+        let head = HeadSlot {
+            number: prefix,
+            slot: &mut memo.head,
+        };
+        let key = derive(components, inputs, Some(head))?;
         if memo.keys.len() >= CAPACITY {
             memo.keys.clear();
         }
@@ -276,7 +309,7 @@ mod tests {
         inputs: &[(&str, InputPart)],
         derived: &mut u32,
     ) -> Digest {
-        key_for(components, list, inputs, |c, i| {
+        key_for(components, list, inputs, |c, i, _| {
             *derived += 1;
             Ok::<_, ()>(made(c, i))
         })
@@ -451,7 +484,12 @@ mod tests {
         }
         // When the numbers run out, both maps are emptied: a number given again finds
         // no key of the list it stood for before.
-        MEMO.with(|m| m.borrow_mut().next_prefix = u32::MAX - 2);
+        // A hasher kept for a number given before (see `HeadSlot`) must not outlive it.
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            m.next_prefix = u32::MAX - 2;
+            m.head = Some((1, blake3::Hasher::new()));
+        });
         for n in 0..6 {
             let key = look_up(&list(1000 + n), &[("x", part)], &mut derived);
             assert_eq!(key, made(&list(1000 + n), &[("x", part)]), "{n}");
@@ -460,6 +498,10 @@ mod tests {
             let m = m.borrow();
             assert!(m.next_prefix < 10, "numbering started again");
             assert!(m.keys.len() <= 6, "the keys of old numbers are gone");
+            assert!(
+                m.head.is_none(),
+                "the hasher kept for an old number is gone"
+            );
         });
         for n in 0..6 {
             let key = look_up(&list(1000 + n), &[("x", part)], &mut derived);
