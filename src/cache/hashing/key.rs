@@ -245,8 +245,8 @@ fn derive_key(
 /// The key's encoding hashed: its head (the tuple's start and the components), then
 /// the inputs. The head is the same for every key of one list of components, so the
 /// hasher that took it in is kept in `head` and a later key of the same list starts
-/// from a copy of it: about three of a key's four or five BLAKE3 blocks, and the
-/// components' encoding, are not done again. BLAKE3 taken in piece by piece gives the
+/// from a copy of it: the head's BLAKE3 blocks (all but the last, partial one) and the
+/// components' encoding are not done again. BLAKE3 taken in piece by piece gives the
 /// digest of the whole.
 fn encode_key(
     encoder: &mut Encoder<'static>,
