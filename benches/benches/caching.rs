@@ -16,8 +16,8 @@
 //! `CAIRN_BENCH_MAX_ENTRIES` (the largest store of the scaling section, default
 //! 100000; `1000000` adds a 1M row, about 4 GB of small files and a few minutes to fill).
 //!
-//! `CAIRN_BENCH_PROFILE=memory-hit|local-hit|flow-memory|flow-local|local-miss|memory-miss` runs only that
-//! case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds, for `perf record`
+//! `CAIRN_BENCH_PROFILE=memory-hit|memory-hit-spread|local-hit|flow-memory|flow-local|local-miss|memory-miss`
+//! runs only that case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds, for `perf record`
 //! or `valgrind --tool=callgrind`, and prints its CPU time per call in user space and in
 //! the kernel; `local-hit` then runs its baseline (`std::fs::read` + BLAKE3 of the same
 //! record files) for as long, split the same way.
@@ -1815,6 +1815,21 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
     let runs = Arc::new(AtomicU64::new(0));
     let task = match case {
         "memory-hit" | "flow-memory" => add_one(&runs),
+        "memory-hit-spread" => {
+            // Memory-tier hits on 100,000 entries taken in turn, trusted for the whole
+            // run (no store is asked): no key is in the thread's key memo (4,096
+            // keys), so each hit derives its key.
+            let task = add_one(&runs).memory_tier_revalidate_after(Duration::from_secs(24 * 3600));
+            populate(&task, 0..100_000, 64).await;
+            let start = Instant::now();
+            let cpu = cpu_times();
+            let mut calls = 0u64;
+            while start.elapsed() < secs {
+                time_calls_in_flow(&task, &cycling(100_000, 100_000)).await;
+                calls += 100_000;
+            }
+            return report_profile(case, calls, start, cpu);
+        }
         "local-hit" | "flow-local" => add_one(&runs)
             .result_storage(ResultStore::local(dir.join("profile")).unwrap())
             .memory_tier(false),
@@ -1835,7 +1850,7 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         }
         other => {
             eprintln!(
-                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, local-hit, flow-memory, flow-local, local-miss, memory-miss"
+                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, memory-hit-spread, local-hit, flow-memory, flow-local, local-miss, memory-miss"
             );
             return;
         }

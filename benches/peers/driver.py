@@ -483,6 +483,9 @@ def main():
     binary = os.path.abspath(sys.argv[1])
     only = os.environ.get("CAIRN_PEERS_ONLY", "joblib,flytekit,prefect").split(",")
     base = os.environ.get("CAIRN_BENCH_DIR") or None
+    if base is not None and not os.path.isdir(base):
+        print(f"cairn: CAIRN_BENCH_DIR={base} is not a directory; make it first", file=sys.stderr)
+        return 2
     root = tempfile.mkdtemp(prefix="cairn-peers-", dir=base)
     py313 = os.path.join(PEERS_DIR, "py313-venv")
     venvs = {"joblib": py313, "prefect": py313, "flytekit": os.path.join(PEERS_DIR, "flytekit-venv")}
