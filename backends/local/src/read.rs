@@ -23,9 +23,7 @@ pub(crate) const PARALLEL_READ_MIN: usize = 8 << 20;
 /// page cache: two threads read in 28–35 ms and hash in 10 more, where one thread read
 /// in 50–67 ms, or in about 55 with the hashing of each piece beside it on the other
 /// core: copying into fresh memory, its page faults included, is the larger cost, and it
-/// shares out across cores as well as the hashing does. Its buffer asks for huge pages
-/// ([`ask_for_huge_pages`]): on a 2-core AMD VM whose BLAKE3 runs no faster than its
-/// reads, that took a verified 256 MiB read from 0.76–0.79 of a raw read to 1.08–1.10.
+/// shares out across cores as well as the hashing does.
 pub(crate) fn read_inspected(
     file: &mut File,
     start: u64,
@@ -44,9 +42,6 @@ pub(crate) fn read_inspected(
 pub(crate) fn read_range(file: &mut File, start: u64, len: usize) -> io::Result<Bytes> {
     let mut buf: Vec<u8> = Vec::with_capacity(len);
     let dst = &mut buf.spare_capacity_mut()[..len];
-    if len >= PARALLEL_READ_MIN {
-        ask_for_huge_pages(dst);
-    }
     let threads = read_threads(len);
     if threads <= 1 {
         read_exact_uninit(file, dst, start)?;
@@ -76,29 +71,6 @@ pub(crate) fn read_range(file: &mut File, start: u64, len: usize) -> io::Result<
     // failure returned above).
     unsafe { buf.set_len(len) };
     Ok(Bytes::from(buf))
-}
-
-/// Asks the kernel to back `buf` with transparent huge pages where it can (Linux, with
-/// THP set to `madvise` or `always`): a fresh buffer's pages are then faulted in 2 MiB
-/// at a time, one fault where there were 512. Only a hint: where it is refused, the
-/// buffer is faulted in as before.
-fn ask_for_huge_pages(buf: &mut [MaybeUninit<u8>]) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let start = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE);
-        let end = (buf.as_mut_ptr() as usize + buf.len()) & !(PAGE - 1);
-        if end > start {
-            // SAFETY: the range lies within `buf`, a live allocation this function
-            // borrows mutably; `MADV_HUGEPAGE` changes how its pages are backed, never
-            // their contents (none yet: the buffer is read into next).
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
 }
 
 /// How many threads read `len` bytes: one below [`PARALLEL_READ_MIN`], else one per
@@ -196,7 +168,6 @@ unsafe fn assume_init(bytes: &[MaybeUninit<u8>]) -> &[u8] {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::path::Path;
 
     fn file_of(bytes: &[u8]) -> (tempfile::NamedTempFile, File) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -274,48 +245,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = read_short(&File::open(dir.path()).unwrap()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
-    }
-
-    /// The `VmFlags` of the mapping of this process that holds `addr`.
-    #[cfg(target_os = "linux")]
-    fn vm_flags_at(addr: usize) -> String {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut inside = false;
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().unwrap_or("");
-            if let Some((a, b)) = range.split_once('-') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-                {
-                    inside = a <= addr && addr < b;
-                    continue;
-                }
-            }
-            if inside {
-                if let Some(flags) = line.strip_prefix("VmFlags:") {
-                    return flags.to_owned();
-                }
-            }
-        }
-        panic!("no mapping holds {addr:#x}");
-    }
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn a_large_reads_buffer_asks_for_huge_pages() {
-        // A kernel without transparent huge pages refuses the hint; there is nothing to see.
-        if !Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            return;
-        }
-        let data = pattern(PARALLEL_READ_MIN + 12_345);
-        let (_keep, mut file) = file_of(&data);
-        let got = read_range(&mut file, 0, data.len()).unwrap();
-        assert!(got == data);
-        let middle = got.as_ptr() as usize + got.len() / 2;
-        let flags = vm_flags_at(middle);
-        assert!(
-            flags.split_whitespace().any(|f| f == "hg"),
-            "the buffer's mapping is not marked for huge pages: {flags}"
-        );
     }
 
     #[test]
