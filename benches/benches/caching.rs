@@ -17,10 +17,10 @@
 //! 100000; `1000000` adds a 1M row, about 4 GB of small files and a few minutes to fill).
 //!
 //! `CAIRN_BENCH_PROFILE=memory-hit|memory-hit-spread|local-hit|flow-memory|flow-local|local-miss|memory-miss`
-//! runs only that case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds, for `perf record`
-//! or `valgrind --tool=callgrind`, and prints its CPU time per call in user space and in
-//! the kernel; `local-hit` then runs its baseline (`std::fs::read` + BLAKE3 of the same
-//! record files) for as long, split the same way.
+//! runs only that case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds,
+//! for `perf record` or `valgrind --tool=callgrind`, and prints its CPU time per call in
+//! user space and in the kernel; `local-hit` then runs its baseline (`std::fs::read` +
+//! BLAKE3 of the same record files) for as long, split the same way.
 //!
 //! Every call is timed on its own with `Instant`; the figures are the median and the
 //! 95th percentile (p99 and mean alongside). This is a report, not a test: a missed
