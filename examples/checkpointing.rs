@@ -96,12 +96,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let record = result.read_record::<u64>(location).await?;
     println!(
         "\nclass_task's checkpoint is a verified record: value {}, task {:?}, type {:?}, \
-         {} payload bytes, BLAKE3 {}…",
+         {} payload bytes, checksum {}",
         record.value,
         record.header.task.as_deref().unwrap_or("?"),
         record.header.output_type.as_deref().unwrap_or("?"),
         record.header.payload_len,
-        &record.header.payload_blake3[..16]
+        record.header.payload_checksum
     );
     assert_eq!(record.value, 42);
 

@@ -270,3 +270,106 @@ async fn prune_aborts_old_open_uploads_on_s3_and_keeps_young_ones() {
     );
     assert!(open().await.is_empty());
 }
+
+/// Records of other format versions: an older one this cairn still reads (format 2,
+/// its payload checked by BLAKE3) is kept and verifies; one it no longer reads
+/// (format 0) is obsolete, and prune removes it; one a newer cairn wrote (format 9, or
+/// under a newer layout) is left alone by prune and by `verify --delete-corrupt`,
+/// which reports it; a damaged current record is deleted by the latter.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_of_older_formats_are_pruned_and_newer_ones_left_alone() {
+    let store = ResultStore::memory();
+    let current = "cache/v1/default/aa/aa01";
+    store
+        .write_record(current, &1, RecordInfo::default(), PutMode::Create)
+        .await
+        .unwrap();
+    let bytes = store.read_bytes(current).await.unwrap();
+    let (mut header, payload) = cairn::record::decode(bytes.clone()).unwrap();
+    header.payload_checksum =
+        cairn::record::PayloadChecksum::Blake3(blake3::hash(&payload).to_hex().to_string());
+    let v2 = cairn::record::encode_header(&header, payload).into_contiguous();
+    assert_eq!(v2[8..10], 2u16.to_le_bytes());
+    let relabelled = |version: u16| {
+        let mut b = bytes.to_vec();
+        b[8..10].copy_from_slice(&version.to_le_bytes());
+        bytes::Bytes::from(b)
+    };
+    let mut damaged = bytes.to_vec();
+    *damaged.last_mut().unwrap() ^= 1;
+    let objects = [
+        ("cache/v1/default/bb/bb02", v2),
+        ("cache/v1/default/cc/cc00", relabelled(0)),
+        ("cache/v1/default/dd/dd09", relabelled(9)),
+        ("cache/v2/default/ee/ee01", bytes.clone()),
+        ("cache/v1/default/ff/ffdd", bytes::Bytes::from(damaged)),
+    ];
+    for (path, b) in &objects {
+        store
+            .write_bytes(path, b.clone(), PutMode::Create)
+            .await
+            .unwrap();
+    }
+
+    let m = Maintenance::new(&store);
+    let listed: Vec<_> = m.list(&Filter::default()).try_collect().await.unwrap();
+    let problem = |path: &str| {
+        let e = listed.iter().find(|e| e.path == path).unwrap();
+        (e.obsolete, e.problem.clone())
+    };
+    assert_eq!(problem(current), (false, None));
+    assert_eq!(problem("cache/v1/default/bb/bb02"), (false, None));
+    assert_eq!(
+        problem("cache/v1/default/cc/cc00"),
+        (true, Some("record format version 0, no longer read".into()))
+    );
+    assert_eq!(
+        problem("cache/v1/default/dd/dd09"),
+        (
+            false,
+            Some("record format version 9, newer than this cairn reads (3): left alone".into())
+        )
+    );
+    assert!(!problem("cache/v2/default/ee/ee01").0);
+
+    let pruned = m.prune(&PruneOptions::default()).await.unwrap();
+    let removed: Vec<_> = pruned
+        .removed
+        .iter()
+        .map(|r| (r.path.as_str(), r.reason))
+        .collect();
+    assert_eq!(
+        removed,
+        [("cache/v1/default/cc/cc00", RemovalReason::Obsolete)]
+    );
+
+    let report = m.verify(&Filter::default(), true).await.unwrap();
+    let problems: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.deleted))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("cache/v1/default/dd/dd09", false),
+            ("cache/v1/default/ff/ffdd", true),
+        ]
+    );
+    assert!(report.problems[0].reason.contains("newer than this cairn"));
+    assert_eq!(
+        report.problems[1].reason,
+        "payload checksum (xxh3-128) mismatch"
+    );
+    for path in [
+        current,
+        "cache/v1/default/bb/bb02",
+        "cache/v1/default/dd/dd09",
+        "cache/v2/default/ee/ee01",
+    ] {
+        assert!(store.exists(path).await.unwrap(), "{path} was removed");
+    }
+    assert!(!store.exists("cache/v1/default/ff/ffdd").await.unwrap());
+    let v2_read: cairn::Record<i32> = store.read_record("cache/v1/default/bb/bb02").await.unwrap();
+    assert_eq!(v2_read.value, 1);
+}

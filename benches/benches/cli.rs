@@ -50,7 +50,7 @@ fn record_bytes(i: usize) -> Bytes {
         expires: None,
         serializer: "json".into(),
         payload_len: payload.len() as u64,
-        payload_blake3: record::digest(&payload).to_hex().to_string(),
+        payload_checksum: record::PayloadChecksum::of(&payload),
         key_components: Default::default(),
         task: Some(format!("task{}", i % 16)),
         output_type: Some("Vec<u64>".into()),

@@ -408,7 +408,7 @@ fn write_shown(out: &mut Out, s: &Shown, now: DateTime<Utc>) -> Result<(), Failu
         )?;
         writeln!(out, "serializer:  {}", h.serializer)?;
         writeln!(out, "length:      {} bytes", units::count(h.payload_len))?;
-        writeln!(out, "blake3:      {}", h.payload_blake3)?;
+        writeln!(out, "checksum:    {}", h.payload_checksum)?;
         writeln!(
             out,
             "created:     {} ({})",

@@ -7,48 +7,48 @@ use common::{cairn, sorted_body, sorted_removals, stable_json, stderr, stdout, T
 
 const LS_CACHE: &str = "\
 KIND       TASK             KEY                SIZE CREATED          EXPIRES          PATH
-cache      a                a1000000000…      289 B 2 days ago       never            cache/v1/default/a1/a1000000000000000001
-cache      a                a2000000000…      290 B 2 days ago       never            cache/v1/default/a2/a2000000000000000002
-cache      a                e1000000000…      310 B 2 days ago       expired          cache/v1/default/e1/e1000000000000000001
-cache      b                b1000000000…      291 B 2 days ago       never            cache/v1/other/b1/b1000000000000000001
+cache      a                a1000000000…      255 B 2 days ago       never            cache/v1/default/a1/a1000000000000000001
+cache      a                a2000000000…      256 B 2 days ago       never            cache/v1/default/a2/a2000000000000000002
+cache      a                e1000000000…      276 B 2 days ago       expired          cache/v1/default/e1/e1000000000000000001
+cache      b                b1000000000…      257 B 2 days ago       never            cache/v1/other/b1/b1000000000000000001
 ";
 
-const LS_CACHE_JSON: &str = r#"{"created":"2026-01-01T00:00:00Z","expires":"2026-01-02T00:00:00Z","flow":null,"key":"e1000000000000000001","kind":"cache","modified":"<modified>","namespace":"default","obsolete":false,"path":"cache/v1/default/e1/e1000000000000000001","run_id":null,"size":310,"task":"a"}
-{"created":"2026-01-01T00:00:00Z","expires":null,"flow":null,"key":"a1000000000000000001","kind":"cache","modified":"<modified>","namespace":"default","obsolete":false,"path":"cache/v1/default/a1/a1000000000000000001","run_id":null,"size":289,"task":"a"}
-{"created":"2026-01-01T00:00:00Z","expires":null,"flow":null,"key":"a2000000000000000002","kind":"cache","modified":"<modified>","namespace":"default","obsolete":false,"path":"cache/v1/default/a2/a2000000000000000002","run_id":null,"size":290,"task":"a"}
-{"created":"2026-01-01T00:00:00Z","expires":null,"flow":null,"key":"b1000000000000000001","kind":"cache","modified":"<modified>","namespace":"other","obsolete":false,"path":"cache/v1/other/b1/b1000000000000000001","run_id":null,"size":291,"task":"b"}
+const LS_CACHE_JSON: &str = r#"{"created":"2026-01-01T00:00:00Z","expires":"2026-01-02T00:00:00Z","flow":null,"key":"e1000000000000000001","kind":"cache","modified":"<modified>","namespace":"default","obsolete":false,"path":"cache/v1/default/e1/e1000000000000000001","run_id":null,"size":276,"task":"a"}
+{"created":"2026-01-01T00:00:00Z","expires":null,"flow":null,"key":"a1000000000000000001","kind":"cache","modified":"<modified>","namespace":"default","obsolete":false,"path":"cache/v1/default/a1/a1000000000000000001","run_id":null,"size":255,"task":"a"}
+{"created":"2026-01-01T00:00:00Z","expires":null,"flow":null,"key":"a2000000000000000002","kind":"cache","modified":"<modified>","namespace":"default","obsolete":false,"path":"cache/v1/default/a2/a2000000000000000002","run_id":null,"size":256,"task":"a"}
+{"created":"2026-01-01T00:00:00Z","expires":null,"flow":null,"key":"b1000000000000000001","kind":"cache","modified":"<modified>","namespace":"other","obsolete":false,"path":"cache/v1/other/b1/b1000000000000000001","run_id":null,"size":257,"task":"b"}
 "#;
 
 const DU: &str = "\
 KIND                        ENTRIES         SIZE
-cache                             4      1.2 KiB
-checkpoint                        1        298 B
-inputs                            1        298 B
+cache                             4      1.0 KiB
+checkpoint                        1        264 B
+inputs                            1        264 B
 lease                             1        109 B
 run                               2        465 B
 
 TASK                        ENTRIES         SIZE
 -                                 2        465 B
-a                                 4        998 B
-b                                 1        291 B
-load                              2        596 B
+a                                 4        896 B
+b                                 1        257 B
+load                              2        528 B
 
 NAMESPACE                   ENTRIES         SIZE
-default                           4        998 B
-other                             1        291 B
+default                           4        896 B
+other                             1        257 B
 
-total                             9      2.3 KiB
+total                             9      2.1 KiB
 ";
 
 const SHOW: &str = "\
 path:        cache/v1/default/a2/a2000000000000000002
 kind:        cache
-size:        290 B (290 bytes)
+size:        256 B (256 bytes)
 task:        a
 key:         inputs=x=1
 serializer:  json
 length:      2 bytes
-blake3:      HASH
+checksum:    HASH
 created:     2026-01-01T00:00:00+00:00 (2 days ago)
 expires:     never
 output type: i64
@@ -96,7 +96,7 @@ async fn ls_text_and_json(s: TestStore) {
     assert_eq!(count(&["--prefix", "runs/"]), 4);
     assert_eq!(count(&["--older-than", "1d", "--kind", "cache"]), 4);
     assert_eq!(count(&["--older-than", "3d"]), 0);
-    assert_eq!(count(&["--larger-than", "300B", "--kind", "cache"]), 1);
+    assert_eq!(count(&["--larger-than", "270B", "--kind", "cache"]), 1);
 }
 
 async fn du_by_kind_task_and_namespace(s: TestStore) {
@@ -107,14 +107,14 @@ async fn du_by_kind_task_and_namespace(s: TestStore) {
     let o = s.cairn(&["du", "--json"]);
     let usage: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(usage["total"]["entries"], 9);
-    assert_eq!(usage["by_task"]["b"]["bytes"], 291);
+    assert_eq!(usage["by_task"]["b"]["bytes"], 257);
 }
 
 async fn show_a_record(s: TestStore) {
     s.fixture().await;
     let o = s.cairn(&["--now", NOW, "show", "a2000"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let hash = cairn::record::digest(b"22").to_hex().to_string();
+    let hash = cairn::record::PayloadChecksum::of(b"22").to_string();
     assert_eq!(stdout(&o), SHOW.replace("HASH", &hash));
     // By path, as JSON.
     let o = s.cairn(&["show", "runs/v1/etl/run-1/load/0", "--json"]);
@@ -133,7 +133,7 @@ async fn verify_finds_exactly_the_damaged_records(s: TestStore) {
     s.fixture().await;
     let o = s.cairn(&["verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "checked 6 records, 1.7 KiB: all intact\n");
+    assert_eq!(stdout(&o), "checked 6 records, 1.5 KiB: all intact\n");
     // A flipped byte in one record, another truncated.
     let flipped = "cache/v1/default/a1/a1000000000000000001";
     let truncated = "runs/v1/etl/run-1/load/0";
@@ -157,7 +157,7 @@ async fn verify_finds_exactly_the_damaged_records(s: TestStore) {
         "{out}"
     );
     assert!(
-        out.ends_with("checked 6 records, 1.7 KiB: 2 corrupt\n"),
+        out.ends_with("checked 6 records, 1.5 KiB: 2 corrupt\n"),
         "{out}"
     );
     // --delete-corrupt removes those two and nothing else.
@@ -175,7 +175,7 @@ async fn clear_dry_run_and_by_task(s: TestStore) {
     let o = s.cairn(&["clear", "--task", "a", "--dry-run"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).ends_with("would remove 3 entries, 889 B\nkept 1 under a live lease\n"),
+        stdout(&o).ends_with("would remove 3 entries, 787 B\nkept 1 under a live lease\n"),
         "{}",
         stdout(&o)
     );
@@ -183,7 +183,7 @@ async fn clear_dry_run_and_by_task(s: TestStore) {
     // clear --task a leaves task b's entries (and the live lease of task a).
     let o = s.cairn(&["clear", "--task", "a"]);
     assert!(
-        stdout(&o).ends_with("removed 3 entries, 889 B\nkept 1 under a live lease\n"),
+        stdout(&o).ends_with("removed 3 entries, 787 B\nkept 1 under a live lease\n"),
         "{}",
         stdout(&o)
     );
@@ -209,7 +209,7 @@ async fn clear_all_needs_yes_without_a_terminal(s: TestStore) {
     let last = stdout(&o).lines().last().unwrap().to_owned();
     assert_eq!(
         last,
-        r#"{"dry_run":true,"entries":8,"bytes":2241,"kept_live":1}"#
+        r#"{"dry_run":true,"entries":8,"bytes":2037,"kept_live":1}"#
     );
     assert_eq!(s.listing().await, before);
     let o = s.cairn(&["clear", "--all", "--yes"]);
@@ -225,13 +225,13 @@ async fn prune_removes_what_is_of_no_use(s: TestStore) {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "would remove cache/v1/default/e1/e1000000000000000001 (cache, 310 B, expired)\n\
-         would remove 1 entry, 310 B\n"
+        "would remove cache/v1/default/e1/e1000000000000000001 (cache, 276 B, expired)\n\
+         would remove 1 entry, 276 B\n"
     );
     assert_eq!(s.listing().await, before, "a dry run removed something");
     let o = s.cairn(&["--now", NOW, "prune"]);
     assert!(
-        stdout(&o).ends_with("removed 1 entry, 310 B\n"),
+        stdout(&o).ends_with("removed 1 entry, 276 B\n"),
         "{}",
         stdout(&o)
     );
@@ -371,12 +371,12 @@ async fn lease_stale_after_decides_what_a_lease_keeps(s: TestStore) {
     };
     let live = clear("4h");
     assert!(
-        live.ends_with("would remove 3 entries, 889 B\nkept 1 under a live lease\n"),
+        live.ends_with("would remove 3 entries, 787 B\nkept 1 under a live lease\n"),
         "{live}"
     );
     let stale = clear("2h");
     assert!(
-        stale.ends_with("would remove 4 entries, 998 B\n"),
+        stale.ends_with("would remove 4 entries, 896 B\n"),
         "{stale}"
     );
 }
@@ -450,7 +450,7 @@ async fn clearing_the_local_tier_alone() {
     let tier = cairn::backend::DiskTier::new(tier_dir.path()).unwrap();
     let (copies, bytes) = tier.contents().unwrap();
     assert_eq!(copies, 3);
-    // The copies' bytes, in human units (about 1.2 KiB).
+    // The copies' bytes, in human units.
     let summary = |verb: &str| {
         format!(
             "{verb} 3 local copies, {:.1} KiB from the tier {}\n",
@@ -527,8 +527,8 @@ async fn prune_removes_a_killed_writers_staged_file_and_an_expired_record() {
     assert_eq!(
         sorted_removals(&stdout(&o)),
         "would remove cache/v1/default/a1/.cairn-staged.a1000000000000000009.4242.0 (staged, 10 B, staged)\n\
-         would remove cache/v1/default/e1/e1000000000000000001 (cache, 310 B, expired)\n\
-         would remove 2 entries, 320 B\n"
+         would remove cache/v1/default/e1/e1000000000000000001 (cache, 276 B, expired)\n\
+         would remove 2 entries, 286 B\n"
     );
     let o = s.cairn(&["prune"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -616,7 +616,7 @@ async fn no_url_means_the_configured_store() {
     );
     let o = run(&["local-cache", "clear", "--yes"]);
     assert!(
-        stdout(&o).ends_with("removed 4 entries, 1.2 KiB\n"),
+        stdout(&o).ends_with("removed 4 entries, 1.0 KiB\n"),
         "{}",
         stdout(&o)
     );

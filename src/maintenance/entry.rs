@@ -131,7 +131,9 @@ pub struct Entry {
     pub modified: DateTime<Utc>,
     /// When it stops being valid, if ever.
     pub expires: Option<DateTime<Utc>>,
-    /// Whether this cairn no longer reads it (another layout or record format version).
+    /// Whether this cairn no longer reads it (an older layout or record format
+    /// version). An entry of a newer version, which a newer cairn wrote, is not
+    /// obsolete: it is left alone, and its [`Entry::problem`] says why it was not read.
     pub obsolete: bool,
     /// For a lease: whether its holder let it go (released) — it is stale then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,7 +168,14 @@ impl Entry {
         let Some(version) = parts.get(1).filter(|v| is_version(v)) else {
             return e;
         };
-        let obsolete = *version != "v1";
+        // Layout versions: older ones are obsolete; a newer one is a newer cairn's.
+        let layout: u32 = version[1..].parse().unwrap_or(u32::MAX);
+        let obsolete = layout < LAYOUT_VERSION;
+        if layout > LAYOUT_VERSION {
+            e.problem = Some(format!(
+                "layout version {version}, newer than this cairn reads (v{LAYOUT_VERSION})"
+            ));
+        }
         match (parts[0], &parts[2..]) {
             ("cache", [ns, _, key]) | ("leases", [ns, _, key]) => {
                 e.kind = if parts[0] == "cache" {
@@ -257,8 +266,8 @@ impl Entry {
                     }
                 }
                 Ok(Err(HeaderProblem::OtherVersion(v))) => {
-                    self.obsolete = true;
-                    self.problem = Some(format!("record format version {v}"));
+                    self.obsolete = v < record::OLDEST_READ_VERSION;
+                    self.problem = Some(version_problem(v));
                 }
                 Ok(Err(HeaderProblem::Corrupt(reason))) => self.problem = Some(reason),
                 Err(e) => self.problem = Some(e.to_string()),
@@ -292,6 +301,21 @@ impl Entry {
         let (flow, run) = (self.flow.as_ref()?, self.run_id.as_ref()?);
         let version = self.path.split('/').nth(1)?;
         Some(format!("runs/{version}/{flow}/{run}/"))
+    }
+}
+
+/// The layout version (`cache/v1/...`) this cairn reads and writes.
+const LAYOUT_VERSION: u32 = 1;
+
+/// Why a record of format `version`, which this cairn does not read, was not read.
+pub(crate) fn version_problem(version: u16) -> String {
+    if version > record::FORMAT_VERSION {
+        format!(
+            "record format version {version}, newer than this cairn reads ({}): left alone",
+            record::FORMAT_VERSION
+        )
+    } else {
+        format!("record format version {version}, no longer read")
     }
 }
 
@@ -384,8 +408,15 @@ mod tests {
     }
 
     #[test]
-    fn other_layout_versions_are_obsolete() {
+    fn older_layout_versions_are_obsolete_and_newer_ones_left_alone() {
         assert!(Entry::classify(&meta("cache/v0/default/ab/abcd")).obsolete);
-        assert!(!Entry::classify(&meta("cache/v1/default/ab/abcd")).obsolete);
+        let current = Entry::classify(&meta("cache/v1/default/ab/abcd"));
+        assert!(!current.obsolete && current.problem.is_none());
+        let newer = Entry::classify(&meta("cache/v2/default/ab/abcd"));
+        assert!(!newer.obsolete);
+        assert_eq!(
+            newer.problem.as_deref(),
+            Some("layout version v2, newer than this cairn reads (v1)")
+        );
     }
 }

@@ -42,8 +42,10 @@ impl Verification {
 impl Maintenance {
     /// Reads every record `filter` selects (cache records, checkpoints, results,
     /// persisted inputs) whole and checks its magic, version, header checksum, length
-    /// and BLAKE3 digest, [`Maintenance::jobs`] records at a time on all cores. With
-    /// `delete_corrupt`, a record that fails is deleted (and its problem says so).
+    /// and payload checksum, [`Maintenance::jobs`] records at a time on all cores. With
+    /// `delete_corrupt`, a record that fails is deleted (and its problem says so); a
+    /// record of a newer format version than this cairn reads is reported, never
+    /// deleted: a newer cairn wrote it.
     ///
     /// # Errors
     /// The store's errors other than a record vanishing while it was checked.
@@ -86,11 +88,19 @@ impl Maintenance {
                         Err(e) => return Err(e),
                     };
                     let len = bytes.len() as u64;
+                    let newer = newer_version(&bytes);
                     let outcome = record::decode(bytes).err();
                     progress.hashed(len);
-                    let problem = match outcome {
-                        None => None,
-                        Some(c) => {
+                    let problem = match (outcome, newer) {
+                        (None, _) => None,
+                        // A newer cairn's record is not damaged: it is left alone.
+                        (Some(_), Some(version)) => Some(Problem {
+                            path: entry.path,
+                            kind: entry.kind,
+                            reason: super::entry::version_problem(version),
+                            deleted: false,
+                        }),
+                        (Some(c), None) => {
                             if delete_corrupt {
                                 backend.delete(&key).await?;
                                 progress.removed_one();
@@ -124,4 +134,14 @@ impl Maintenance {
         report.problems.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(report)
     }
+}
+
+/// The format version of a record written by a newer cairn than this one, if `bytes`
+/// begin as such a record does.
+fn newer_version(bytes: &[u8]) -> Option<u16> {
+    if bytes.len() < 10 || &bytes[..8] != record::MAGIC {
+        return None;
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    (version > record::FORMAT_VERSION).then_some(version)
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use std::collections::BTreeMap;
 
-use super::record::RecordHeader;
+use super::record::{ChecksumRef, RecordHeader};
 
 /// A header's fields, borrowed: a record written on a miss is framed without first
 /// copying its strings into a [`RecordHeader`].
@@ -20,7 +20,7 @@ pub(crate) struct HeaderFields<'a> {
     pub(crate) expires: Option<DateTime<Utc>>,
     pub(crate) serializer: &'a str,
     pub(crate) payload_len: u64,
-    pub(crate) payload_blake3: &'a str,
+    pub(crate) payload_checksum: ChecksumRef<'a>,
     pub(crate) key_components: &'a BTreeMap<String, String>,
     pub(crate) task: Option<&'a str>,
     pub(crate) output_type: Option<&'a str>,
@@ -35,7 +35,7 @@ impl<'a> From<&'a RecordHeader> for HeaderFields<'a> {
             expires: h.expires,
             serializer: &h.serializer,
             payload_len: h.payload_len,
-            payload_blake3: &h.payload_blake3,
+            payload_checksum: h.payload_checksum.borrowed(),
             key_components: &h.key_components,
             task: h.task.as_deref(),
             output_type: h.output_type.as_deref(),
@@ -58,8 +58,11 @@ pub(crate) fn write(header: &HeaderFields<'_>, out: &mut Vec<u8>) {
     string(out, header.serializer);
     out.extend_from_slice(b",\"payload_len\":");
     out.extend_from_slice(itoa(header.payload_len, &mut [0; 20]));
-    out.extend_from_slice(b",\"payload_blake3\":");
-    string(out, header.payload_blake3);
+    let (algorithm, hex) = header.payload_checksum;
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(algorithm.field().as_bytes());
+    out.extend_from_slice(b"\":");
+    string(out, hex);
     out.extend_from_slice(b",\"key_components\":{");
     for (i, (k, v)) in header.key_components.iter().enumerate() {
         if i > 0 {
@@ -229,7 +232,7 @@ mod tests {
             expires: None,
             serializer: "json".into(),
             payload_len: 302,
-            payload_blake3: "ab".repeat(32),
+            payload_checksum: crate::store::record::PayloadChecksum::of(b"302 bytes"),
             key_components: BTreeMap::new(),
             task: None,
             output_type: None,
@@ -264,6 +267,9 @@ mod tests {
         h.payload_len = u64::MAX;
         same_as_serde_json(&h);
         h.payload_len = 0;
+        same_as_serde_json(&h);
+        // The checksum field of a record of format 1 or 2.
+        h.payload_checksum = crate::store::record::PayloadChecksum::Blake3("ab".repeat(32));
         same_as_serde_json(&h);
     }
 

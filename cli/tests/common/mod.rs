@@ -79,7 +79,7 @@ impl TestStore {
             expires: expires.map(t),
             serializer: "json".into(),
             payload_len: payload.len() as u64,
-            payload_blake3: record::digest(&payload).to_hex().to_string(),
+            payload_checksum: record::PayloadChecksum::of(&payload),
             key_components: BTreeMap::from([("inputs".to_owned(), "x=1".to_owned())]),
             task: Some(task.into()),
             output_type: Some("i64".into()),
