@@ -15,7 +15,9 @@ use super::{Error, Key, Result};
 /// The default bound of a tier: 10 GiB.
 pub const DEFAULT_TIER_BYTES: u64 = 10 << 30;
 
-const MAGIC: &[u8; 8] = b"CAIRNTR1";
+/// The first bytes of a copy. Copies made before the digest was XXH3-128
+/// (`CAIRNTR1`, BLAKE3) fail it, and are deleted and fetched again like damaged ones.
+const MAGIC: &[u8; 8] = b"CAIRNTR2";
 /// The file holding the bytes of every copy, shared by the processes using the tier.
 const TOTAL_FILE: &str = "total";
 /// Temporary files older than this are left over by a killed process.
@@ -24,8 +26,8 @@ const STALE_TEMP: Duration = Duration::from_secs(600);
 /// A directory of object copies with a size bound and least-recently-used eviction.
 ///
 /// Each copy is one file, `v1/<store>/<ab>/<digest of the key>`, holding a header (the
-/// key, the store's version of the object, its time, the BLAKE3 digest and length of
-/// the bytes) and the bytes. A copy is written to `tmp/` and renamed into place, so a
+/// key, the store's version of the object, its time, the XXH3-128 digest and length
+/// of the bytes) and the bytes. A copy is written to `tmp/` and renamed into place, so a
 /// reader sees a whole copy or none; every read checks the digest, and a copy that
 /// fails is deleted and reported as absent.
 ///
@@ -506,7 +508,7 @@ fn lock_exclusive(_file: &std::fs::File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// magic, body length (u64), BLAKE3 of the body (32), modified (i64 ms), version
+/// magic, body length (u64), XXH3-128 of the body (16), modified (i64 ms), version
 /// length (u16) and bytes, key length (u16) and bytes.
 fn encode_header(
     key: &Key,
@@ -518,7 +520,7 @@ fn encode_header(
     let mut h = Vec::with_capacity(64 + version.len() + key.as_str().len());
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    h.extend_from_slice(blake3::hash(body).as_bytes());
+    h.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(body).to_le_bytes());
     h.extend_from_slice(&last_modified.timestamp_millis().to_le_bytes());
     h.extend_from_slice(&(version.len() as u16).to_le_bytes());
     h.extend_from_slice(version.as_bytes());
@@ -540,7 +542,7 @@ fn decode(key: &Key, bytes: Bytes) -> std::result::Result<TierCopy, String> {
         return Err("bad magic".into());
     }
     let len = u64::from_le_bytes(take(8)?.try_into().unwrap());
-    let digest: [u8; 32] = take(32)?.try_into().unwrap();
+    let digest = u128::from_le_bytes(take(16)?.try_into().unwrap());
     let millis = i64::from_le_bytes(take(8)?.try_into().unwrap());
     let vlen = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
     let version = String::from_utf8(take(vlen)?.to_vec()).map_err(|_| "bad version")?;
@@ -552,7 +554,7 @@ fn decode(key: &Key, bytes: Bytes) -> std::result::Result<TierCopy, String> {
     if body.len() as u64 != len {
         return Err(format!("{} bytes instead of {len}", body.len()));
     }
-    if blake3::hash(&body).as_bytes() != &digest {
+    if xxhash_rust::xxh3::xxh3_128(&body) != digest {
         return Err("digest mismatch".into());
     }
     Ok(TierCopy {
@@ -632,5 +634,27 @@ mod tests {
         assert_eq!(smaller.contents().unwrap(), (2, 2 * copy));
         assert!(held(&smaller).contains(&6));
         assert_eq!(smaller.total().unwrap(), 2 * copy, "the shared total");
+    }
+
+    /// A copy is read back whole; one made with BLAKE3 (`CAIRNTR1`, before the digest
+    /// was XXH3-128) or with a flipped byte is deleted and reported absent.
+    #[test]
+    fn copies_of_the_older_format_or_damaged_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::new(dir.path()).unwrap();
+        put(&tier, 1);
+        let copy = tier.get("s3://b", &key(1)).expect("the copy just made");
+        assert_eq!(copy.body, Bytes::from(vec![1u8; 100]));
+        let path = tier.path_of("s3://b", &key(1));
+        let good = std::fs::read(&path).unwrap();
+        let mut older = good.clone();
+        older[..8].copy_from_slice(b"CAIRNTR1");
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        for bad in [older, flipped] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(tier.get("s3://b", &key(1)).is_none());
+            assert!(!path.exists(), "a bad copy is deleted");
+        }
     }
 }
