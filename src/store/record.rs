@@ -223,11 +223,10 @@ impl Xxh3Hex {
 }
 
 fn xxh3_hex(sum: u128) -> Xxh3Hex {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, byte) in sum.to_be_bytes().iter().enumerate() {
-        out[2 * i] = HEX[(byte >> 4) as usize];
-        out[2 * i + 1] = HEX[(byte & 0xf) as usize];
+    for (i, digits) in out.chunks_exact_mut(8).enumerate() {
+        let word = (sum >> (96 - 32 * i)) as u32;
+        digits.copy_from_slice(&crate::cache::hashing::hex_digits(word).to_be_bytes());
     }
     Xxh3Hex(out)
 }
@@ -1051,6 +1050,21 @@ mod tests {
         assert!(decode_view(&framed_as(3, &json, b"abc"), None).is_ok());
         let signed = json.replace("06B05", "+6B05");
         assert!(decode(framed_as(3, &signed, b"abc")).is_err());
+    }
+
+    #[test]
+    fn checksums_are_written_in_hex_as_format_writes_them() {
+        let mut x: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        for _ in 0..10_000 {
+            assert_eq!(xxh3_hex(x).as_str(), format!("{x:032x}"));
+            x = x
+                .wrapping_mul(0x2545_f491_4f6c_dd1d_9e37_79b9_7f4a_7c15)
+                .rotate_left(17)
+                ^ 1;
+        }
+        for x in [0, u128::MAX, 1 << 127, 0xa] {
+            assert_eq!(xxh3_hex(x).as_str(), format!("{x:032x}"));
+        }
     }
 
     /// A header with a BLAKE3 checksum is framed as the format it belongs to.

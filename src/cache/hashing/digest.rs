@@ -91,8 +91,7 @@ impl Digest {
 /// The 8 lowercase hex digits of `bytes`, most significant first, as the bytes of a
 /// `u64` read big-endian: each nibble spread into a byte of its own, then made a digit
 /// (`'0' + n`, plus `'a' - '0' - 10` where `n >= 10`) in all eight bytes at once.
-#[cfg(any(not(target_arch = "x86_64"), test))]
-fn hex_digits(bytes: u32) -> u64 {
+pub(crate) fn hex_digits(bytes: u32) -> u64 {
     let mut x = u64::from(bytes);
     x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
     x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;

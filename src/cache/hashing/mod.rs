@@ -185,6 +185,7 @@ mod unordered;
 pub use content::{hash_file, Blob, ContentHasher};
 pub use declared::{by_cache_hash, CacheHash, FileInput, Hashed};
 pub(crate) use declared::{collect_declared, restore_declared};
+pub(crate) use digest::hex_digits;
 pub use digest::{Digest, ParseDigestError};
 pub use error::HashError;
 pub(crate) use input_part::{input_part, InputPart};
