@@ -716,10 +716,9 @@ pub(crate) struct PayloadDigest {
     digest: Computed,
 }
 
-/// A piece handed over at once (the local store hands over a whole record read in one
-/// buffer) of a record of format 1 or 2 is hashed by BLAKE3 on all cores above this
-/// size; the smaller pieces of a streamed read are hashed as they come. XXH3 runs on
-/// one core, at about the speed of memory.
+/// A piece of a record of format 1 or 2 handed over at once above this size is hashed
+/// by BLAKE3 on all cores; smaller pieces (a streamed read's, the local store's) are
+/// hashed as they come. XXH3 runs on one core, at about the speed of memory.
 const INSPECTED_PARALLEL_HASH_THRESHOLD: usize = 8 << 20;
 
 /// Checks a whole record and returns its header and payload (a slice of `bytes`, not

@@ -59,11 +59,13 @@ pub trait Backend: Debug + Send + Sync + 'static {
     /// Reads a whole object into one buffer, as [`Backend::get_bytes`] does, and hands
     /// its bytes to `inspect` in order, in pieces that cover the object exactly once.
     ///
-    /// A check over the bytes (a record's BLAKE3) then needs no second read: a backend
-    /// hands the pieces over as they arrive, or the whole buffer once it is read,
-    /// whichever it measured faster (the local store reads a large object on every
-    /// core, then hands it over whole, to be hashed on every core). The provided
-    /// implementation reads, then inspects the whole buffer at once.
+    /// A check over the bytes (a record's checksum) then needs no second read: a
+    /// backend hands the pieces over as they arrive, or the whole buffer once it is
+    /// read, whichever it measured faster (the local store reads a large object on
+    /// every core and hands each piece over, in order, as soon as it and the ones
+    /// before it have landed). The provided implementation reads, then inspects the
+    /// whole buffer at once. A read that fails may have handed over some of its
+    /// pieces.
     async fn get_bytes_inspected(
         &self,
         key: &Key,

@@ -16,25 +16,135 @@ use cairn_backend::Inspector;
 /// part of the buffer (at least half of this) with `pread`.
 pub(crate) const PARALLEL_READ_MIN: usize = 8 << 20;
 
-/// Reads `len` bytes from `start` into one buffer and hands them to `inspect` at once.
+/// Reads `len` bytes from `start` into one buffer and hands them to `inspect` in order.
 ///
-/// A large object is read on several threads and then inspected whole (a record's
-/// digest is then computed on every core). Measured on a 2-core VM, 100 MB from the
-/// page cache: two threads read in 28–35 ms and hash in 10 more, where one thread read
-/// in 50–67 ms, or in about 55 with the hashing of each piece beside it on the other
-/// core: copying into fresh memory, its page faults included, is the larger cost, and it
-/// shares out across cores as well as the hashing does.
+/// A large object is read on several threads, each taking the next piece of
+/// [`INSPECTED_PIECE`] bytes in turn, and each piece is handed to `inspect` as soon as
+/// it and every piece before it have landed, by whichever thread is free: a record's
+/// checksum is computed while the rest is still being read, on the piece just read,
+/// still in the cache. Measured on the AMD EPYC VM kind (2 cores), 100 MB from the page
+/// cache with XXH3-128 as the inspector, medians of 12 fresh processes: 45.8 ms, against
+/// 55.8 ms for the two halves read on two threads and then hashed whole, and 69.7 ms for
+/// `std::fs::read` alone (no checksum).
 pub(crate) fn read_inspected(
     file: &mut File,
     start: u64,
     len: usize,
     inspect: Option<&mut Inspector>,
 ) -> io::Result<Bytes> {
-    let bytes = read_range(file, start, len)?;
-    if let Some(inspect) = inspect {
-        inspect(&bytes);
+    match inspect {
+        Some(inspect) if read_threads(len) > 1 => read_pipelined(file, start, len, inspect),
+        inspect => {
+            let bytes = read_range(file, start, len)?;
+            if let Some(inspect) = inspect {
+                inspect(&bytes);
+            }
+            Ok(bytes)
+        }
     }
-    Ok(bytes)
+}
+
+/// The pieces a large inspected read is handed over in (the last one may be shorter).
+pub(crate) const INSPECTED_PIECE: usize = 2 << 20;
+
+/// A buffer's start, shared by the threads that fill disjoint pieces of it.
+struct Shared(*mut MaybeUninit<u8>);
+
+// SAFETY: the threads of `read_pipelined` write only the pieces they claimed (each
+// piece is claimed by exactly one), and read a piece only after its writer marked it
+// landed (a release store, read with acquire); the buffer outlives them (a scope).
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The piece of `len` bytes at `offset`.
+    ///
+    /// # Safety
+    /// `offset + len` is within the buffer, and no other thread uses the piece while
+    /// the slice lives (as [`Shared`] says).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece(&self, offset: usize, len: usize) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: as the caller vouches.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// [`read_inspected`] of a large object: its pieces read by [`read_threads`] threads
+/// and inspected in order as they land.
+fn read_pipelined(
+    file: &File,
+    start: u64,
+    len: usize,
+    inspect: &mut Inspector,
+) -> io::Result<Bytes> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let base = Shared(buf.spare_capacity_mut().as_mut_ptr());
+    let pieces = len.div_ceil(INSPECTED_PIECE);
+    let bounds = |i: usize| (i * INSPECTED_PIECE, ((i + 1) * INSPECTED_PIECE).min(len));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let landed: Vec<AtomicBool> = (0..pieces).map(|_| AtomicBool::new(false)).collect();
+    // The next piece to inspect, and the inspector.
+    let inspection = Mutex::new((0usize, inspect));
+    let inspect_landed = |cursor: &mut usize, inspect: &mut Inspector| {
+        while *cursor < pieces && landed[*cursor].load(Ordering::Acquire) {
+            let (from, to) = bounds(*cursor);
+            // SAFETY: the piece landed (acquire above pairs with its writer's release
+            // store): every byte of it was written, and no thread writes it again.
+            let piece = unsafe { assume_init(base.piece(from, to - from)) };
+            inspect(piece);
+            *cursor += 1;
+        }
+    };
+    let work = || -> io::Result<()> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= pieces || failed.load(Ordering::Relaxed) {
+                // Nothing left to read: inspect what has landed, waiting for a thread
+                // that is inspecting, so that the last piece to land is not left over.
+                let mut guard = inspection.lock().unwrap_or_else(|e| e.into_inner());
+                let (cursor, inspect) = &mut *guard;
+                inspect_landed(cursor, inspect);
+                return Ok(());
+            }
+            let (from, to) = bounds(i);
+            // SAFETY: piece `i` was claimed by this thread alone (the counter hands out
+            // each index once), and lies within the buffer's capacity.
+            let piece = unsafe { base.piece(from, to - from) };
+            if let Err(e) = read_exact_uninit(file, piece, start + from as u64) {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            landed[i].store(true, Ordering::Release);
+            // Inspect what has landed, unless another thread is at it.
+            if let Ok(mut guard) = inspection.try_lock() {
+                let (cursor, inspect) = &mut *guard;
+                inspect_landed(cursor, inspect);
+            }
+        }
+    };
+    let threads = read_threads(len);
+    std::thread::scope(|scope| -> io::Result<()> {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut result = work();
+        for other in others {
+            let outcome = other
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a reading thread panicked")));
+            result = result.and(outcome);
+        }
+        result
+    })?;
+    // Every piece landed; any a thread left uninspected is inspected here.
+    let (cursor, inspect) = &mut *inspection.lock().unwrap_or_else(|e| e.into_inner());
+    inspect_landed(cursor, inspect);
+    debug_assert_eq!(*cursor, pieces);
+    // SAFETY: every piece, hence every one of the first `len` bytes, was filled by
+    // `read_exact_uninit` (any failure returned above).
+    unsafe { buf.set_len(len) };
+    Ok(Bytes::from(buf))
 }
 
 /// Reads exactly `len` bytes from `start` into a new buffer, split between threads when
@@ -200,9 +310,18 @@ mod tests {
         // Split between threads, the part that runs past the end fails the read.
         let big = pattern(PARALLEL_READ_MIN + 10);
         let (_keep, mut file) = file_of(&big);
-        let mut inspect: Inspector = Box::new(|_: &[u8]| panic!("nothing read is inspected"));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut inspect: Inspector = {
+            let seen = seen.clone();
+            Box::new(move |p: &[u8]| seen.lock().unwrap().extend_from_slice(p))
+        };
         let e = read_inspected(&mut file, 0, big.len() + 1, Some(&mut inspect)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // What was inspected before the failure is the file's start, in order; the
+        // last piece, which ran past the end, never was.
+        let seen = seen.lock().unwrap();
+        assert!(seen.len() < big.len() + 1);
+        assert!(seen[..] == big[..seen.len()]);
     }
 
     #[test]
@@ -216,8 +335,12 @@ mod tests {
         };
         let got = read_inspected(&mut file, 0, data.len(), Some(&mut inspect)).unwrap();
         assert!(got == data);
-        assert_eq!(seen.lock().unwrap().len(), 1);
-        assert!(seen.lock().unwrap()[0] == data);
+        let pieces = seen.lock().unwrap();
+        assert_eq!(pieces.len(), data.len().div_ceil(INSPECTED_PIECE));
+        assert!(pieces[..pieces.len() - 1]
+            .iter()
+            .all(|p| p.len() == INSPECTED_PIECE));
+        assert!(pieces.concat() == data);
         // From an offset, split or not, whatever the file's own offset.
         for (from, len) in [
             (5, data.len() - 5),
@@ -225,6 +348,42 @@ mod tests {
         ] {
             let got = read_range(&mut file, from as u64, len).unwrap();
             assert!(got == data[from..from + len], "{from}+{len}");
+        }
+    }
+
+    /// Inspected in pieces by whichever thread is free, every large read still hands
+    /// over each byte once and in order, whatever the inspector's pace: sizes around
+    /// the piece boundaries, from offsets, with an inspector that sometimes stalls.
+    #[test]
+    fn a_large_read_is_inspected_in_order_whatever_the_threads_pace() {
+        let data = pattern(PARALLEL_READ_MIN + 3 * INSPECTED_PIECE + 7);
+        let (_keep, mut file) = file_of(&data);
+        for round in 0..40usize {
+            let len = match round % 4 {
+                0 => PARALLEL_READ_MIN,
+                1 => PARALLEL_READ_MIN + 1,
+                2 => PARALLEL_READ_MIN + INSPECTED_PIECE - 1,
+                _ => data.len() - round,
+            };
+            let from = (round * 977) % (data.len() - len + 1);
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut inspect: Inspector = {
+                let seen = seen.clone();
+                let mut calls = 0u32;
+                Box::new(move |p: &[u8]| {
+                    calls += 1;
+                    if (calls + round as u32) % 3 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    seen.lock().unwrap().extend_from_slice(p)
+                })
+            };
+            let got = read_inspected(&mut file, from as u64, len, Some(&mut inspect)).unwrap();
+            assert!(got == data[from..from + len], "round {round}");
+            assert!(
+                *seen.lock().unwrap() == data[from..from + len],
+                "round {round}"
+            );
         }
     }
 
