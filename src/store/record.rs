@@ -20,8 +20,8 @@
 //! the bytes they cover, so whoever can rewrite the bytes can rewrite them too, and a
 //! cryptographic hash there would buy nothing. Version 3 checks the payload by
 //! XXH3-128 (`payload_xxh3`, as `xxhsum -H2` prints it), which runs at memory speed —
-//! about 15 ms per 100 MB on one 2 GHz core, where BLAKE3 took 65–70 ms, as long as
-//! reading the value from the page cache — so a verified read of a large value costs
+//! about 15 ms per 100 MB on one 2 GHz core, where BLAKE3 took 65–70 ms, about as long
+//! as reading the value from the page cache — so a verified read of a large value costs
 //! little more than the read. Records of versions 1 and 2 (payload checked by BLAKE3,
 //! `payload_blake3`; version 1's header too) are still read and checked as they were
 //! written. A record's version decides its payload checksum: a header naming the other
@@ -88,6 +88,7 @@ const PARALLEL_HASH_THRESHOLD: usize = 1 << 20;
 /// The checksum of a record's payload, as its header writes it: the field's name
 /// (`payload_xxh3`, `payload_blake3`) says the algorithm, its value is lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum PayloadChecksum {
     /// XXH3-128, 32 hex digits as `xxhsum -H2` prints it (record format 3).
     #[serde(rename = "payload_xxh3")]
