@@ -30,8 +30,10 @@
 //! | `used/v1/<record path>` | `used`: when the record was last used |
 //! | a file left by a writer that was killed | `staged` |
 //!
-//! Records of another layout version (`cache/v0/...`) or record format version are
+//! Records of an older layout version (`cache/v0/...`) or record format version are
 //! *obsolete*: this cairn no longer reads them, and [`Maintenance::prune`] removes them.
+//! Those of a newer version, which a newer cairn wrote, are left alone: prune keeps
+//! them, and [`Maintenance::verify`] reports them without deleting them.
 //!
 //! Nothing under a live lease is ever removed: not the lease, not the cache record it
 //! guards, not the entries of a flow run that is still running.

@@ -54,7 +54,8 @@ impl Maintenance {
     /// Removes what no run will use again:
     ///
     /// - expired records;
-    /// - records of a layout or record format version this cairn no longer reads;
+    /// - records of an older layout or record format version than this cairn reads
+    ///   (a newer one's are kept);
     /// - stale leases (released, or not renewed for
     ///   [`Maintenance::stale_leases_after`]);
     /// - persisted inputs of flow runs that completed (a failed run keeps them, to be
