@@ -128,14 +128,7 @@ fn read_pipelined(
     let threads = read_threads(len);
     std::thread::scope(|scope| -> io::Result<()> {
         let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut result = work();
-        for other in others {
-            let outcome = other
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a reading thread panicked")));
-            result = result.and(outcome);
-        }
-        result
+        joined(work(), others)
     })?;
     // Every piece landed; any a thread left uninspected is inspected here.
     let (cursor, inspect) = &mut *inspection.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,20 +160,27 @@ pub(crate) fn read_range(file: &mut File, start: u64, len: usize) -> io::Result<
                     scope.spawn(move || read_exact_uninit(file, part, at).map(|_| ()))
                 })
                 .collect();
-            let mut result = read_exact_uninit(file, first, start).map(|_| ());
-            for other in others {
-                let outcome = other
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("a reading thread panicked")));
-                result = result.and(outcome);
-            }
-            result
+            joined(read_exact_uninit(file, first, start).map(|_| ()), others)
         })?;
     }
     // SAFETY: every one of the first `len` bytes was filled by `read_exact_uninit` (any
     // failure returned above).
     unsafe { buf.set_len(len) };
     Ok(Bytes::from(buf))
+}
+
+/// The calling thread's `result`, then each of the `others` joined: the first error,
+/// once every thread has finished.
+fn joined(
+    result: io::Result<()>,
+    others: Vec<std::thread::ScopedJoinHandle<'_, io::Result<()>>>,
+) -> io::Result<()> {
+    others.into_iter().fold(result, |result, other| {
+        let outcome = other
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("a reading thread panicked")));
+        result.and(outcome)
+    })
 }
 
 /// How many threads read `len` bytes: one below [`PARALLEL_READ_MIN`], else one per
