@@ -340,8 +340,7 @@ pub(crate) async fn read_header(
         let (_, bytes) = backend
             .get_bytes(&key, Some(GetRange::Bounded(0..want)))
             .await?;
-        if bytes.len() >= 10 && &bytes[..8] == MAGIC {
-            let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if let Some(version) = record::declared_version(&bytes) {
             if !record::reads_version(version) {
                 return Ok(Err(HeaderProblem::OtherVersion(version)));
             }

@@ -139,9 +139,5 @@ impl Maintenance {
 /// The format version of a record written by a newer cairn than this one, if `bytes`
 /// begin as such a record does.
 fn newer_version(bytes: &[u8]) -> Option<u16> {
-    if bytes.len() < 10 || &bytes[..8] != record::MAGIC {
-        return None;
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    (version > record::FORMAT_VERSION).then_some(version)
+    record::declared_version(bytes).filter(|&version| version > record::FORMAT_VERSION)
 }

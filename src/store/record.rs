@@ -68,6 +68,13 @@ pub fn reads_version(version: u16) -> bool {
     (OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version)
 }
 
+/// The format version that bytes starting a record declare; `None` when they are too
+/// short or do not start with [`MAGIC`].
+pub(crate) fn declared_version(bytes: &[u8]) -> Option<u16> {
+    let start = bytes.get(..10)?;
+    (&start[..8] == MAGIC).then(|| u16::from_le_bytes([start[8], start[9]]))
+}
+
 /// The checksum of a header's JSON under record format `version` (2, or 1).
 fn header_checksum(version: u16, json: &[u8]) -> [u8; HEADER_DIGEST_LEN] {
     if version == 1 {
@@ -427,10 +434,9 @@ fn split_header(bytes: &[u8]) -> Result<(&[u8], usize, u16), Corruption> {
             bytes.len()
         ));
     }
-    if &bytes[..8] != MAGIC {
+    let Some(version) = declared_version(bytes) else {
         return bad("not a cairn record (bad magic bytes)".into());
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    };
     if !reads_version(version) {
         return bad(format!(
             "record format version {version}, this cairn reads versions \
@@ -988,6 +994,10 @@ mod tests {
         }
         assert_eq!(sample()[8..10], FORMAT_VERSION.to_le_bytes());
         assert_eq!(FORMAT_VERSION, 3);
+        assert_eq!(declared_version(&sample()), Some(3));
+        assert_eq!(declared_version(&sample()[..10]), Some(3));
+        assert_eq!(declared_version(&sample()[..9]), None);
+        assert_eq!(declared_version(b"CAIRNRED\x03\x00"), None);
         // A record labelled with another version than its header checksum's.
         for (label, checksum_of) in [(1u16, 2u16), (2, 1)] {
             let mut record = framed_as(checksum_of, &json, b"[1]").to_vec();
