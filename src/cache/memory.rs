@@ -387,34 +387,40 @@ impl MemoryTier {
 
     /// Holds `value` at `key`.
     #[cfg(test)]
-    pub(crate) fn insert<T: Send + Sync + 'static>(
+    pub(crate) fn insert<T: Clone + Send + Sync + 'static>(
         &self,
         key: &TierKey,
         value: T,
         expires: Option<DateTime<Utc>>,
         size: usize,
     ) {
-        self.insert_versioned(key, value, expires, size, None, Utc::now(), None);
+        self.insert_versioned(key, &value, expires, size, None, Utc::now(), None);
     }
 
-    /// Holds `value` at `key`, as the record of `version` that the store confirmed at
-    /// `checked`, written or read by `task`.
+    /// Holds a copy of `value` at `key`, as the record of `version` that the store
+    /// confirmed at `checked`, written or read by `task`. A value of more than the
+    /// tier's limit is not copied: it only drops what the tier held at `key`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn insert_versioned<T: Send + Sync + 'static>(
+    pub(crate) fn insert_versioned<T: Clone + Send + Sync + 'static>(
         &self,
         key: &TierKey,
-        value: T,
+        value: &T,
         expires: Option<DateTime<Utc>>,
         size: usize,
         version: Option<String>,
         checked: DateTime<Utc>,
         task: Option<&str>,
     ) {
-        let mut book = self.book();
-        if size > book.limit {
-            self.remove(&mut book, &TierKeyRef::from(key));
-            return;
+        {
+            let mut book = self.book();
+            if size > book.limit {
+                self.remove(&mut book, &TierKeyRef::from(key));
+                return;
+            }
         }
+        // Copied outside the lock: a large value does not hold up other entries' changes.
+        let value = Arc::new(value.clone());
+        let mut book = self.book();
         book.generation += 1;
         let generation = book.generation;
         let old = self
@@ -424,7 +430,7 @@ impl MemoryTier {
             .insert(
                 key.clone(),
                 Entry {
-                    value: Arc::new(value),
+                    value,
                     expires: expires.map(micros),
                     checked: micros(checked),
                     about: Box::new(About {
@@ -506,6 +512,7 @@ impl MemoryTier {
 mod tests {
     use super::*;
     use chrono::Duration;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn k(name: &str) -> TierKey {
         TierKey {
@@ -590,7 +597,7 @@ mod tests {
             Utc.with_ymd_and_hms(-4000, 1, 1, 0, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 58).unwrap(),
         ] {
-            tier.insert_versioned(&key, 3u64, None, 8, Some("v1".into()), checked, None);
+            tier.insert_versioned(&key, &3u64, None, 8, Some("v1".into()), checked, None);
             assert!(fresh(checked), "{checked}");
             assert!(
                 fresh(checked + trust - Duration::microseconds(1)),
@@ -690,5 +697,37 @@ mod tests {
         assert_eq!(tier.get::<i32>(&k("huge"), now), None);
         tier.set_limit(0);
         assert!(tier.is_empty());
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_not_copied_and_drops_the_old_entry() {
+        static COPIES: AtomicUsize = AtomicUsize::new(0);
+        #[derive(Debug, PartialEq)]
+        struct Counted(u32);
+        impl Clone for Counted {
+            fn clone(&self) -> Self {
+                COPIES.fetch_add(1, Ordering::SeqCst);
+                Counted(self.0)
+            }
+        }
+        let tier = MemoryTier::new(100);
+        let now = Utc::now();
+        let key = k("k");
+        tier.insert_versioned(&key, &Counted(1), None, 60, None, now, None);
+        assert_eq!(COPIES.load(Ordering::SeqCst), 1);
+        assert_eq!(tier.get::<Counted>(&key, now), Some(Counted(1)));
+        let copies = COPIES.load(Ordering::SeqCst);
+        tier.insert_versioned(&key, &Counted(2), None, 101, None, now, None);
+        assert_eq!(
+            COPIES.load(Ordering::SeqCst),
+            copies,
+            "no copy of a value too big"
+        );
+        assert_eq!(
+            tier.get::<Counted>(&key, now),
+            None,
+            "the older value is gone"
+        );
+        assert_eq!((tier.len(), tier.bytes()), (0, 0));
     }
 }

@@ -306,11 +306,11 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         // about 1,500 for a task of a `u64`). Each box is small enough for the
         // allocator's per-thread cache (a miss boxing the whole step, 1,168 bytes, cost
         // 1,900 instructions more in `malloc` than these).
-        let outcome = self.compute_and_publish(target, slot, lease.as_ref()).await;
+        let mut outcome = self.compute_and_publish(target, slot, lease.as_ref()).await;
         if let Some(lease) = lease {
             Box::pin(lease.release()).await;
         }
-        if let (Ok((value, _)), Some(location)) = (&outcome, resume_at) {
+        if let (Ok((value, _)), Some(location)) = (&mut outcome, resume_at) {
             self.record_result(&location, value).await;
         }
         outcome
@@ -379,7 +379,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     }
 
     /// Records a completed run's result, so that a resumed flow run finds it.
-    async fn record_result(&self, location: &str, value: &O) {
+    async fn record_result(&self, location: &str, value: &mut O) {
         let info = RecordInfo {
             created: Some(self.scope.clock.now()),
             task: Some(self.def.name.to_string()),
@@ -387,17 +387,20 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             ..RecordInfo::default()
         };
         let result = match self.store().await {
-            Ok(store) => store
-                .write_record(location, value, info, PutMode::Create)
-                .await
-                .map(|_| ())
-                .or_else(|e| {
-                    if e.kind() == ErrorKind::AlreadyExists {
-                        Ok(())
-                    } else {
-                        Err(e.to_string())
-                    }
-                }),
+            Ok(store) => match Key::parse(location) {
+                Ok(key) => store
+                    .write_record_lending(&key, value, info, PutMode::Create.into())
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            }
+            .or_else(|e| {
+                if e.kind() == ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e.to_string())
+                }
+            }),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {
@@ -424,7 +427,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             } else {
                 PutMode::Create
             };
-            match Box::pin(store.write_at_mode(&location, &value, mode)).await {
+            match Box::pin(store.write_at_lending(&location, &mut value, mode)).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     // Another run published first: what the store holds is the output,
@@ -453,11 +456,11 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             }
             self.info.location = Some(location.into());
         } else if self.checkpointing() {
-            Box::pin(self.checkpoint(&value)).await?;
+            Box::pin(self.checkpoint(&mut value)).await?;
         }
         if let Some(slot) = slot {
             let lost = lease.is_some_and(Lease::is_lost);
-            if let Some(published) = Box::pin(self.write_record(slot, &value, lost)).await? {
+            if let Some(published) = Box::pin(self.write_record(slot, &mut value, lost)).await? {
                 value = published;
             }
         }
@@ -709,12 +712,14 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         }
     }
 
-    async fn checkpoint(&mut self, value: &O) -> std::result::Result<(), TaskError> {
+    async fn checkpoint(&mut self, value: &mut O) -> std::result::Result<(), TaskError> {
         let store = self.store().await?;
         let result = match self.def.location.is_some() {
             true => {
                 let location = self.checkpoint_location()?;
-                let written = store.write_at(&location, value).await;
+                let written = store
+                    .write_at_lending(&location, value, PutMode::Overwrite)
+                    .await;
                 (location, written.map(|_| ()))
             }
             false => {
@@ -725,9 +730,13 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     output_type: Some(std::any::type_name::<O>().to_owned()),
                     ..RecordInfo::default()
                 };
-                let written = store
-                    .write_record(&location, value, info, PutMode::Overwrite)
-                    .await;
+                let written = match Key::parse(&location) {
+                    Ok(key) => store
+                        .write_record_lending(&key, value, info, PutMode::Overwrite.into())
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
                 (location, written.map(|_| ()))
             }
         };
@@ -1082,7 +1091,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     if self.def.memory_tier {
                         MemoryTier::global().insert_versioned(
                             &tier_key(),
-                            record.value.clone(),
+                            &record.value,
                             record.expires,
                             record.payload_len as usize,
                             record.version,
@@ -1311,7 +1320,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(
                         tier_key,
-                        record.value.clone(),
+                        &record.value,
                         record.expires,
                         record.payload_len as usize,
                         record.version,
@@ -1343,7 +1352,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     async fn write_record(
         &self,
         mut slot: Box<CacheSlot>,
-        value: &O,
+        value: &mut O,
         lease_lost: bool,
     ) -> std::result::Result<Option<O>, TaskError> {
         let now = self.scope.clock.now();
@@ -1375,10 +1384,16 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let checked = self.info.cache.as_ref().map(CacheRef::record_object);
         let write = match checked {
             Some(Ok(key)) if key.as_str() == slot.location => {
-                slot.store.write_record_sized(key, value, info, opts).await
+                slot.store
+                    .write_record_lending(key, value, info, opts)
+                    .await
             }
             _ => match Key::parse(&slot.location) {
-                Ok(key) => slot.store.write_record_sized(&key, value, info, opts).await,
+                Ok(key) => {
+                    slot.store
+                        .write_record_lending(&key, value, info, opts)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -1387,7 +1402,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 if self.def.memory_tier {
                     MemoryTier::global().insert_versioned(
                         &slot.tier_key,
-                        value.clone(),
+                        value,
                         expires,
                         size,
                         put.version,

@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::backend::{
     self, Backend, BackendExt, DynBackend, Error, Inspector, Key, MemoryBackend, ObjectMeta,
-    PutMode, PutOptions, PutPayload, PutResult, ReadWants, Result,
+    PutMode, PutOptions, PutPayload, PutResult, ReadWants, Result, Source,
 };
 use crate::store::record::{self, RecordHeader, RecordInfo};
-use crate::store::serializer::Serializer;
+use crate::store::serializer::{LentBuffer, Serializer};
 use crate::template::context::Context;
 use crate::template::Template;
 
@@ -279,6 +279,22 @@ impl ResultStore {
             .await
     }
 
+    /// [`ResultStore::write_at_mode`] of a value the caller owns: a `Vec<u8>` stored
+    /// raw is written from its own buffer, lent for the write, rather than a copy.
+    pub(crate) async fn write_at_lending<T: Serialize + 'static>(
+        &self,
+        location: &str,
+        value: &mut T,
+        mode: PutMode,
+    ) -> Result<PutResult> {
+        let key = Key::parse(location)?;
+        let serializer = self.serializer_of::<T>(location);
+        let (bytes, _lent) = self.encode_lending(&key, serializer, value)?;
+        self.backend
+            .put_opts(&key, PutPayload::from(bytes), mode.into())
+            .await
+    }
+
     /// Writes raw bytes at `location` (no serializer, no copy).
     pub async fn write_bytes(
         &self,
@@ -300,40 +316,58 @@ impl ResultStore {
         info: RecordInfo,
         mode: PutMode,
     ) -> Result<PutResult> {
-        Ok(self
-            .write_record_sized(&Key::parse(location)?, value, info, mode.into())
-            .await?
-            .0)
+        let key = Key::parse(location)?;
+        let serializer = self.serializer.for_value::<T>();
+        let (payload, declared) =
+            crate::hashing::collect_declared(|| self.encode(&key, serializer, value));
+        self.put_record(&key, serializer, payload?, declared, info, mode.into())
+            .await
     }
 
-    /// [`ResultStore::write_record`] at a location already checked as an object key,
-    /// under `opts` (its mode; `skip_version` where the caller keeps no version), also
-    /// giving the payload's length.
-    pub(crate) async fn write_record_sized<T: Serialize + 'static>(
+    /// [`ResultStore::write_record`] of a value the caller owns, at a location already
+    /// checked as an object key, under `opts` (its mode; `skip_version` where the
+    /// caller keeps no version), also giving the payload's length. A `Vec<u8>` stored
+    /// raw is written from its own buffer, lent for the write, rather than a copy.
+    pub(crate) async fn write_record_lending<T: Serialize + 'static>(
         &self,
         key: &Key,
-        value: &T,
+        value: &mut T,
         info: RecordInfo,
         opts: PutOptions,
     ) -> Result<(PutResult, usize)> {
         let serializer = self.serializer.for_value::<T>();
-        let (payload, declared) =
-            crate::hashing::collect_declared(|| self.encode(key, serializer, value));
-        let payload = payload?;
+        let (encoded, declared) =
+            crate::hashing::collect_declared(|| self.encode_lending(key, serializer, value));
+        let (payload, _lent) = encoded?;
         let len = payload.len();
+        let put = self
+            .put_record(key, serializer, payload, declared, info, opts)
+            .await?;
+        Ok((put, len))
+    }
+
+    /// Frames `payload` as a record (with the digests its value declared) and writes it.
+    async fn put_record(
+        &self,
+        key: &Key,
+        serializer: Serializer,
+        payload: Bytes,
+        declared: Vec<crate::hashing::Digest>,
+        info: RecordInfo,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
         let declared = declared.iter().map(|d| d.to_hex()).collect();
-        let put = if len >= FRAMED_WRITE_MIN {
+        if payload.len() >= FRAMED_WRITE_MIN {
             // Hashed while the payload is written, where the backend can.
             let (head_len, make_head) =
                 record::framed_declared(info, serializer.name(), &payload, declared);
             self.direct()
                 .put_framed(key, head_len, make_head, payload, opts)
-                .await?
+                .await
         } else {
             let framed = record::encode_declared(info, serializer.name(), payload, declared);
-            self.direct().put_opts(key, framed, opts).await?
-        };
-        Ok((put, len))
+            self.direct().put_opts(key, framed, opts).await
+        }
     }
 
     /// Reads and verifies the record at `location`.
@@ -515,13 +549,29 @@ impl ResultStore {
     ) -> Result<Bytes> {
         serializer
             .serialize(value)
-            .map_err(|source| Error::Serialization {
-                backend: self.backend.describe(),
-                key: key.to_string(),
-                action: "serialize",
-                format: serializer.name().into(),
-                source,
-            })
+            .map_err(|source| self.unserializable(key, serializer, source))
+    }
+
+    /// [`ResultStore::encode`], lending a `Vec<u8>`'s buffer where it is stored raw.
+    fn encode_lending<'v, T: Serialize + 'static>(
+        &self,
+        key: &Key,
+        serializer: Serializer,
+        value: &'v mut T,
+    ) -> Result<(Bytes, Option<LentBuffer<'v, T>>)> {
+        serializer
+            .serialize_lending(value)
+            .map_err(|source| self.unserializable(key, serializer, source))
+    }
+
+    fn unserializable(&self, key: &Key, serializer: Serializer, source: Source) -> Error {
+        Error::Serialization {
+            backend: self.backend.describe(),
+            key: key.to_string(),
+            action: "serialize",
+            format: serializer.name().into(),
+            source,
+        }
     }
 
     fn decode<T: DeserializeOwned + 'static>(

@@ -206,6 +206,34 @@ impl Serializer {
         })
     }
 
+    /// [`Serializer::serialize`], except that a `Vec<u8>` stored raw lends its buffer
+    /// to the bytes instead of being copied into them. The value is left empty until the
+    /// returned [`LentBuffer`] is dropped, which gives the buffer back: without a copy
+    /// when nothing else holds the bytes by then (a store that keeps them, as the
+    /// memory store does, costs one copy on the way back).
+    pub(crate) fn serialize_lending<'v, T: Serialize + 'static>(
+        &self,
+        value: &'v mut T,
+    ) -> Result<(Bytes, Option<LentBuffer<'v, T>>), Source> {
+        let raw = matches!(
+            (self.format, self.compression),
+            (Format::Bytes, Compression::None)
+        );
+        let taken = match (value as &mut dyn Any).downcast_mut::<Vec<u8>>() {
+            Some(owner) if raw => Some(std::mem::take(owner)),
+            _ => None,
+        };
+        if let Some(buffer) = taken {
+            let bytes = Bytes::from(buffer);
+            let lent = LentBuffer {
+                owner: value,
+                bytes: bytes.clone(),
+            };
+            return Ok((bytes, Some(lent)));
+        }
+        Ok((self.serialize(value)?, None))
+    }
+
     /// Decompresses and decodes a value. `Bytes` and `Vec<u8>` are returned without a copy.
     ///
     /// # Errors
@@ -250,6 +278,22 @@ impl Serializer {
                 .into()
             }),
             Format::Text => from_text(bytes),
+        }
+    }
+}
+
+/// A `Vec<u8>` value's buffer lent to the bytes it is stored as
+/// ([`Serializer::serialize_lending`]); given back to the value when dropped.
+pub(crate) struct LentBuffer<'v, T: 'static> {
+    owner: &'v mut T,
+    bytes: Bytes,
+}
+
+impl<T: 'static> Drop for LentBuffer<'_, T> {
+    fn drop(&mut self) {
+        if let Some(owner) = (self.owner as &mut dyn Any).downcast_mut::<Vec<u8>>() {
+            // Takes the buffer back when these are the last bytes holding it, else copies.
+            *owner = Vec::from(std::mem::take(&mut self.bytes));
         }
     }
 }
@@ -495,6 +539,65 @@ mod tests {
         let ptr = stored.as_ptr();
         let v: Vec<u8> = Serializer::BYTES.deserialize(stored).unwrap();
         assert_eq!(v.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn a_vec_stored_raw_lends_its_buffer_and_gets_it_back() {
+        // Capacity beyond the length, as a grown vector has.
+        let mut v = Vec::with_capacity(4096);
+        v.extend((0..3000u32).map(|i| i as u8));
+        let (ptr, cap, expected) = (v.as_ptr(), v.capacity(), v.clone());
+        let (bytes, lent) = Serializer::BYTES.serialize_lending(&mut v).unwrap();
+        assert_eq!(
+            bytes.as_ptr(),
+            ptr,
+            "the payload is the vector's own buffer"
+        );
+        assert_eq!(bytes, expected);
+        assert!(lent.is_some());
+        drop(bytes);
+        drop(lent);
+        assert_eq!(
+            (v.as_ptr(), v.capacity()),
+            (ptr, cap),
+            "the buffer came back"
+        );
+        assert_eq!(v, expected);
+
+        // Bytes still held elsewhere (a store that keeps them): the value gets a copy.
+        let (bytes, lent) = Serializer::BYTES.serialize_lending(&mut v).unwrap();
+        drop(lent);
+        assert_eq!(v, expected);
+        assert_ne!(v.as_ptr(), bytes.as_ptr());
+        assert_eq!(bytes, expected);
+
+        // A length equal to the capacity takes the other representation inside `Bytes`.
+        let mut exact = vec![7u8; 100];
+        exact.shrink_to_fit();
+        let ptr = exact.as_ptr();
+        let (bytes, lent) = Serializer::BYTES.serialize_lending(&mut exact).unwrap();
+        drop((bytes, lent));
+        assert_eq!((exact.as_ptr(), exact.len()), (ptr, 100));
+    }
+
+    #[test]
+    fn only_a_raw_uncompressed_vec_is_lent() {
+        let mut v = b"[1,2]".to_vec();
+        for serializer in [
+            Serializer::JSON,
+            Serializer::TEXT,
+            Serializer::BYTES.zstd(3),
+        ] {
+            let (bytes, lent) = serializer.serialize_lending(&mut v).unwrap();
+            assert!(lent.is_none(), "{}", serializer.name());
+            assert_eq!(bytes, serializer.serialize(&b"[1,2]".to_vec()).unwrap());
+        }
+        assert_eq!(v, b"[1,2]");
+        let mut b = Bytes::from_static(b"shared");
+        let (bytes, lent) = Serializer::BYTES.serialize_lending(&mut b).unwrap();
+        assert!(lent.is_none());
+        drop(lent);
+        assert_eq!((bytes.as_ptr(), &b[..]), (b.as_ptr(), &b"shared"[..]));
     }
 
     #[test]

@@ -362,6 +362,88 @@ pub async fn byte_outputs_are_stored_raw(store: &ResultStore) {
     );
 }
 
+/// A `Vec<u8>` output stored raw is written from the value's own buffer, lent to the
+/// store for the write: every caller still gets the whole value back, from a cache
+/// record (framed in pieces above 8 MiB, or in one buffer), a checkpoint, a run's
+/// record, a target, and a flow run's resume record; a `.json` target still copies it
+/// into JSON. Read back, each holds the value.
+pub async fn vec_outputs_lent_to_the_store_come_back_whole(store: &ResultStore) {
+    let small: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let big: Vec<u8> = (0..9u32 << 20).map(|i| (i % 251) as u8).collect();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let make = |name: &str, value: &Vec<u8>| {
+        let (value, runs) = (value.clone(), runs.clone());
+        Task::new(name, move |_day: String| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let value = value.clone();
+            async move { Ok::<_, std::io::Error>(value) }
+        })
+        .inputs(["day"])
+        .result(store.clone())
+    };
+    let cached_small = make("cached_small", &small)
+        .cache_policy(cairn::cache::INPUTS)
+        .result_storage(store.clone());
+    let cached_big = make("cached_big", &big)
+        .cache_policy(cairn::cache::INPUTS)
+        .result_storage(store.clone())
+        .memory_tier(false);
+    let checkpointed = make("checkpointed_vec", &small).location("raw/{task_name}-{day}");
+    let recorded = make("recorded_vec", &small);
+    let plain_target = make("plain_vec_target", &small).target("raw/vtarget-{day}.dat");
+    let json_target = make("json_vec_target", &small).target("raw/vtarget-{day}.json");
+    let flow = Flow::new("vecs")
+        .checkpointing(true)
+        .result_store(store.clone());
+    let body = {
+        let (small, big) = (small.clone(), big.clone());
+        move |_| async move {
+            for day in ["mon", "tue"] {
+                assert_eq!(cached_small.call(day.into()).await?, small);
+                assert_eq!(cached_big.call(day.into()).await?, big);
+                assert_eq!(checkpointed.call(day.into()).await?, small);
+                assert_eq!(recorded.call(day.into()).await?, small);
+                assert_eq!(plain_target.call(day.into()).await?, small);
+                assert_eq!(json_target.call(day.into()).await?, small);
+            }
+            Ok(())
+        }
+    };
+    let first = flow.run((), body.clone()).await;
+    assert_eq!(first.state(), &State::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 12);
+
+    for run in first.task_runs() {
+        let expected = if run.name().starts_with("cached_big") {
+            &big
+        } else {
+            &small
+        };
+        let at = run.location().or(run.cache_record()).unwrap();
+        let back = match store.read_record::<Vec<u8>>(at).await {
+            Ok(record) => record.value,
+            Err(_) => store.read::<Vec<u8>>(at).await.unwrap(),
+        };
+        assert_eq!(&back, expected, "{at}");
+    }
+    assert_eq!(
+        store.read_bytes("raw/vtarget-tue.dat").await.unwrap(),
+        small
+    );
+    assert_eq!(
+        store.read_bytes("raw/checkpointed_vec-mon").await.unwrap(),
+        small
+    );
+    let json = store.read_bytes("raw/vtarget-mon.json").await.unwrap();
+    assert_eq!(serde_json::from_slice::<Vec<u8>>(&json).unwrap(), small);
+
+    // A second flow run: the cached tasks are served by the store (or the memory
+    // tier), the targets exist; only the checkpointed and recorded tasks run again.
+    let second = flow.run((), body).await;
+    assert_eq!(second.state(), &State::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 16);
+}
+
 #[macro_export]
 macro_rules! runner_tests {
     ($make:expr) => {
@@ -374,6 +456,7 @@ macro_rules! runner_tests {
             only_inputs_a_template_names_become_template_values,
             a_location_that_can_never_be_written_fails_before_the_body,
             byte_outputs_are_stored_raw,
+            vec_outputs_lent_to_the_store_come_back_whole,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
