@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -152,7 +153,6 @@ struct Book {
     bytes: usize,
     /// The entries held, over all shards.
     entries: usize,
-    limit: usize,
     generation: u64,
 }
 
@@ -179,6 +179,9 @@ pub struct MemoryTier {
     shards: Box<[RwLock<DigestMap<Entry>>]>,
     /// Taken (before any shard) by everything that adds or removes entries.
     book: Mutex<Book>,
+    /// The bound on the bytes held; read without the book's lock, so that a value too
+    /// large to hold is turned away before it is copied.
+    limit: AtomicUsize,
 }
 
 impl std::fmt::Debug for MemoryTier {
@@ -187,7 +190,7 @@ impl std::fmt::Debug for MemoryTier {
         f.debug_struct("MemoryTier")
             .field("entries", &self.len())
             .field("bytes", &book.bytes)
-            .field("limit", &book.limit)
+            .field("limit", &self.limit())
             .finish()
     }
 }
@@ -197,10 +200,8 @@ impl MemoryTier {
     pub fn new(limit: usize) -> Self {
         MemoryTier {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            book: Mutex::new(Book {
-                limit,
-                ..Book::default()
-            }),
+            book: Mutex::default(),
+            limit: AtomicUsize::new(limit),
         }
     }
 
@@ -214,8 +215,12 @@ impl MemoryTier {
     /// `0` turns the tier off.
     pub fn set_limit(&self, limit: usize) {
         let mut book = self.book();
-        book.limit = limit;
+        self.limit.store(limit, Ordering::Relaxed);
         self.evict(&mut book);
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// The number of entries held.
@@ -411,12 +416,9 @@ impl MemoryTier {
         checked: DateTime<Utc>,
         task: Option<&str>,
     ) {
-        {
-            let mut book = self.book();
-            if size > book.limit {
-                self.remove(&mut book, &TierKeyRef::from(key));
-                return;
-            }
+        if size > self.limit() {
+            self.forget(&TierKeyRef::from(key));
+            return;
         }
         // Copied outside the lock: a large value does not hold up other entries' changes.
         let value = Arc::new(value.clone());
@@ -467,7 +469,8 @@ impl MemoryTier {
     }
 
     fn evict(&self, book: &mut Book) {
-        while book.bytes > book.limit {
+        let limit = self.limit();
+        while book.bytes > limit {
             let Some((key, generation)) = book.order.pop_front() else {
                 break;
             };
@@ -485,7 +488,7 @@ impl MemoryTier {
                 }
             }
         }
-        if book.limit == 0 {
+        if limit == 0 {
             // Entries of size 0 count no bytes: drop them too when the tier is off.
             for shard in self.shards.iter() {
                 shard.write().unwrap_or_else(|e| e.into_inner()).clear();
@@ -512,7 +515,6 @@ impl MemoryTier {
 mod tests {
     use super::*;
     use chrono::Duration;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn k(name: &str) -> TierKey {
         TierKey {
