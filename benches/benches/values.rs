@@ -20,7 +20,8 @@
 //!    empty in a new process). Baseline: a fresh process reads the record file. Both
 //!    are timed inside the child, after its start.
 //! 3. verify: `ResultStore::read_record` of a 256 MiB record (length and payload
-//!    checksum checked) against a raw read of the same file.
+//!    checksum checked) against a raw read of the same file; then of the same payload
+//!    in a record of format 2, as an older cairn wrote it (checked by BLAKE3).
 //! 4. bytes: a 100 MB `Bytes` and `Vec<u8>` output under the store's default serializer
 //!    (JSON): the serializer the record names, and its throughput against a raw
 //!    write; the `Vec<u8>` row also against a raw clone + write, as its body clones.
@@ -379,6 +380,43 @@ async fn verify(dir: &Path, size: usize, iterations: usize) {
         assert_eq!(record.value.len(), size);
     }
     report("verified read vs raw read", size, median(raw), median(ours));
+    // The same payload in a record of format 2, as an older cairn wrote it: its
+    // payload is checked by BLAKE3, hashed piece by piece as the read lands.
+    let (mut header, payload) = cairn::record::decode(
+        store
+            .read_bytes("big/record")
+            .await
+            .expect("the record's bytes"),
+    )
+    .expect("a record");
+    header.payload_checksum =
+        cairn::record::PayloadChecksum::Blake3(blake3::hash(&payload).to_hex().to_string());
+    let older = cairn::record::encode_header(&header, payload).into_contiguous();
+    store
+        .write_bytes("big/record-v2", older, cairn::PutMode::Overwrite)
+        .await
+        .expect("a format-2 record");
+    let path = dir.join("verify/big/record-v2");
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let buf = raw_read(&path);
+        raw.push(t.elapsed());
+        drop(buf);
+        let t = Instant::now();
+        let record = store
+            .read_record::<Bytes>("big/record-v2")
+            .await
+            .expect("a verified read");
+        ours.push(t.elapsed());
+        assert_eq!(record.value.len(), size);
+    }
+    report(
+        "  a format-2 record (BLAKE3) vs raw read",
+        size,
+        median(raw),
+        median(ours),
+    );
     let value = store
         .read_record::<Bytes>("big/record")
         .await

@@ -387,20 +387,17 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             ..RecordInfo::default()
         };
         let result = match self.store().await {
-            Ok(store) => match Key::parse(location) {
-                Ok(key) => store
-                    .write_record_lending(&key, value, info, PutMode::Create.into())
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            }
-            .or_else(|e| {
-                if e.kind() == ErrorKind::AlreadyExists {
-                    Ok(())
-                } else {
-                    Err(e.to_string())
-                }
-            }),
+            Ok(store) => store
+                .write_record_lending(location, value, info, PutMode::Create)
+                .await
+                .map(|_| ())
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e.to_string())
+                    }
+                }),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {
@@ -730,13 +727,9 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                     output_type: Some(std::any::type_name::<O>().to_owned()),
                     ..RecordInfo::default()
                 };
-                let written = match Key::parse(&location) {
-                    Ok(key) => store
-                        .write_record_lending(&key, value, info, PutMode::Overwrite.into())
-                        .await
-                        .map(|_| ()),
-                    Err(e) => Err(e),
-                };
+                let written = store
+                    .write_record_lending(&location, value, info, PutMode::Overwrite)
+                    .await;
                 (location, written.map(|_| ()))
             }
         };
@@ -1385,13 +1378,13 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         let write = match checked {
             Some(Ok(key)) if key.as_str() == slot.location => {
                 slot.store
-                    .write_record_lending(key, value, info, opts)
+                    .write_record_lending_at(key, value, info, opts)
                     .await
             }
             _ => match Key::parse(&slot.location) {
                 Ok(key) => {
                     slot.store
-                        .write_record_lending(&key, value, info, opts)
+                        .write_record_lending_at(&key, value, info, opts)
                         .await
                 }
                 Err(e) => Err(e),

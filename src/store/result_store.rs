@@ -324,11 +324,27 @@ impl ResultStore {
             .await
     }
 
-    /// [`ResultStore::write_record`] of a value the caller owns, at a location already
-    /// checked as an object key, under `opts` (its mode; `skip_version` where the
+    /// [`ResultStore::write_record`] of a value the caller owns: a `Vec<u8>` stored raw
+    /// is written from its own buffer, lent for the write, rather than a copy.
+    pub(crate) async fn write_record_lending<T: Serialize + 'static>(
+        &self,
+        location: &str,
+        value: &mut T,
+        info: RecordInfo,
+        mode: PutMode,
+    ) -> Result<PutResult> {
+        let key = Key::parse(location)?;
+        Ok(self
+            .write_record_lending_at(&key, value, info, mode.into())
+            .await?
+            .0)
+    }
+
+    /// [`ResultStore::write_record_lending`] at a location already checked as an object
+    /// key, under `opts` (its mode; `skip_version` where the
     /// caller keeps no version), also giving the payload's length. A `Vec<u8>` stored
     /// raw is written from its own buffer, lent for the write, rather than a copy.
-    pub(crate) async fn write_record_lending<T: Serialize + 'static>(
+    pub(crate) async fn write_record_lending_at<T: Serialize + 'static>(
         &self,
         key: &Key,
         value: &mut T,
