@@ -347,6 +347,33 @@ fn child(args: &[String]) {
     }
 }
 
+/// Medians of a raw read of the record file at `location` and of its verified read,
+/// alternating.
+async fn time_verified_reads(
+    store: &ResultStore,
+    dir: &Path,
+    location: &str,
+    size: usize,
+    iterations: usize,
+) -> (Duration, Duration) {
+    let path = dir.join("verify").join(location);
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let buf = raw_read(&path);
+        raw.push(t.elapsed());
+        drop(buf);
+        let t = Instant::now();
+        let record = store
+            .read_record::<Bytes>(location)
+            .await
+            .expect("a verified read");
+        ours.push(t.elapsed());
+        assert_eq!(record.value.len(), size);
+    }
+    (median(raw), median(ours))
+}
+
 async fn verify(dir: &Path, size: usize, iterations: usize) {
     println!(
         "3. Verified record read: ResultStore::read_record of a {} MiB record (length + XXH3-128)",
@@ -364,22 +391,8 @@ async fn verify(dir: &Path, size: usize, iterations: usize) {
         .await
         .expect("a record");
     drop(value);
-    let path = dir.join("verify/big/record");
-    let (mut raw, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
-        let t = Instant::now();
-        let buf = raw_read(&path);
-        raw.push(t.elapsed());
-        drop(buf);
-        let t = Instant::now();
-        let record = store
-            .read_record::<Bytes>("big/record")
-            .await
-            .expect("a verified read");
-        ours.push(t.elapsed());
-        assert_eq!(record.value.len(), size);
-    }
-    report("verified read vs raw read", size, median(raw), median(ours));
+    let (raw, ours) = time_verified_reads(&store, dir, "big/record", size, iterations).await;
+    report("verified read vs raw read", size, raw, ours);
     // The same payload in a record of format 2, as an older cairn wrote it: its
     // payload is checked by BLAKE3, hashed piece by piece as the read lands.
     let (mut header, payload) = cairn::record::decode(
@@ -396,27 +409,8 @@ async fn verify(dir: &Path, size: usize, iterations: usize) {
         .write_bytes("big/record-v2", older, cairn::PutMode::Overwrite)
         .await
         .expect("a format-2 record");
-    let path = dir.join("verify/big/record-v2");
-    let (mut raw, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..iterations {
-        let t = Instant::now();
-        let buf = raw_read(&path);
-        raw.push(t.elapsed());
-        drop(buf);
-        let t = Instant::now();
-        let record = store
-            .read_record::<Bytes>("big/record-v2")
-            .await
-            .expect("a verified read");
-        ours.push(t.elapsed());
-        assert_eq!(record.value.len(), size);
-    }
-    report(
-        "  a format-2 record (BLAKE3) vs raw read",
-        size,
-        median(raw),
-        median(ours),
-    );
+    let (raw, ours) = time_verified_reads(&store, dir, "big/record-v2", size, iterations).await;
+    report("  a format-2 record (BLAKE3) vs raw read", size, raw, ours);
     let value = store
         .read_record::<Bytes>("big/record")
         .await

@@ -19,6 +19,27 @@ fn counted(name: &str, counter: &Arc<AtomicUsize>, output: String) -> Task<Strin
     .inputs(["day"])
 }
 
+/// A task of one input, `day`, that returns `value` and counts its runs in `counter`,
+/// persisting to `store`.
+fn returning<T>(
+    name: &str,
+    value: &T,
+    counter: &Arc<AtomicUsize>,
+    store: &ResultStore,
+) -> Task<String, T>
+where
+    T: cairn::TaskOutput,
+{
+    let (value, counter) = (value.clone(), counter.clone());
+    Task::new(name, move |_day: String| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let value = value.clone();
+        async move { Ok::<_, std::io::Error>(value) }
+    })
+    .inputs(["day"])
+    .result(store.clone())
+}
+
 /// An existing target makes the run Cached with the target's value; the body does not
 /// run, in a later flow run and with a separately defined task (as in another process).
 pub async fn an_existing_target_skips_the_body(store: &ResultStore) {
@@ -304,16 +325,7 @@ pub async fn byte_outputs_are_stored_raw(store: &ResultStore) {
     use bytes::Bytes;
     let value = Bytes::from((0..=255u8).cycle().take(3000).collect::<Vec<u8>>());
     let runs = Arc::new(AtomicUsize::new(0));
-    let make = |name: &str| {
-        let (value, runs) = (value.clone(), runs.clone());
-        Task::new(name, move |_day: String| {
-            runs.fetch_add(1, Ordering::SeqCst);
-            let value = value.clone();
-            async move { Ok::<_, std::io::Error>(value) }
-        })
-        .inputs(["day"])
-        .result(store.clone())
-    };
+    let make = |name: &str| returning(name, &value, &runs, store);
     let cached = make("cached_bytes")
         .cache_policy(cairn::cache::INPUTS)
         .result_storage(store.clone());
@@ -371,16 +383,7 @@ pub async fn vec_outputs_lent_to_the_store_come_back_whole(store: &ResultStore) 
     let small: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
     let big: Vec<u8> = (0..9u32 << 20).map(|i| (i % 251) as u8).collect();
     let runs = Arc::new(AtomicUsize::new(0));
-    let make = |name: &str, value: &Vec<u8>| {
-        let (value, runs) = (value.clone(), runs.clone());
-        Task::new(name, move |_day: String| {
-            runs.fetch_add(1, Ordering::SeqCst);
-            let value = value.clone();
-            async move { Ok::<_, std::io::Error>(value) }
-        })
-        .inputs(["day"])
-        .result(store.clone())
-    };
+    let make = |name: &str, value: &Vec<u8>| returning(name, value, &runs, store);
     let cached_small = make("cached_small", &small)
         .cache_policy(cairn::cache::INPUTS)
         .result_storage(store.clone());
