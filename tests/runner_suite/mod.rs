@@ -376,7 +376,7 @@ pub async fn byte_outputs_are_stored_raw(store: &ResultStore) {
 
 /// A `Vec<u8>` output stored raw is written from the value's own buffer, lent to the
 /// store for the write: every caller still gets the whole value back, from a cache
-/// record (framed in pieces above 8 MiB, or in one buffer), a checkpoint, a run's
+/// record (hashed while written above 8 MiB, before below), a checkpoint, a run's
 /// record, a target, and a flow run's resume record; a `.json` target still copies it
 /// into JSON. Read back, each holds the value.
 pub async fn vec_outputs_lent_to_the_store_come_back_whole(store: &ResultStore) {
