@@ -1771,3 +1771,67 @@ async fn a_memory_tier_hit_is_recorded_like_any_hit() {
     history.sort();
     assert_eq!(history, ["cached", "running"]);
 }
+
+/// A call outside a flow that the memory tier serves (no clock or settings of the
+/// task's own) is a run of its own like any other: `Cached`, its own id, map index 0,
+/// the key, store and record of the run that wrote the entry. Dropped from the tier, the
+/// entry is read from the store again; with a trust bound of 0 a record deleted from
+/// the store is never served; under a policy with the run id, no call hits another's.
+#[tokio::test]
+async fn a_memory_tier_hit_outside_a_flow_is_a_run_of_its_own() {
+    use cairn::cache::{MemoryTier, INPUTS, RUN_ID};
+    let data = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(data.path()).unwrap();
+    let runs = counter();
+    let task = counted("tier_outside", &runs, |x: u64, _| Ok(x + 1))
+        .inputs(["x"])
+        .cache_policy(INPUTS)
+        .result_storage(store.clone());
+
+    let first = task.run(1).await;
+    let held = [task.run(1).await, task.run(1).await];
+    assert_eq!(first.state(), &State::Completed);
+    assert_eq!(count(&runs), 1);
+    for run in &held {
+        let info = run.info();
+        assert_eq!((run.state(), run.value()), (&State::Cached, Some(&2)));
+        assert_eq!(info.map_index(), 0);
+        assert_eq!(info.states().len(), 3);
+        assert_eq!(info.task(), "tier_outside");
+        assert_eq!(info.cache_key(), first.info().cache_key());
+        assert_eq!(info.cache_store(), Some(store.url()));
+        assert_eq!(info.cache_record(), first.info().cache_record());
+        assert_ne!(info.id(), first.info().id());
+    }
+    assert_ne!(held[0].info().id(), held[1].info().id());
+    assert_eq!(task.call(1).await.unwrap(), 2);
+
+    // Dropped from the tier: the store's record answers, and the tier holds it again.
+    assert!(MemoryTier::global().remove_task_run(held[0].info()));
+    assert_eq!(task.run(1).await.state(), &State::Cached);
+    assert_eq!(count(&runs), 1);
+    // Dropped from both: the body runs.
+    assert!(MemoryTier::global().remove_task_run(held[0].info()));
+    store
+        .delete(first.info().cache_record().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(task.run(1).await.state(), &State::Completed);
+    assert_eq!(count(&runs), 2);
+
+    // Checked on every hit: a record deleted from the store is not served.
+    let checked = task.clone().memory_tier_revalidate_after(Duration::ZERO);
+    assert_eq!(checked.run(1).await.state(), &State::Cached);
+    store
+        .delete(first.info().cache_record().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(checked.run(1).await.state(), &State::Completed);
+    assert_eq!(count(&runs), 3);
+
+    // Each call outside a flow is a run of its own: under the run id, none hits.
+    let per_run = task.clone().cache_policy(INPUTS + RUN_ID);
+    assert_eq!(per_run.run(5).await.state(), &State::Completed);
+    assert_eq!(per_run.run(5).await.state(), &State::Completed);
+    assert_eq!(count(&runs), 5);
+}

@@ -111,6 +111,16 @@ impl RunScope {
         }
     }
 
+    /// This thread's stand-in for the scope of a call outside a flow, where only what
+    /// every such scope has alike is read: its settings, clock, store (none), namespace
+    /// (none), parameters (none) and flags. Its run id and date are those of no call.
+    pub(crate) fn ephemeral_template() -> Arc<RunScope> {
+        thread_local! {
+            static TEMPLATE: Arc<RunScope> = Arc::new(RunScope::ephemeral("ephemeral", None, None));
+        }
+        TEMPLATE.with(Arc::clone)
+    }
+
     /// The flow run the caller is inside of, if any.
     pub fn current() -> Option<Arc<RunScope>> {
         CURRENT.try_with(Arc::clone).ok()
