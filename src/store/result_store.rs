@@ -341,9 +341,8 @@ impl ResultStore {
     }
 
     /// [`ResultStore::write_record_lending`] at a location already checked as an object
-    /// key, under `opts` (its mode; `skip_version` where the
-    /// caller keeps no version), also giving the payload's length. A `Vec<u8>` stored
-    /// raw is written from its own buffer, lent for the write, rather than a copy.
+    /// key, under `opts` (its mode; `skip_version` where the caller keeps no version),
+    /// also giving the payload's length.
     pub(crate) async fn write_record_lending_at<T: Serialize + 'static>(
         &self,
         key: &Key,
