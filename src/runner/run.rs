@@ -127,32 +127,33 @@ async fn run_once<I: TaskInput, O: TaskOutput, R>(
     finish: impl FnOnce(&RunScope, TaskRunInfo, std::result::Result<O, TaskError>) -> R,
 ) -> Option<R> {
     let id = RunId::new();
+    let mut looked = None;
     let scope = match scope {
         Some(scope) => scope,
-        None => {
-            if let Some((scope, info, value)) = ephemeral_tier_hit(def, &input, id, try_once) {
-                return Some(finish(&scope, info, Ok(value)));
+        None => match ephemeral_tier_hit(def, &input, id, try_once) {
+            Ok((scope, info, value)) => return Some(finish(&scope, info, Ok(value))),
+            Err(seen) => {
+                looked = seen;
+                Arc::new(RunScope::ephemeral(
+                    &id.hyphenated(),
+                    def.clock.clone(),
+                    def.settings.clone(),
+                ))
             }
-            Arc::new(RunScope::ephemeral(
-                &id.hyphenated(),
-                def.clock.clone(),
-                def.settings.clone(),
-            ))
-        }
+        },
     };
     let map_index = map_index.unwrap_or_else(|| scope.next_index(&def.name));
-    let mut progress = Progress {
-        def,
-        scope: &scope,
-        input: &input,
-        info: TaskRunInfo::new(thread_copy(&def.name), id, map_index),
-        context: None,
-        try_once,
-        busy: false,
-        key: None,
-        tier_missed: false,
+    let mut progress = Progress::new(def, &scope, &input, id, map_index, try_once);
+    let served = match looked {
+        // The tier was asked just now, under the same key: not again.
+        Some(TierLooked { key, tier_missed }) => {
+            progress.key = Some(Ok(Some(key)));
+            progress.tier_missed = tier_missed;
+            None
+        }
+        None => progress.fresh_tier_hit(),
     };
-    let result = match progress.fresh_tier_hit() {
+    let result = match served {
         Some(value) => Ok((value, State::Cached)),
         None => progress.run().await,
     };
@@ -172,61 +173,90 @@ async fn run_once<I: TaskInput, O: TaskOutput, R>(
     if let Some(write) = progress.note_transition() {
         write.await;
     }
-    tracing::info!(
-        "Task run '{}' - Finished in state {}",
-        progress.info.name(),
-        progress.info.state()
-    );
+    progress.log_finished();
     Some(finish(&scope, progress.info, result))
+}
+
+/// What [`ephemeral_tier_hit`] learnt of a key the tier did not serve as it is.
+struct TierLooked {
+    key: Digest,
+    /// The tier held nothing for the key.
+    tier_missed: bool,
 }
 
 /// A call outside a flow whose value the memory tier serves as it is, found without
 /// the scope of its own that such a call is otherwise given (a new run id, the date,
-/// its counters and records, made and dropped on every call: about a third of such a
+/// its counters and records, made and dropped on every call: about half of such a
 /// hit). The thread's [`RunScope::ephemeral_template`] stands in for it; it differs
 /// from a new one only in its run id and date. Key functions see both in their
 /// context, so a policy with any is not served here; nor is one that reads the run id
 /// (no run ever wrote under the template's), nor a task with a clock or settings of
-/// its own.
+/// its own. Not served, it gives the key it derived, if it got that far: the same key
+/// under the call's own scope.
 fn ephemeral_tier_hit<I: TaskInput, O: TaskOutput>(
     def: &TaskDef<I, O>,
     input: &I,
     id: RunId,
     try_once: bool,
-) -> Option<(Arc<RunScope>, TaskRunInfo, O)> {
-    let policy = def.cache_policy.as_ref()?;
+) -> std::result::Result<(Arc<RunScope>, TaskRunInfo, O), Option<TierLooked>> {
+    let Some(policy) = def.cache_policy.as_ref() else {
+        return Err(None);
+    };
     if def.clock.is_some()
         || def.settings.is_some()
         || policy.uses_run_id()
         || !policy.key_functions().is_empty()
     {
-        return None;
+        return Err(None);
     }
     let scope = RunScope::ephemeral_template();
-    let mut progress = Progress {
-        def,
-        scope: &scope,
-        input,
-        // A new ephemeral scope's first index.
-        info: TaskRunInfo::new(thread_copy(&def.name), id, 0),
-        context: None,
-        try_once,
-        busy: false,
-        key: None,
-        tier_missed: false,
+    // A new ephemeral scope's first index.
+    let mut progress = Progress::new(def, &scope, input, id, 0, try_once);
+    let Some(value) = progress.fresh_tier_hit() else {
+        return Err(match progress.key {
+            Some(Ok(Some(key))) => Some(TierLooked {
+                key,
+                tier_missed: progress.tier_missed,
+            }),
+            _ => None,
+        });
     };
-    let value = progress.fresh_tier_hit()?;
     progress.enter(State::Cached);
-    tracing::info!(
-        "Task run '{}' - Finished in state {}",
-        progress.info.name(),
-        progress.info.state()
-    );
+    progress.log_finished();
     let info = progress.info;
-    Some((scope, info, value))
+    Ok((scope, info, value))
 }
 
 impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
+    fn new(
+        def: &'a TaskDef<I, O>,
+        scope: &'a RunScope,
+        input: &'a I,
+        id: RunId,
+        map_index: u64,
+        try_once: bool,
+    ) -> Self {
+        Progress {
+            def,
+            scope,
+            input,
+            info: TaskRunInfo::new(thread_copy(&def.name), id, map_index),
+            context: None,
+            try_once,
+            busy: false,
+            key: None,
+            tier_missed: false,
+        }
+    }
+
+    fn log_finished(&self) {
+        tracing::info!(
+            "Task run '{}' - Finished in state {}",
+            self.info.name(),
+            self.info.state()
+        );
+    }
+
     fn enter(&mut self, state: State) {
         self.info.enter(state);
     }
