@@ -2,9 +2,8 @@
 //! the store.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -109,63 +108,8 @@ struct Entry {
     expires: Option<i64>,
     /// When the store last confirmed the version, in microseconds since the epoch
     /// ([`micros`]).
-    checked: AtomicI64,
-    /// Set once the entry has left the map (replaced, removed, evicted): the threads
-    /// that keep a reference to it ([`Near`]) then stop serving it.
-    gone: AtomicBool,
+    checked: i64,
     about: Box<About>,
-}
-
-impl Entry {
-    /// What the entry answers at `now` for a value of type `T`: nothing once expired.
-    fn answer<T: Clone + 'static>(&self, now: i64, trust: chrono::Duration) -> Option<TierHit<T>> {
-        if self.expires.is_some_and(|e| e <= now) {
-            return None;
-        }
-        let checked = self.checked.load(Ordering::Relaxed);
-        let fresh = trust > chrono::Duration::zero()
-            && now.saturating_sub(checked) < trust.num_microseconds().unwrap_or(i64::MAX);
-        let value = self.value.downcast_ref::<T>()?.clone();
-        Some(if fresh {
-            TierHit::Fresh(value)
-        } else {
-            TierHit::Stale {
-                value,
-                version: self.about.version.clone(),
-            }
-        })
-    }
-
-    /// Marks the entry as no longer the tier's.
-    fn retire(&self) {
-        self.gone.store(true, Ordering::Release);
-    }
-}
-
-/// Entries of at most this size (serialized) are kept near: see [`Near`].
-const NEAR_MAX_SIZE: usize = 1024;
-
-/// At most this many entries are kept near per thread; a full set is renewed.
-const NEAR_CAPACITY: usize = 1024;
-
-/// The small entries of one tier that this thread served lately, by reference: a hit
-/// found here takes no lock, so that hits on several threads write nothing they share
-/// (the read lock of a shard is a count that every reader writes). An entry the tier
-/// has dropped is marked [`Entry::gone`] and is dropped here at this thread's next
-/// lookup of its key, or when the set is renewed: until then its value stays alive.
-struct Near {
-    /// The tier these are entries of ([`MemoryTier::id`]).
-    tier: u64,
-    entries: DigestMap<Arc<Entry>>,
-}
-
-thread_local! {
-    static NEAR: RefCell<Near> = const {
-        RefCell::new(Near {
-            tier: u64::MAX,
-            entries: DigestMap::with_hasher(std::hash::BuildHasherDefault::new()),
-        })
-    };
 }
 
 /// What eviction, removal and a version check read of an entry.
@@ -227,22 +171,14 @@ struct Book {
 /// makes the run read the record again. `0` checks on every hit. So a value replaced
 /// in the store is served by other processes for at most the bound.
 ///
-/// **Hits on several threads share no lock.** Each thread keeps references to the
-/// small entries (up to 1 KiB serialized, at most 1,024) it served lately and answers
-/// from them without the shard's lock, whose count every reader would write. An
-/// entry the tier drops is not served from them again, but its value stays alive until
-/// that thread next looks its key up or renews its set.
-///
 /// Entries can be dropped one by one ([`MemoryTier::remove_task_run`]), by task
 /// ([`MemoryTier::remove_task`]) or all at once ([`MemoryTier::clear`]).
 pub struct MemoryTier {
     /// The entries, by the key's first digest bytes. A hit takes one shard's read lock
     /// and nothing else, so hits on several threads neither queue nor share a lock.
-    shards: Box<[RwLock<DigestMap<Arc<Entry>>>]>,
+    shards: Box<[RwLock<DigestMap<Entry>>]>,
     /// Taken (before any shard) by everything that adds or removes entries.
     book: Mutex<Book>,
-    /// This tier among all made in the process, for the entries threads keep near.
-    id: u64,
     /// The bound on the bytes held; read without the book's lock, so that a value too
     /// large to hold is turned away before it is copied.
     limit: AtomicUsize,
@@ -262,11 +198,9 @@ impl std::fmt::Debug for MemoryTier {
 impl MemoryTier {
     /// An empty tier holding at most `limit` bytes of values.
     pub fn new(limit: usize) -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         MemoryTier {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             book: Mutex::default(),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             limit: AtomicUsize::new(limit),
         }
     }
@@ -307,7 +241,9 @@ impl MemoryTier {
     /// Drops every entry.
     pub fn clear(&self) {
         let mut book = self.book();
-        self.clear_shards();
+        for shard in self.shards.iter() {
+            shard.write().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         book.order.clear();
         book.bytes = 0;
         book.entries = 0;
@@ -359,7 +295,6 @@ impl MemoryTier {
             map.retain(|k, e| {
                 let hit = matches(k, e);
                 if hit {
-                    e.retire();
                     book.bytes -= e.about.size;
                     book.entries -= 1;
                     removed += 1;
@@ -370,20 +305,11 @@ impl MemoryTier {
         removed
     }
 
-    /// Empties every shard, its entries marked as gone.
-    fn clear_shards(&self) {
-        for shard in self.shards.iter() {
-            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            map.values().for_each(|e| e.retire());
-            map.clear();
-        }
-    }
-
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shard(&self, key: &Digest) -> &RwLock<DigestMap<Arc<Entry>>> {
+    fn shard(&self, key: &Digest) -> &RwLock<DigestMap<Entry>> {
         // The first digest bytes place the key in the map; the last ones pick its shard.
         let bytes = key.as_bytes();
         &self.shards[bytes[31] as usize % SHARDS]
@@ -418,56 +344,43 @@ impl MemoryTier {
         now: i64,
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
-        let near = NEAR.with(|near| {
-            // Taken already (a value's `Clone` that looks the tier up): the shard answers.
-            let mut near = near.try_borrow_mut().ok()?;
-            if near.tier != self.id {
-                return None;
-            }
-            let entry = near.entries.get(key)?;
-            if entry.gone.load(Ordering::Acquire) {
-                near.entries.remove(key);
-                return None;
-            }
-            Some(entry.answer(now, trust))
-        });
-        if let Some(answer) = near {
-            return answer;
-        }
-        let (stored, entry) = {
+        let (value, fresh, version) = {
             let map = self
                 .shard(&key.key)
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            let (stored, entry) = map.get_key_value(key)?;
-            (stored.clone(), Arc::clone(entry))
+            let entry = map.get(key)?;
+            if entry.expires.is_some_and(|e| e <= now) {
+                return None;
+            }
+            let fresh = trust > chrono::Duration::zero()
+                && now.saturating_sub(entry.checked) < trust.num_microseconds().unwrap_or(i64::MAX);
+            let version = if fresh {
+                None
+            } else {
+                entry.about.version.clone()
+            };
+            // The value itself is cloned out of the lock: a clone of a large value
+            // must not hold up other hits on this shard.
+            let value = entry.value.downcast_ref::<T>()?.clone();
+            (value, fresh, version)
         };
-        // Answered out of the lock: a clone of a large value must not hold up other hits
-        // on this shard.
-        let answer = entry.answer(now, trust);
-        if entry.about.size <= NEAR_MAX_SIZE {
-            NEAR.with(|near| {
-                if let Ok(mut near) = near.try_borrow_mut() {
-                    if near.tier != self.id || near.entries.len() >= NEAR_CAPACITY {
-                        near.tier = self.id;
-                        near.entries.clear();
-                    }
-                    near.entries.insert(stored, entry);
-                }
-            });
-        }
-        answer
+        Some(if fresh {
+            TierHit::Fresh(value)
+        } else {
+            TierHit::Stale { value, version }
+        })
     }
 
     /// Records that the store confirmed the entry at `key` at `now` (microseconds since
     /// the epoch).
     pub(crate) fn confirm(&self, key: &TierKeyRef<'_>, now: i64) {
-        let map = self
+        let mut map = self
             .shard(&key.key)
-            .read()
+            .write()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = map.get(key) {
-            entry.checked.store(now, Ordering::Relaxed);
+        if let Some(entry) = map.get_mut(key) {
+            entry.checked = now;
         }
     }
 
@@ -518,24 +431,20 @@ impl MemoryTier {
             .unwrap_or_else(|e| e.into_inner())
             .insert(
                 key.clone(),
-                Arc::new(Entry {
+                Entry {
                     value,
                     expires: expires.map(micros),
-                    checked: AtomicI64::new(micros(checked)),
-                    gone: AtomicBool::new(false),
+                    checked: micros(checked),
                     about: Box::new(About {
                         size,
                         generation,
                         version,
                         task: task.map(Arc::from),
                     }),
-                }),
+                },
             );
         match old {
-            Some(old) => {
-                old.retire();
-                book.bytes -= old.about.size;
-            }
+            Some(old) => book.bytes -= old.about.size,
             None => book.entries += 1,
         }
         book.bytes += size;
@@ -551,7 +460,6 @@ impl MemoryTier {
             .remove(key);
         match removed {
             Some(old) => {
-                old.retire();
                 book.bytes -= old.about.size;
                 book.entries -= 1;
                 true
@@ -575,7 +483,6 @@ impl MemoryTier {
                 .is_some_and(|e| e.about.generation == generation)
             {
                 if let Some(old) = map.remove(&key) {
-                    old.retire();
                     book.bytes -= old.about.size;
                     book.entries -= 1;
                 }
@@ -583,7 +490,9 @@ impl MemoryTier {
         }
         if limit == 0 {
             // Entries of size 0 count no bytes: drop them too when the tier is off.
-            self.clear_shards();
+            for shard in self.shards.iter() {
+                shard.write().unwrap_or_else(|e| e.into_inner()).clear();
+            }
             book.order.clear();
             book.bytes = 0;
             book.entries = 0;
@@ -790,137 +699,6 @@ mod tests {
         assert_eq!(tier.get::<i32>(&k("huge"), now), None);
         tier.set_limit(0);
         assert!(tier.is_empty());
-    }
-
-    /// Every way an entry leaves the tier stops this thread serving it from the
-    /// entries it keeps near: a replacement, a removal, a task's or store's removal,
-    /// eviction, and clearing. A confirmation reaches it too.
-    #[test]
-    fn an_entry_kept_near_follows_the_tier() {
-        let tier = MemoryTier::new(1000);
-        let now = Utc::now();
-        let key = k("near");
-        let held = |tier: &MemoryTier| tier.get::<u64>(&key, now);
-        let insert = |tier: &MemoryTier, value: u64| {
-            tier.insert_versioned(&key, &value, None, 8, None, now, Some("t"));
-        };
-        insert(&tier, 1);
-        assert_eq!(held(&tier), Some(1));
-        assert_eq!(held(&tier), Some(1), "served from near");
-        insert(&tier, 2);
-        assert_eq!(held(&tier), Some(2), "replaced");
-        tier.forget(&TierKeyRef::from(&key));
-        assert_eq!(held(&tier), None, "removed");
-        for remove in [
-            (|t: &MemoryTier| assert_eq!(t.remove_task("t"), 1)) as fn(&MemoryTier),
-            |t| assert_eq!(t.remove_store("memory://test"), 1),
-            |t| t.clear(),
-            |t| t.set_limit(0),
-        ] {
-            tier.set_limit(1000);
-            insert(&tier, 3);
-            assert_eq!(held(&tier), Some(3));
-            remove(&tier);
-            assert_eq!(held(&tier), None);
-        }
-        // Evicted by newer entries.
-        tier.set_limit(16);
-        insert(&tier, 4);
-        assert_eq!(held(&tier), Some(4));
-        tier.insert(&k("newer"), 5u64, None, 16);
-        assert_eq!(held(&tier), None, "evicted");
-
-        // A confirmation makes the entry fresh for this thread too.
-        tier.set_limit(1000);
-        let trust = Duration::seconds(1);
-        let old = now - Duration::seconds(10);
-        tier.insert_versioned(&key, &6u64, None, 8, Some("v".into()), old, None);
-        assert!(matches!(
-            tier.lookup::<u64>(&key, now, trust),
-            Some(TierHit::Stale { value: 6, .. })
-        ));
-        tier.confirm(&TierKeyRef::from(&key), micros(now));
-        assert!(matches!(
-            tier.lookup::<u64>(&key, now, trust),
-            Some(TierHit::Fresh(6))
-        ));
-    }
-
-    /// Another thread's copy of an entry stops being served once this thread has
-    /// replaced or removed it.
-    #[test]
-    fn a_change_on_one_thread_reaches_the_entries_another_keeps_near() {
-        let tier = MemoryTier::new(1000);
-        let now = Utc::now();
-        let key = k("shared");
-        tier.insert(&key, 1u64, None, 8);
-        let (ask, asked) = std::sync::mpsc::channel::<()>();
-        let (tell, told) = std::sync::mpsc::channel::<Option<u64>>();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                for () in asked {
-                    let _ = tell.send(tier.get::<u64>(&key, now));
-                }
-            });
-            let seen = || {
-                ask.send(()).unwrap();
-                told.recv().unwrap()
-            };
-            assert_eq!(seen(), Some(1));
-            assert_eq!(seen(), Some(1), "from the other thread's near copy");
-            tier.insert(&key, 2u64, None, 8);
-            assert_eq!(seen(), Some(2));
-            assert_eq!(seen(), Some(2));
-            tier.forget(&TierKeyRef::from(&key));
-            assert_eq!(seen(), None);
-            drop(ask);
-        });
-    }
-
-    /// Entries are kept near per tier: two tiers holding the same key on one thread
-    /// each serve their own value.
-    #[test]
-    fn entries_kept_near_belong_to_their_tier() {
-        let (a, b) = (MemoryTier::new(1000), MemoryTier::new(1000));
-        let now = Utc::now();
-        let key = k("same");
-        a.insert(&key, 1u64, None, 8);
-        b.insert(&key, 2u64, None, 8);
-        for _ in 0..3 {
-            assert_eq!(a.get::<u64>(&key, now), Some(1));
-            assert_eq!(b.get::<u64>(&key, now), Some(2));
-        }
-    }
-
-    /// A thread keeps only small entries near: a large value dropped by the tier is
-    /// freed at once; a small one at the thread's next lookup of its key.
-    #[test]
-    fn only_small_entries_are_kept_alive_near() {
-        static DROPPED: AtomicUsize = AtomicUsize::new(0);
-        #[derive(Clone)]
-        struct Tracked;
-        impl Drop for Tracked {
-            fn drop(&mut self) {
-                DROPPED.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let tier = MemoryTier::new(1 << 20);
-        let now = Utc::now();
-        let dropped = || DROPPED.load(Ordering::SeqCst);
-        tier.insert(&k("large"), Tracked, None, NEAR_MAX_SIZE + 1);
-        tier.insert(&k("small"), Tracked, None, NEAR_MAX_SIZE);
-        let before = dropped();
-        assert!(tier.get::<Tracked>(&k("large"), now).is_some());
-        assert!(tier.get::<Tracked>(&k("small"), now).is_some());
-        assert_eq!(dropped(), before + 2, "the clones the lookups returned");
-        tier.clear();
-        assert_eq!(
-            dropped(),
-            before + 3,
-            "the large value, and not the small one"
-        );
-        assert!(tier.get::<Tracked>(&k("small"), now).is_none());
-        assert_eq!(dropped(), before + 4, "the small one, at its next lookup");
     }
 
     #[test]
