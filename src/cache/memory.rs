@@ -4,7 +4,9 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crossbeam_utils::sync::ShardedLock;
 
 use chrono::{DateTime, Utc};
 
@@ -176,7 +178,7 @@ struct Book {
 pub struct MemoryTier {
     /// The entries, by the key's first digest bytes. A hit takes one shard's read lock
     /// and nothing else, so hits on several threads neither queue nor share a lock.
-    shards: Box<[RwLock<DigestMap<Entry>>]>,
+    shards: Box<[ShardedLock<DigestMap<Entry>>]>,
     /// Taken (before any shard) by everything that adds or removes entries.
     book: Mutex<Book>,
     /// The bound on the bytes held; read without the book's lock, so that a value too
@@ -199,7 +201,7 @@ impl MemoryTier {
     /// An empty tier holding at most `limit` bytes of values.
     pub fn new(limit: usize) -> Self {
         MemoryTier {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            shards: (0..SHARDS).map(|_| ShardedLock::default()).collect(),
             book: Mutex::default(),
             limit: AtomicUsize::new(limit),
         }
@@ -309,7 +311,7 @@ impl MemoryTier {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shard(&self, key: &Digest) -> &RwLock<DigestMap<Entry>> {
+    fn shard(&self, key: &Digest) -> &ShardedLock<DigestMap<Entry>> {
         // The first digest bytes place the key in the map; the last ones pick its shard.
         let bytes = key.as_bytes();
         &self.shards[bytes[31] as usize % SHARDS]
@@ -731,5 +733,70 @@ mod tests {
             "the older value is gone"
         );
         assert_eq!((tier.len(), tier.bytes()), (0, 0));
+    }
+    /// Hits on several threads while another replaces, forgets and evicts entries: a
+    /// hit only ever returns a value written at its own key, the counts stay right, and
+    /// the last value written is the one served afterwards.
+    #[test]
+    fn hits_on_many_threads_see_only_their_own_keys_values() {
+        const KEYS: u64 = 64;
+        // Room for about 48 of the 64 keys' 10-byte values: eviction runs too.
+        let tier = Arc::new(MemoryTier::new(480));
+        let now = Utc::now();
+        let keys: Arc<Vec<TierKey>> = Arc::new((0..KEYS).map(|i| k(&format!("c{i}"))).collect());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|r| {
+                let (tier, keys, stop) = (tier.clone(), keys.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut hits = 0u64;
+                    let mut i = r;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = i % KEYS;
+                        if let Some(v) = tier.get::<u64>(&keys[key as usize], now) {
+                            assert_eq!(v % KEYS, key, "a value of another key");
+                            hits += 1;
+                        }
+                        i += 7;
+                    }
+                    hits
+                })
+            })
+            .collect();
+        for round in 0..2_000u64 {
+            let key = (round * 13) % KEYS;
+            let key_ref = TierKeyRef::from(&keys[key as usize]);
+            tier.insert_versioned(
+                &keys[key as usize],
+                &(round * KEYS + key),
+                None,
+                10,
+                None,
+                now,
+                None,
+            );
+            if round % 5 == 0 {
+                tier.confirm(&key_ref, micros(now));
+            }
+            if round % 7 == 0 {
+                tier.forget(&TierKeyRef::from(&keys[((round * 3) % KEYS) as usize]));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let hits: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(hits > 0, "the readers were served");
+        assert!(tier.bytes() <= 480);
+        assert_eq!(tier.bytes(), tier.len() * 10);
+        let held = keys
+            .iter()
+            .filter(|key| tier.get::<u64>(key, now).is_some())
+            .count();
+        assert_eq!(held, tier.len());
+        // The last key written holds the last value written.
+        let last = (1_999 * 13) % KEYS;
+        assert_eq!(
+            tier.get::<u64>(&keys[last as usize], now),
+            Some(1_999 * KEYS + last)
+        );
     }
 }
