@@ -177,7 +177,9 @@ struct Book {
 /// ([`MemoryTier::remove_task`]) or all at once ([`MemoryTier::clear`]).
 pub struct MemoryTier {
     /// The entries, by the key's first digest bytes. A hit takes one shard's read lock
-    /// and nothing else, so hits on several threads neither queue nor share a lock.
+    /// and nothing else. Each shard's lock is one read-write lock per thread index,
+    /// each on a cache line of its own (a writer takes them all), so hits on several
+    /// threads neither queue nor write to the same memory.
     shards: Box<[ShardedLock<DigestMap<Entry>>]>,
     /// Taken (before any shard) by everything that adds or removes entries.
     book: Mutex<Book>,
