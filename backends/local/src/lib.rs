@@ -43,7 +43,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -85,6 +85,9 @@ struct Inner {
     /// Whether `Create` writes are staged in unnamed files: [`UNNAMED_UNKNOWN`] until
     /// the first one tries.
     unnamed: AtomicU8,
+    /// Whether reads open files with `O_NOATIME`: until the first file the kernel
+    /// refuses it on ([`LocalBackend::with_access_times`]).
+    noatime: AtomicBool,
 }
 
 const UNNAMED_UNKNOWN: u8 = 0;
@@ -143,6 +146,7 @@ impl LocalBackend {
                 fsync: true,
                 inline_read_limit: DEFAULT_INLINE_READ_LIMIT,
                 unnamed: AtomicU8::new(UNNAMED_UNKNOWN),
+                noatime: AtomicBool::new(true),
             }),
         })
     }
@@ -150,15 +154,38 @@ impl LocalBackend {
     /// Whether published objects are synced to disk (default: yes). Without fsync a
     /// write is still atomic for readers, but may be lost in a power cut.
     pub fn with_fsync(self, fsync: bool) -> Self {
+        self.with_inner(|inner| inner.fsync = fsync)
+    }
+
+    /// Whether reading an object may update its file's access time (default: no).
+    ///
+    /// On Linux, cairn opens the files it reads with `O_NOATIME`, so that a read never
+    /// writes: under the usual `relatime` mount option the first read of a file after
+    /// it was written, and then one a day, would otherwise dirty its inode, and with
+    /// random reads over a large store that write-back costs more than the reads.
+    /// cairn keeps its own record of use ("Used" in the README) and needs no access
+    /// times. The kernel allows the flag only on files the process owns (or with
+    /// `CAP_FOWNER`); the first file it is refused on (`EPERM`) is opened again
+    /// without it, and the backend then stops asking. Set `true` where another tool
+    /// judges the files by their access times (a `tmpfiles` age, say).
+    pub fn with_access_times(self, update: bool) -> Self {
+        self.with_inner(|inner| *inner.noatime.get_mut() = !update)
+    }
+
+    /// A backend on the same root with `change` made to a copy of its settings.
+    fn with_inner(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner {
+            root: self.inner.root.clone(),
+            path_root: self.inner.path_root.clone(),
+            url: self.inner.url.clone(),
+            fsync: self.inner.fsync,
+            inline_read_limit: self.inner.inline_read_limit,
+            unnamed: AtomicU8::new(self.inner.unnamed.load(Ordering::Relaxed)),
+            noatime: AtomicBool::new(self.inner.noatime.load(Ordering::Relaxed)),
+        };
+        change(&mut inner);
         LocalBackend {
-            inner: Arc::new(Inner {
-                root: self.inner.root.clone(),
-                path_root: self.inner.path_root.clone(),
-                url: self.inner.url.clone(),
-                fsync,
-                inline_read_limit: self.inner.inline_read_limit,
-                unnamed: AtomicU8::new(self.inner.unnamed.load(Ordering::Relaxed)),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -171,16 +198,7 @@ impl LocalBackend {
     /// ([`LocalBackend::with_fsync`]`(false)`); a write that syncs always goes to the
     /// pool. Set 0 on a network filesystem, where an open or a `stat` may stall.
     pub fn with_inline_reads(self, limit: u64) -> Self {
-        LocalBackend {
-            inner: Arc::new(Inner {
-                root: self.inner.root.clone(),
-                path_root: self.inner.path_root.clone(),
-                url: self.inner.url.clone(),
-                fsync: self.inner.fsync,
-                inline_read_limit: limit,
-                unnamed: AtomicU8::new(self.inner.unnamed.load(Ordering::Relaxed)),
-            }),
-        }
+        self.with_inner(|inner| inner.inline_read_limit = limit)
     }
 
     /// The root directory.
@@ -720,7 +738,10 @@ fn open_key(inner: &Inner, key: &Key) -> Result<File> {
 /// [`open_key`], where a missing file is told apart from a missing root (one `stat`
 /// of the root) only when `bucket_check` asks for it.
 fn open_key_checked(inner: &Inner, key: &Key, bucket_check: bool) -> Result<File> {
-    path::with_key_path(&inner.path_root, key, path::open_key_path).map_err(|e| {
+    path::with_key_path(&inner.path_root, key, |p| {
+        path::open_key_path(p, &inner.noatime)
+    })
+    .map_err(|e| {
         let e = io_error(&inner.url, key.as_str(), e);
         if bucket_check {
             inner.check_root(e)
@@ -1160,6 +1181,47 @@ impl Inner {
 mod tests {
     use super::*;
     use cairn_backend::BackendExt;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn reads_leave_access_times_alone_unless_asked() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let atime = |name: &str| {
+            let m = fs::metadata(dir.path().join(name)).unwrap();
+            (m.atime(), m.atime_nsec())
+        };
+        let three_days_back = |name: &str| {
+            let then = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
+            let times = fs::FileTimes::new().set_accessed(then).set_modified(then);
+            let file = OpenOptions::new().write(true).open(dir.path().join(name));
+            file.unwrap().set_times(times).unwrap();
+        };
+        let quiet = LocalBackend::new(dir.path()).unwrap();
+        let updating = LocalBackend::new(dir.path())
+            .unwrap()
+            .with_access_times(true);
+        for (name, size) in [("small", 100), ("large", 256 << 10)] {
+            let k = key(name);
+            quiet
+                .put(&k, Bytes::from(vec![7u8; size]).into())
+                .await
+                .unwrap();
+            three_days_back(name);
+            let before = atime(name);
+            assert_eq!(quiet.get(&k).await.unwrap().len(), size);
+            assert_eq!(
+                atime(name),
+                before,
+                "{name}: the default read moved the access time"
+            );
+            assert_eq!(updating.get(&k).await.unwrap().len(), size);
+            if atime(name) == before {
+                eprintln!("the filesystem of {:?} keeps no access times", dir.path());
+                return;
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_hint_on_a_syncing_store_is_written_on_the_calling_task() {

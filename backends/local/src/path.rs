@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_backend::Key;
 
@@ -84,16 +85,45 @@ pub(crate) fn with_key_path<R>(root: &Root, key: &Key, f: impl FnOnce(KeyPath<'_
     f(KeyPath { with_nul: buf })
 }
 
-/// Opens the file at `path` for reading.
-pub(crate) fn open_key_path(path: KeyPath<'_>) -> io::Result<File> {
-    open_read(path.c_str())
+/// Opens the file at `path` for reading, without updating its access time while
+/// `noatime` holds (see [`open_read`]).
+pub(crate) fn open_key_path(path: KeyPath<'_>, noatime: &AtomicBool) -> io::Result<File> {
+    open_read(path.c_str(), noatime, open_flags)
 }
 
-/// Opens `path` for reading (close-on-exec).
-fn open_read(path: &CStr) -> io::Result<File> {
+/// The flag that keeps a read from updating the file's access time, where there is one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NOATIME: libc::c_int = libc::O_NOATIME;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NOATIME: libc::c_int = 0;
+
+/// Opens `path` for reading (close-on-exec) by `open`, with [`NOATIME`] while
+/// `noatime` holds. The kernel refuses that flag (`EPERM`) on a file the process does
+/// not own, unless it may change any file's owner-only attributes (`CAP_FOWNER`): such
+/// a file is opened again without it, and `noatime` is cleared, so that the reads of
+/// a store of another user's files pay the refused call once, not on every read.
+fn open_read(
+    path: &CStr,
+    noatime: &AtomicBool,
+    open: impl Fn(&CStr, libc::c_int) -> io::Result<File>,
+) -> io::Result<File> {
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    if NOATIME != 0 && noatime.load(Ordering::Relaxed) {
+        match open(path, flags | NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                noatime.store(false, Ordering::Relaxed);
+            }
+            done => return done,
+        }
+    }
+    open(path, flags)
+}
+
+/// `open(2)` of `path` with `flags`.
+fn open_flags(path: &CStr, flags: libc::c_int) -> io::Result<File> {
     retrying(|| {
         // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = unsafe { libc::open(path.as_ptr(), flags) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -244,11 +274,157 @@ mod tests {
     fn open_read_opens_a_file_and_reports_a_missing_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("present"), b"bytes").unwrap();
-        let mut file = with_key_path(&root(dir.path()), &key("present"), open_key_path).unwrap();
+        let noatime = AtomicBool::new(true);
+        let open = |p: KeyPath<'_>| open_key_path(p, &noatime);
+        let mut file = with_key_path(&root(dir.path()), &key("present"), open).unwrap();
         let mut text = String::new();
         io::Read::read_to_string(&mut file, &mut text).unwrap();
         assert_eq!(text, "bytes");
-        let err = with_key_path(&root(dir.path()), &key("absent"), open_key_path).unwrap_err();
+        let err = with_key_path(&root(dir.path()), &key("absent"), open).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            noatime.load(Ordering::Relaxed),
+            "a missing file is no refusal"
+        );
+    }
+
+    /// The file's access time, in nanoseconds.
+    fn atime(path: &Path) -> i128 {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        i128::from(m.atime()) * 1_000_000_000 + i128::from(m.atime_nsec())
+    }
+
+    /// Writes `name` below `dir` with its access and modification times three days
+    /// back, so that a read updates the access time under `relatime` as under
+    /// `strictatime`.
+    fn old_file(dir: &Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, b"record bytes").unwrap();
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+        let times = std::fs::FileTimes::new()
+            .set_accessed(then)
+            .set_modified(then);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+        path
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_read_leaves_the_access_time_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        // Whether this filesystem keeps access times at all (not under `noatime`).
+        let control = old_file(dir.path(), "control");
+        let before = atime(&control);
+        std::fs::read(&control).unwrap();
+        if atime(&control) == before {
+            eprintln!("the filesystem of {:?} keeps no access times", dir.path());
+            return;
+        }
+        let read_all = |name: &str, noatime: bool| {
+            let flag = AtomicBool::new(noatime);
+            let mut file =
+                with_key_path(&root(dir.path()), &key(name), |p| open_key_path(p, &flag)).unwrap();
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+            assert_eq!(bytes, b"record bytes");
+        };
+        let quiet = old_file(dir.path(), "quiet");
+        let before = atime(&quiet);
+        read_all("quiet", true);
+        assert_eq!(
+            atime(&quiet),
+            before,
+            "a read with O_NOATIME moved the access time"
+        );
+        // The same read without the flag moves it: the flag is what kept it.
+        read_all("quiet", false);
+        assert!(
+            atime(&quiet) > before,
+            "a plain read did not update the access time"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_refused_noatime_opens_again_without_it_and_stops_asking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = old_file(dir.path(), "theirs");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let asked = std::sync::Mutex::new(Vec::new());
+        // As the kernel answers for a file of another user: EPERM to the flag.
+        let refusing = |p: &CStr, flags: libc::c_int| {
+            asked.lock().unwrap().push(flags & libc::O_NOATIME != 0);
+            if flags & libc::O_NOATIME != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            open_flags(p, flags)
+        };
+        let noatime = AtomicBool::new(true);
+        open_read(&c_path, &noatime, refusing).unwrap();
+        assert_eq!(*asked.lock().unwrap(), [true, false]);
+        assert!(!noatime.load(Ordering::Relaxed));
+        open_read(&c_path, &noatime, refusing).unwrap();
+        assert_eq!(*asked.lock().unwrap(), [true, false, false], "asked again");
+        // Any other error is the answer, not a reason to open again.
+        let missing =
+            std::ffi::CString::new(dir.path().join("absent").as_os_str().as_bytes()).unwrap();
+        let noatime = AtomicBool::new(true);
+        let err = open_read(&missing, &noatime, open_flags).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(noatime.load(Ordering::Relaxed));
+    }
+
+    /// The kernel's own refusal: a file the reading thread does not own. Run as root,
+    /// the thread takes another filesystem user id (which drops `CAP_FOWNER`); run as
+    /// another user, it reads a file of root's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_of_another_user_is_read_and_the_flag_given_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let record = old_file(dir.path(), "record");
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        let (target, name) = if root_user {
+            (dir.path().to_path_buf(), "record".to_owned())
+        } else {
+            // A file of root's that any user may read, when there is one.
+            let theirs = ["/etc/passwd", "/etc/hostname", "/bin/sh"]
+                .into_iter()
+                .map(Path::new)
+                .find(|f| {
+                    std::fs::metadata(f).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+                        && std::fs::File::open(f).is_ok()
+                });
+            let Some(theirs) = theirs else {
+                eprintln!("no readable file of root's to read");
+                return;
+            };
+            let name = theirs.file_name().unwrap().to_str().unwrap().to_owned();
+            (theirs.parent().unwrap().to_path_buf(), name)
+        };
+        std::thread::spawn(move || {
+            if root_user {
+                // SAFETY: setfsuid changes this thread's filesystem user id only.
+                unsafe { libc::setfsuid(65_534) };
+            }
+            let noatime = AtomicBool::new(true);
+            let file = with_key_path(&root(&target), &key(&name), |p| open_key_path(p, &noatime));
+            assert!(file.is_ok(), "{:?}", file.err());
+            assert!(
+                !noatime.load(Ordering::Relaxed),
+                "the kernel did not refuse the flag"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }
