@@ -19,8 +19,9 @@
 //! `CAIRN_BENCH_PROFILE=memory-hit|memory-hit-spread|local-hit|flow-memory|flow-local|local-miss|memory-miss`
 //! runs only that case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds,
 //! for `perf record` or `valgrind --tool=callgrind`, and prints its CPU time per call in
-//! user space and in the kernel; `local-hit` then runs its baseline (`std::fs::read` +
-//! BLAKE3 of the same record files) for as long, split the same way.
+//! user space and in the kernel; `local-hit` then runs its baseline (a raw read +
+//! BLAKE3 of the same record files) for as long, split the same way, on random keys
+//! among `CAIRN_BENCH_PROFILE_ENTRIES` records (default 1,000).
 //!
 //! Every call is timed on its own with `Instant`; the figures are the median and the
 //! 95th percentile (p99 and mean alongside). This is a report, not a test: a missed
@@ -236,7 +237,7 @@ struct Report {
     /// Hashing the input and a `HashMap` lookup, the memory-tier hit's baseline.
     memory_hit_baseline: Option<Stats>,
     local_hit: Option<Stats>,
-    /// `std::fs::read` + BLAKE3 of the same record files, the local hit's baseline.
+    /// A raw read ([`raw_read`]) + BLAKE3 of the same record files, the local hit's baseline.
     local_hit_baseline: Option<Stats>,
     s3_hit: Option<Stats>,
     /// A raw GetObject of the same records, the S3 hit's baseline.
@@ -557,13 +558,39 @@ fn map_lookups(keys: u64, calls: usize) -> Stats {
     stats(times)
 }
 
-/// The baseline of a local hit: `std::fs::read` (open, fstat, read, close) of the same
-/// record files in the same order, and BLAKE3 of what was read, on this thread.
+/// What `std::fs::read` does (open, fstat, read to the end, close), with the file
+/// opened as cairn's local store opens the records it reads: with `O_NOATIME` on Linux
+/// (no access time written back), without it where the kernel refuses it.
+fn raw_read(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    #[cfg(target_os = "linux")]
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+            file => file,
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let file = std::fs::File::open(path);
+    let mut file = file?;
+    let size = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(size);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The baseline of a local hit: a raw read ([`raw_read`]: open, fstat, read, close) of
+/// the same record files in the same order, and BLAKE3 of what was read, on this thread.
 fn raw_reads(paths: &[PathBuf], calls: usize) -> Stats {
     let mut times = Vec::with_capacity(calls);
     for x in cycling(paths.len() as u64, calls) {
         let t = Instant::now();
-        let bytes = std::fs::read(&paths[x as usize]).expect("a record file");
+        let bytes = raw_read(&paths[x as usize]).expect("a record file");
         std::hint::black_box(blake3::hash(&bytes));
         times.push(t.elapsed());
     }
@@ -741,7 +768,10 @@ async fn latency(config: &Config, dir: &Path, report: &mut Report) {
         );
     }
     let s = raw_reads(&paths, config.calls);
-    print_row("  baseline: std::fs::read + BLAKE3 of the same files", &s);
+    print_row(
+        "  baseline: raw read (O_NOATIME) + BLAKE3 of the same files",
+        &s,
+    );
     report.local_hit_baseline = Some(s);
     let local_tier = task.clone().result_storage(local.clone());
     let s = hit_row(&local_tier, &runs, keys, config.warmup, config.calls, true).await;
@@ -1104,12 +1134,12 @@ async fn steps(config: &Config, dir: &Path, report: &Report) {
     let s = per_op_async(n, |_| {
         let path = path.clone();
         async move {
-            std::hint::black_box(std::fs::read(&path).unwrap());
+            std::hint::black_box(raw_read(&path).unwrap());
         }
     })
     .await;
     print_p95(
-        "    of which: std::fs::read of the file, on this thread",
+        "    of which: raw read of the file (O_NOATIME), on this thread",
         &s,
     );
     let bytes = backend.get(&key).await.unwrap();
@@ -1278,14 +1308,14 @@ async fn fill(
     all
 }
 
-/// Raw reads (`std::fs::read`: open, fstat, read, close) of the given files, each timed
+/// Raw reads ([`raw_read`]: open, fstat, read, close) of the given files, each timed
 /// alone.
 fn time_raw_reads(paths: &[&Path]) -> Vec<Duration> {
     paths
         .iter()
         .map(|p| {
             let t = Instant::now();
-            let bytes = std::fs::read(p).expect("a record file");
+            let bytes = raw_read(p).expect("a record file");
             let elapsed = t.elapsed();
             std::hint::black_box(bytes);
             elapsed
@@ -1420,7 +1450,7 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
     ));
     MemoryTier::global().clear();
     println!(
-        "  raw = std::fs::read (open, fstat, read, close) of the record file of a random \
+        "  raw = a raw read (open with O_NOATIME, as cairn's, fstat, read, close) of the record file of a random \
          entry; tier on = the default trust bound of 1 s, after which a hit `stat`s the \
          record; tier trusted = never revalidated; records 2 days old = tier off, the \
          flow's clock two days on, so that each hit writes its record's use marker \
@@ -1830,7 +1860,8 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
             }
             return report_profile(case, calls, start, cpu);
         }
-        "local-hit" | "flow-local" => add_one(&runs)
+        "local-hit" => return profile_local_hits(&runs, secs, dir).await,
+        "flow-local" => add_one(&runs)
             .result_storage(ResultStore::local(dir.join("profile")).unwrap())
             .memory_tier(false),
         "memory-miss" => {
@@ -1869,26 +1900,61 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         calls += if flows { 1000 } else { 10_000 };
     }
     report_profile(case, calls, start, cpu);
-    if case == "local-hit" {
-        // The baseline of the same records: `std::fs::read` + BLAKE3, in the same split.
-        let paths = files_below(&dir.join("profile/cache"));
-        let start = Instant::now();
-        let cpu = cpu_times();
-        let mut reads = 0u64;
-        while start.elapsed() < secs {
-            for i in cycling(paths.len() as u64, 10_000) {
-                let bytes = std::fs::read(&paths[i as usize]).expect("a record file");
-                std::hint::black_box(blake3::hash(&bytes));
-            }
-            reads += 10_000;
-        }
-        report_profile(
-            "baseline: std::fs::read + BLAKE3 of the same files",
-            reads,
-            start,
-            cpu,
-        );
+}
+
+/// `local-hit`: hits with the memory tier off on `CAIRN_BENCH_PROFILE_ENTRIES` records
+/// (default 1,000; written without fsync, then synced), then the baseline of the same
+/// records, a raw read + BLAKE3, for as long and in the same split. Run it under
+/// `perf record` at 1k and at 1M to see where a hit's growth with the store goes.
+async fn profile_local_hits(runs: &Arc<AtomicU64>, secs: Duration, dir: &Path) {
+    let entries = env_usize("CAIRN_BENCH_PROFILE_ENTRIES", 1000).max(1) as u64;
+    let root = dir.join("profile");
+    let writer = ResultStore::new(
+        LocalBackend::new(&root)
+            .expect("a local backend")
+            .with_fsync(false),
+    );
+    populate(&add_one(runs).result_storage(writer), 0..entries, 64).await;
+    sync_fs(&root);
+    let task = add_one(runs)
+        .result_storage(ResultStore::local(&root).expect("a local store"))
+        .memory_tier(false);
+    eprintln!("local-hit: {entries} records, random keys among them");
+    let before = runs.load(Ordering::Relaxed);
+    let mut seed = 1u64;
+    // One pass over a sample first, so that both loops start from the same caches.
+    time_calls_in_flow(&task, &random_inputs(entries, 10_000, 99)).await;
+    let start = Instant::now();
+    let cpu = cpu_times();
+    let mut calls = 0u64;
+    while start.elapsed() < secs {
+        seed += 2;
+        time_calls_in_flow(&task, &random_inputs(entries, 10_000, seed)).await;
+        calls += 10_000;
     }
+    report_profile("local-hit", calls, start, cpu);
+    assert_eq!(runs.load(Ordering::Relaxed), before, "a hit ran the body");
+
+    // The baseline of the same records: a raw read + BLAKE3, in the same split.
+    let mut paths = files_below(&root.join("cache"));
+    paths.sort();
+    let start = Instant::now();
+    let cpu = cpu_times();
+    let mut reads = 0u64;
+    while start.elapsed() < secs {
+        seed += 2;
+        for i in random_inputs(paths.len() as u64, 10_000, seed) {
+            let bytes = raw_read(&paths[i as usize]).expect("a record file");
+            std::hint::black_box(blake3::hash(&bytes));
+        }
+        reads += 10_000;
+    }
+    report_profile(
+        "baseline: raw read (O_NOATIME) + BLAKE3 of the same files",
+        reads,
+        start,
+        cpu,
+    );
 }
 
 /// Prints a profiling loop's calls per second and, where the system tells, its CPU
