@@ -177,6 +177,17 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unavailable".into())
 }
 
+/// How many names the kernel's dentry cache holds (the first field of
+/// `/proc/sys/fs/dentry-state`): every path component's lookup walks a chain of its
+/// hash table, whose length grows with this number over the table's size (the kernel
+/// logs it at boot: "Dentry cache hash table entries").
+fn dentries() -> String {
+    std::fs::read_to_string("/proc/sys/fs/dentry-state")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 // ---------------------------------------------------------------------------------
 // Statistics and printing
 
@@ -1561,12 +1572,14 @@ async fn scaling(config: &Config, dir: &Path, report: &mut Report) {
         }
         let filled = size - present;
         println!(
-            "  {:<52} (filled {filled} entries in {:.1} s, {:.0} entries/s, synced in {:.1} s; load {})",
+            "  {:<52} (filled {filled} entries in {:.1} s, {:.0} entries/s, synced in {:.1} s; load {}; \
+             {} names in the kernel's dentry cache)",
             "",
             fill_time.as_secs_f64(),
             filled as f64 / fill_time.as_secs_f64(),
             synced.as_secs_f64(),
-            loadavg()
+            loadavg(),
+            dentries()
         );
         // A hit read from the store marks the record used, once a day per record and
         // process (`used/v1/...`, written in the background) unless the record was
