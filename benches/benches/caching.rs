@@ -44,6 +44,9 @@ use cairn::hashing::{hash_value, KeyHasher};
 use cairn::{Flow, ResultStore, Task};
 use futures::StreamExt;
 
+mod common;
+use common::add_one;
+
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
 
@@ -448,20 +451,6 @@ impl Report {
 
 // ---------------------------------------------------------------------------------
 // Tasks and timed calls
-
-/// `add_one`, as the brief spells it, plus a counter of body runs so that every row
-/// can check it measured what it says (hits run no body, misses run one each).
-fn add_one(runs: &Arc<AtomicU64>) -> Task<u64, u64> {
-    let runs = runs.clone();
-    Task::new("add_one", move |x: u64| {
-        runs.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(x + 1) }
-    })
-    .inputs(["x"])
-    .cache_policy(INPUTS)
-    // In the process only (caches persist to $CAIRN_HOME/storage by default).
-    .result_storage(ResultStore::memory())
-}
 
 /// Calls `task` once per input and times each call alone.
 async fn time_calls(task: &Task<u64, u64>, inputs: &[u64]) -> Vec<Duration> {

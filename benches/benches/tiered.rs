@@ -16,14 +16,14 @@
 //! the same run.
 #![recursion_limit = "256"]
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn::cache::INPUTS;
 use cairn::{Flow, PutMode, ResultStore, Task};
+
+mod common;
 
 const MIB: usize = 1 << 20;
 
@@ -34,16 +34,11 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// [`common::add_one`] on `store`, the memory tier off.
 fn add_one(runs: &Arc<AtomicU64>, store: &ResultStore) -> Task<u64, u64> {
-    let runs = runs.clone();
-    Task::new("add_one", move |x: u64| {
-        runs.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(x + 1) }
-    })
-    .inputs(["x"])
-    .cache_policy(INPUTS)
-    .result_storage(store.clone())
-    .memory_tier(false)
+    common::add_one(runs)
+        .result_storage(store.clone())
+        .memory_tier(false)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

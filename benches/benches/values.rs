@@ -44,6 +44,9 @@ use cairn::backend::LocalBackend;
 use cairn::cache::INPUTS;
 use cairn::{ResultStore, Task};
 
+mod common;
+use common::add_one;
+
 const MB: usize = 1_000_000;
 const MIB: usize = 1 << 20;
 
@@ -555,16 +558,7 @@ fn concurrency() {
     let per_task = env_usize("CAIRN_BENCH_CONCURRENT_CALLS", 20_000) as u64;
     let rounds = env_usize("CAIRN_BENCH_CONCURRENT_ROUNDS", 5);
     let runs = Arc::new(AtomicU64::new(0));
-    let task = {
-        let runs = runs.clone();
-        Task::new("add_one", move |x: u64| {
-            runs.fetch_add(1, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(x + 1) }
-        })
-        .inputs(["x"])
-        .cache_policy(INPUTS)
-        .result_storage(ResultStore::memory())
-    };
+    let task = add_one(&runs);
     let runtimes = [runtime(1), runtime(2)];
     runtimes[0].block_on(async {
         for x in 0..KEYS {
