@@ -736,6 +736,7 @@ mod tests {
         );
         assert_eq!((tier.len(), tier.bytes()), (0, 0));
     }
+
     /// Hits on several threads while another replaces, forgets and evicts entries: a
     /// hit only ever returns a value written at its own key, the counts stay right, and
     /// the last value written is the one served afterwards.
