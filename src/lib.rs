@@ -180,7 +180,7 @@ pub use template::Template;
 
 pub use cairn_macros::task;
 pub use runner::{
-    BoxError, Clock, Flow, FlowRun, ManualClock, Settings, Signature, State, StateType,
+    BoxError, Clock, Flow, FlowRun, ManualClock, Reading, Settings, Signature, State, StateType,
     SystemClock, Task, TaskError, TaskErrorKind, TaskInput, TaskOutput, TaskRun, TaskRunInfo,
 };
 

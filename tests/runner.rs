@@ -1835,3 +1835,95 @@ async fn a_memory_tier_hit_outside_a_flow_is_a_run_of_its_own() {
     assert_eq!(per_run.run(5).await.state(), &State::Completed);
     assert_eq!(count(&runs), 5);
 }
+
+/// A clock whose cheap reading says it may be `behind` microseconds late (while being
+/// exact, the worst case for an entry: the time may be `behind` later than read).
+#[derive(Debug)]
+struct LaggingClock {
+    now: Mutex<DateTime<Utc>>,
+    behind: i64,
+}
+
+impl LaggingClock {
+    fn advance(&self, by: chrono::Duration) {
+        *self.now.lock().unwrap() += by;
+    }
+}
+
+impl cairn::Clock for LaggingClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap()
+    }
+
+    fn reading(&self) -> cairn::Reading {
+        cairn::Reading {
+            micros: self.now_micros(),
+            behind: self.behind,
+        }
+    }
+}
+
+/// The memory tier counts a clock reading's lag against its entry: with a reading that
+/// may be 5 ms late, an entry 3 ms before its expiry, or 3 ms inside its trust bound,
+/// is not served from the tier but goes to the store (where its record was deleted,
+/// so the body runs again); with an exact reading the same entry is served.
+#[tokio::test]
+async fn a_lagging_clock_reading_counts_against_the_tier_entry() {
+    use cairn::cache::INPUTS;
+    let ms = chrono::Duration::milliseconds;
+    for behind in [0, 5_000] {
+        let data = tempfile::tempdir().unwrap();
+        let store = ResultStore::local(data.path()).unwrap();
+        let runs = counter();
+        let clock = Arc::new(LaggingClock {
+            now: Mutex::new(a_friday()),
+            behind,
+        });
+        let task = counted(&format!("tier_lag_{behind}"), &runs, |x: u64, _| Ok(x + 1))
+            .inputs(["x"])
+            .cache_policy(INPUTS)
+            .result_storage(store.clone())
+            .clock(clock.clone());
+        let served_near = |label: &str, near: &Arc<AtomicUsize>, before: usize| {
+            let ran = count(near) - before;
+            assert_eq!(
+                ran,
+                usize::from(behind > 0),
+                "behind {behind} µs, {label}: the body ran {ran} times"
+            );
+        };
+
+        // 3 ms before the entry's expiry.
+        let expiring = task
+            .clone()
+            .cache_expiration(Duration::from_secs(10))
+            .memory_tier_revalidate_after(Duration::from_secs(3600));
+        let first = expiring.run(1).await;
+        assert_eq!(first.state(), &State::Completed);
+        clock.advance(ms(10_000 - 3));
+        store
+            .delete(first.info().cache_record().unwrap())
+            .await
+            .unwrap();
+        let before = count(&runs);
+        let near = expiring.run(1).await;
+        assert_eq!(near.value(), Some(&2));
+        served_near("3 ms before expiry", &runs, before);
+
+        // 3 ms inside the trust bound of 1 s.
+        let trusted = task
+            .clone()
+            .memory_tier_revalidate_after(Duration::from_secs(1));
+        let first = trusted.run(7).await;
+        assert_eq!(first.state(), &State::Completed);
+        clock.advance(ms(1_000 - 3));
+        store
+            .delete(first.info().cache_record().unwrap())
+            .await
+            .unwrap();
+        let before = count(&runs);
+        let near = trusted.run(7).await;
+        assert_eq!(near.value(), Some(&8));
+        served_near("3 ms inside the trust bound", &runs, before);
+    }
+}

@@ -340,12 +340,15 @@ impl MemoryTier {
         self.lookup_at(&key.into(), micros(now), trust)
     }
 
-    /// [`MemoryTier::lookup`] at `now` in microseconds since the epoch (as
-    /// [`crate::Clock::now_micros`] reads it, without building a date).
+    /// [`MemoryTier::lookup`] at `latest`, in microseconds since the epoch: the latest
+    /// the time may be by a reading of the clock ([`crate::Reading::latest`], without
+    /// building a date). A reading's lag so counts against the entry: one that may have
+    /// expired by then is not served, and one that may have been confirmed `trust` or
+    /// longer before then is not fresh.
     pub(crate) fn lookup_at<T: Clone + 'static>(
         &self,
         key: &TierKeyRef<'_>,
-        now: i64,
+        latest: i64,
         trust: chrono::Duration,
     ) -> Option<TierHit<T>> {
         let (value, fresh, version) = {
@@ -354,11 +357,12 @@ impl MemoryTier {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             let entry = map.get(key)?;
-            if entry.expires.is_some_and(|e| e <= now) {
+            if entry.expires.is_some_and(|e| e <= latest) {
                 return None;
             }
             let fresh = trust > chrono::Duration::zero()
-                && now.saturating_sub(entry.checked) < trust.num_microseconds().unwrap_or(i64::MAX);
+                && latest.saturating_sub(entry.checked)
+                    < trust.num_microseconds().unwrap_or(i64::MAX);
             let version = if fresh {
                 None
             } else {

@@ -28,7 +28,7 @@ pub(crate) mod task;
 pub(crate) mod task_run;
 pub(crate) mod thread_copy;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, Reading, SystemClock};
 pub use definition::{Signature, TaskInput, TaskOutput};
 pub use error::{BoxError, TaskError, TaskErrorKind};
 pub use flow::{Flow, FlowRun};

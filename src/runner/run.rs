@@ -17,6 +17,7 @@ use crate::cache::memory::{TierHit, TierKey, TierKeyRef, DEFAULT_REVALIDATE_AFTE
 use crate::cache::{
     lease_location, Attempt, CachePolicy, Lease, LeaseHolder, MemoryTier, Reservation,
 };
+use crate::runner::clock::Reading;
 use crate::runner::definition::{type_name_of, TaskDef, TaskInput, TaskOutput};
 use crate::runner::error::{error_chain, TaskError, TaskErrorKind};
 use crate::runner::inputs::{visit_inputs, InputVisitor};
@@ -1063,7 +1064,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
                 return None;
             }
         };
-        let now = scope.clock.now_micros();
+        let now = scope.clock.reading().latest();
         let tier_key = TierKeyRef {
             store: store.url(),
             key,
@@ -1139,7 +1140,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             thread_copy(store.url_arc()),
         ));
         if !refresh && self.def.memory_tier && !self.tier_missed {
-            let now = self.scope.clock.now_micros();
+            let now = self.scope.clock.reading();
             if let Some(value) = self.tier_hit(&store, &key_ref, now).await {
                 return Ok(Lookup::Hit(value));
             }
@@ -1270,15 +1271,16 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
         &self,
         store: &ResultStore,
         tier_key: &TierKeyRef<'_>,
-        now: i64,
+        now: Reading,
     ) -> Option<O> {
         let tier = MemoryTier::global();
-        match tier.lookup_at::<O>(tier_key, now, self.revalidate_after())? {
+        match tier.lookup_at::<O>(tier_key, now.latest(), self.revalidate_after())? {
             TierHit::Fresh(value) => Some(value),
             TierHit::Stale { value, version } => {
                 match Box::pin(store.version_of(self.cache_record())).await {
+                    // Confirmed no later than the reading (the earliest the time was).
                     Ok(current) if current.is_some() && current == version => {
-                        tier.confirm(tier_key, now);
+                        tier.confirm(tier_key, now.micros);
                         Some(value)
                     }
                     // Replaced, removed, or unknown: the store is asked again in full.
