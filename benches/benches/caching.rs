@@ -16,7 +16,7 @@
 //! `CAIRN_BENCH_MAX_ENTRIES` (the largest store of the scaling section, default
 //! 100000; `1000000` adds a 1M row, about 4 GB of small files and a few minutes to fill).
 //!
-//! `CAIRN_BENCH_PROFILE=memory-hit|memory-hit-spread|local-hit|flow-memory|flow-local|local-miss|memory-miss`
+//! `CAIRN_BENCH_PROFILE=memory-hit|memory-hit-spread|local-hit|flow-memory|flow-local|flow-local-tier|local-miss|memory-miss`
 //! runs only that case in a loop for `CAIRN_BENCH_PROFILE_SECS` (default 10) seconds,
 //! for `perf record` or `valgrind --tool=callgrind`, and prints its CPU time per call in
 //! user space and in the kernel; `local-hit` then runs its baseline (a raw read +
@@ -1866,6 +1866,9 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         "flow-local" => add_one(&runs)
             .result_storage(ResultStore::local(dir.join("profile")).unwrap())
             .memory_tier(false),
+        "flow-local-tier" => {
+            add_one(&runs).result_storage(ResultStore::local(dir.join("profile")).unwrap())
+        }
         "memory-miss" => {
             // Misses on the memory store (tier on): each call a new input, no disk.
             let task = add_one(&runs).result_storage(ResultStore::memory());
@@ -1883,7 +1886,7 @@ async fn profile(case: &str, secs: Duration, dir: &Path) {
         }
         other => {
             eprintln!(
-                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, memory-hit-spread, local-hit, flow-memory, flow-local, local-miss, memory-miss"
+                "unknown CAIRN_BENCH_PROFILE={other}: memory-hit, memory-hit-spread, local-hit, flow-memory, flow-local, flow-local-tier, local-miss, memory-miss"
             );
             return;
         }
