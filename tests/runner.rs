@@ -1666,6 +1666,57 @@ async fn a_flow_run_keeps_every_task_runs_record_in_order() {
     }
 }
 
+/// Concurrent calls inside a flow run, on several threads, half of them served by the
+/// memory tier and half misses: the flow run keeps every run's record, and each task's
+/// map indexes are exactly 0..n, none given twice or skipped, whichever way a call went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_in_a_flow_take_every_map_index_once() {
+    let make = |name: &str| {
+        Task::infallible(name, |x: u64| async move {
+            tokio::task::yield_now().await;
+            x + 1
+        })
+        .cache_policy(cairn::cache::INPUTS)
+        .result_storage(ResultStore::memory())
+    };
+    let (task, other) = (make("half_held"), make("other"));
+    let run = Flow::new("concurrent")
+        .run((), move |_| async move {
+            // Held in the tier: the even inputs.
+            for x in (0..200u64).step_by(2) {
+                task.call(x).await?;
+            }
+            let calls = (0..400u64).map(|i| {
+                let (task, other) = (task.clone(), other.clone());
+                tokio::spawn(Flow::scoped(async move {
+                    let value = if i % 3 == 0 {
+                        other.call(i % 200).await?
+                    } else {
+                        task.call(i % 200).await?
+                    };
+                    assert_eq!(value, i % 200 + 1);
+                    Ok::<_, cairn::TaskError>(())
+                }))
+            });
+            for call in futures::future::join_all(calls).await {
+                call.unwrap()?;
+            }
+            Ok::<_, cairn::TaskError>(())
+        })
+        .await;
+    assert_eq!(run.state(), &State::Completed);
+    for (name, n) in [("half_held", 100 + 266), ("other", 134)] {
+        let mut indices: Vec<u64> = run.runs_of(name).map(|r| r.map_index()).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..n as u64).collect::<Vec<_>>(), "{name}");
+    }
+    let cached = run
+        .runs_of("half_held")
+        .filter(|r| r.state() == &State::Cached)
+        .count();
+    assert!(cached >= 133, "{cached} of the calls were hits");
+}
+
 /// A cache record's `created` and `expires` are both read off the run's clock: a task
 /// on a clock set to 2024 writes a record made in 2024 that expires a day later, with
 /// the memory tier on and off.

@@ -1,6 +1,6 @@
 //! Flows: named runs that tasks are called inside.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -425,8 +425,7 @@ impl RunScope {
             base_context: OnceLock::new(),
             run_id_digest: OnceLock::new(),
             default_store: OnceLock::new(),
-            counters: Mutex::new(HashMap::default()),
-            task_runs: Mutex::new(Vec::new()),
+            runs: Mutex::default(),
         }
     }
 }

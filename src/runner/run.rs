@@ -90,19 +90,50 @@ pub(crate) async fn execute<I: TaskInput, O: TaskOutput>(
 }
 
 /// [`execute`] for a caller that wants only the value or error ([`crate::Task::call`]).
+/// Inside a flow run, a hit the memory tier serves as it is is served first, on the
+/// flow run's scope as lent (see [`scoped_tier_hit`]).
 pub(crate) async fn execute_for_value<I: TaskInput, O: TaskOutput>(
     def: &Arc<TaskDef<I, O>>,
     input: I,
-    scope: Option<Arc<RunScope>>,
 ) -> std::result::Result<O, TaskError> {
+    if let Some(Some(value)) = RunScope::with_current(|scope| scoped_tier_hit(def, &input, scope)) {
+        return Ok(value);
+    }
     // Only the value or error: the record goes to the flow run, not copied.
     let finish = |scope: &RunScope, info, result| {
         scope.record(info);
         result
     };
-    run_once(def, input, scope, None, false, finish)
+    run_once(def, input, RunScope::current(), None, false, finish)
         .await
         .expect("a run that may wait always finishes")
+}
+
+/// A call inside a flow run whose value the memory tier serves as it is, on the flow
+/// run's scope as lent by the caller (no count of it taken and dropped), its map index
+/// given as its record is kept, in one visit to the flow run's list. A policy with key
+/// functions is not served here: they may read the map index.
+///
+/// Taking the index as the run finishes gives the index it would have had at its
+/// start: nothing between the two awaits, so no other call of this thread comes
+/// between them. A call not served here looks in the tier again under the scope it
+/// then holds: its key, just derived, is found in the thread's key memo, and the call
+/// ahead is a store read or a miss. (Handing the key on would make every call's future
+/// larger by the key's room.)
+fn scoped_tier_hit<I: TaskInput, O: TaskOutput>(
+    def: &TaskDef<I, O>,
+    input: &I,
+    scope: &RunScope,
+) -> Option<O> {
+    if !def.cache_policy.as_ref()?.key_functions().is_empty() {
+        return None;
+    }
+    let mut progress = Progress::new(def, scope, input, RunId::new(), 0, false);
+    let value = progress.fresh_tier_hit()?;
+    progress.enter(State::Cached);
+    progress.log_finished();
+    scope.record_next(progress.info, &def.name);
+    Some(value)
 }
 
 /// One item of a shared map: runs it unless another worker holds its lease, in which
@@ -214,13 +245,7 @@ fn ephemeral_tier_hit<I: TaskInput, O: TaskOutput>(
     // A new ephemeral scope's first index.
     let mut progress = Progress::new(def, &scope, input, id, 0, try_once);
     let Some(value) = progress.fresh_tier_hit() else {
-        return Err(match progress.key {
-            Some(Ok(Some(key))) => Some(TierLooked {
-                key,
-                tier_missed: progress.tier_missed,
-            }),
-            _ => None,
-        });
+        return Err(progress.looked());
     };
     progress.enter(State::Cached);
     progress.log_finished();
@@ -247,6 +272,17 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
             busy: false,
             key: None,
             tier_missed: false,
+        }
+    }
+
+    /// What a look in the memory tier that did not serve found: the key, if derived.
+    fn looked(&self) -> Option<TierLooked> {
+        match self.key {
+            Some(Ok(Some(key))) => Some(TierLooked {
+                key,
+                tier_missed: self.tier_missed,
+            }),
+            _ => None,
         }
     }
 

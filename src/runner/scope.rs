@@ -45,9 +45,55 @@ pub(crate) struct RunScope {
     pub(super) run_id_digest: OnceLock<Digest>,
     /// The default store, once opened (every task run of the flow run asks for it).
     pub(super) default_store: OnceLock<ResultStore>,
+    /// The map indexes given and the task runs finished, under one lock: a run the
+    /// memory tier serves takes its index and leaves its record in one visit.
+    pub(super) runs: Mutex<Runs>,
+}
+
+/// What a flow run counts and keeps of its task runs.
+#[derive(Default)]
+pub(crate) struct Runs {
     /// Map indexes by task name (FxHash: names are short and the process's own).
-    pub(super) counters: Mutex<HashMap<String, u64, rustc_hash::FxBuildHasher>>,
-    pub(super) task_runs: Mutex<Vec<TaskRunInfo>>,
+    counters: HashMap<String, u64, rustc_hash::FxBuildHasher>,
+    /// The finished task runs, in the order they finished.
+    list: Vec<TaskRunInfo>,
+}
+
+impl Runs {
+    /// The next map index of `task`.
+    fn next_index(&mut self, task: &str) -> u64 {
+        match self.counters.get_mut(task) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.counters.insert(task.to_owned(), 0);
+                0
+            }
+        }
+    }
+
+    /// Keeps a finished run's record. The records are kept in one list that grows by
+    /// doubling, and the memory of the next [`TOUCH_AHEAD`] records is touched a
+    /// window at a time: the page faults of first touching fresh memory come together
+    /// in one call in 256, instead of one call in every eighteen or so of a long flow
+    /// run paying one; and a growth does not map (and have the kernel clear) megabytes
+    /// at once, which would evict from the CPU's caches what the next thousand calls
+    /// read.
+    fn keep(&mut self, info: TaskRunInfo) {
+        let runs = &mut self.list;
+        let len = runs.len();
+        let grew = len == runs.capacity();
+        if grew {
+            runs.reserve_exact(len.max(16));
+        }
+        let touch = slots_to_touch(len, runs.capacity(), grew);
+        if !touch.is_empty() {
+            touch_pages(&mut runs.spare_capacity_mut()[..touch.len()]);
+        }
+        runs.push(info);
+    }
 }
 
 // The shared parts of a scope are `Arc`s that every task call outside a flow clones
@@ -106,8 +152,7 @@ impl RunScope {
             base_context: OnceLock::new(),
             run_id_digest: OnceLock::new(),
             default_store: OnceLock::new(),
-            counters: Mutex::new(HashMap::default()),
-            task_runs: Mutex::new(Vec::new()),
+            runs: Mutex::default(),
         }
     }
 
@@ -126,19 +171,18 @@ impl RunScope {
         CURRENT.try_with(Arc::clone).ok()
     }
 
+    /// The flow run the caller is inside of, if any, lent to `f` (no count taken).
+    pub fn with_current<R>(f: impl FnOnce(&RunScope) -> R) -> Option<R> {
+        CURRENT.try_with(|scope| f(scope)).ok()
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, Runs> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The next map index of `task` in this run.
     pub fn next_index(&self, task: &str) -> u64 {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        match counters.get_mut(task) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                counters.insert(task.to_owned(), 0);
-                0
-            }
-        }
+        self.runs().next_index(task)
     }
 
     /// Whether finished task runs are kept (nobody reads those of an ephemeral run).
@@ -147,33 +191,28 @@ impl RunScope {
     }
 
     /// Records a finished task run, unless the run is ephemeral.
-    ///
-    /// The records are kept in one list that grows by doubling, and the memory of the
-    /// next [`TOUCH_AHEAD`] records is touched a window at a time: the page faults of
-    /// first touching fresh memory come together in one call in 256, instead of one call
-    /// in every eighteen or so of a long flow run paying one; and a growth does not map
-    /// (and have the kernel clear) megabytes at once, which would evict from the CPU's
-    /// caches what the next thousand calls read.
     pub fn record(&self, info: TaskRunInfo) {
         if self.ephemeral {
             return;
         }
-        let mut runs = self.task_runs.lock().unwrap_or_else(|e| e.into_inner());
-        let len = runs.len();
-        let grew = len == runs.capacity();
-        if grew {
-            runs.reserve_exact(len.max(16));
+        self.runs().keep(info);
+    }
+
+    /// Gives a finished run of `task` the next map index of `task` and records it, in
+    /// one visit (for a run whose index nothing read before it finished), unless the
+    /// run is ephemeral.
+    pub fn record_next(&self, mut info: TaskRunInfo, task: &str) {
+        if self.ephemeral {
+            return;
         }
-        let touch = slots_to_touch(len, runs.capacity(), grew);
-        if !touch.is_empty() {
-            touch_pages(&mut runs.spare_capacity_mut()[..touch.len()]);
-        }
-        runs.push(info);
+        let mut runs = self.runs();
+        info.map_index = runs.next_index(task);
+        runs.keep(info);
     }
 
     /// Takes the task runs recorded, when the flow run ends.
     pub fn take_task_runs(&self) -> Vec<TaskRunInfo> {
-        std::mem::take(&mut *self.task_runs.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.runs().list)
     }
 
     /// The context keys every task run of this flow run shares.

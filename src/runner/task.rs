@@ -579,8 +579,7 @@ impl<I: TaskInput, O: TaskOutput> Task<I, O> {
     /// [`TaskError`] when the run fails: the body's error after the last retry, a
     /// template or hashing error, or a store error.
     pub async fn call(&self, input: I) -> std::result::Result<O, TaskError> {
-        let scope = RunScope::current();
-        crate::runner::run::execute_for_value(&self.def, input, scope).await
+        crate::runner::run::execute_for_value(&self.def, input).await
     }
 
     fn ephemeral_scope(&self, id: &str) -> RunScope {
