@@ -340,9 +340,10 @@ impl MemoryTier {
         self.lookup_at(&key.into(), micros(now), trust)
     }
 
-    /// [`MemoryTier::lookup`] at `latest`, in microseconds since the epoch: the latest
-    /// the time may be by a reading of the clock ([`crate::Reading::latest`], without
-    /// building a date). A reading's lag so counts against the entry: one that may have
+    /// The value at `key` if present, unexpired at `latest` and of type `T`: fresh when
+    /// the store confirmed it less than `trust` before `latest`. `latest` is in
+    /// microseconds since the epoch: the latest the time may be by a reading of the
+    /// clock ([`crate::Reading::latest`], without building a date). A reading's lag so counts against the entry: one that may have
     /// expired by then is not served, and one that may have been confirmed `trust` or
     /// longer before then is not fresh.
     pub(crate) fn lookup_at<T: Clone + 'static>(

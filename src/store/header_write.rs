@@ -1,7 +1,7 @@
 //! Writing a record's header as JSON without the serializer machinery: it is written
 //! on every miss.
 //!
-//! [`write`] gives exactly the bytes `serde_json::to_vec` gives for a
+//! [`write()`] gives exactly the bytes `serde_json::to_vec` gives for a
 //! [`RecordHeader`] — the same field order, the same escapes, dates in chrono's
 //! RFC 3339 form (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the fraction as 0, 3, 6 or 9
 //! digits) — so what is written never depends on which of the two wrote it (tested

@@ -529,7 +529,7 @@ impl ResultStore {
     /// Removes what killed or failed writers left behind (staged files on the local
     /// disk, open multipart uploads on S3) that is older than `grace`, on whatever
     /// backend the store is on. Run it from time to time, with a grace period longer
-    /// than any write takes (an hour is safe); see [`Backend::clean_up`](crate::backend::Backend::clean_up).
+    /// than any write takes (an hour is safe); see [`crate::backend::Backend::clean_up`].
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -4,7 +4,7 @@
 use super::*;
 
 /// Where encoded bytes go: straight into the hasher, into a buffer that a map or set
-/// sorts before passing it on, or kept while they are few ([`input_part`]).
+/// sorts before passing it on, or kept while they are few ([`input_part()`]).
 pub(super) enum Sink<'h> {
     Hasher(&'h mut blake3::Hasher),
     Buffer(Vec<u8>),

@@ -74,7 +74,7 @@ pub(crate) fn input_part<T: Serialize + ?Sized>(value: &T) -> Result<InputPart, 
     })
 }
 
-/// The encoder's sink for [`input_part`]: the first bytes kept, and once they no longer
+/// The encoder's sink for [`input_part()`]: the first bytes kept, and once they no longer
 /// fit, everything hashed.
 pub(super) struct Prefix {
     bytes: [u8; SHORT],

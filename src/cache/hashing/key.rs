@@ -183,7 +183,7 @@ impl KeyHasher {
 /// hashed only when its key is not remembered.
 ///
 /// `list`, when given, stands for exactly these components (a task definition's own:
-/// see [`ListId`](super::key_memo::ListId)).
+/// see [`super::key_memo::ListId`]).
 ///
 /// # Errors
 /// [`HashError`] naming the name that appears twice in one list.
