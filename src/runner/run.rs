@@ -125,7 +125,7 @@ fn scoped_tier_hit<I: TaskInput, O: TaskOutput>(
     input: &I,
     scope: &RunScope,
 ) -> Option<O> {
-    if !def.cache_policy.as_ref()?.key_functions().is_empty() {
+    if !may_serve_fresh_from_tier(def) || !def.cache_policy.as_ref()?.key_functions().is_empty() {
         return None;
     }
     let mut progress = Progress::new(def, scope, input, RunId::new(), 0, false);
@@ -134,6 +134,18 @@ fn scoped_tier_hit<I: TaskInput, O: TaskOutput>(
     progress.log_finished();
     scope.record_next(progress.info, &def.name);
     Some(value)
+}
+
+/// Whether the definition alone lets [`Progress::fresh_tier_hit`] serve its runs (no
+/// target, no lease, the tier on, nothing wrong with it): asked first by the paths that
+/// try the tier before a run's own scope, so that a task the tier never serves costs
+/// them nothing.
+fn may_serve_fresh_from_tier<I, O>(def: &TaskDef<I, O>) -> bool {
+    def.invalid.is_none()
+        && def.problem.is_none()
+        && def.target.is_none()
+        && def.memory_tier
+        && !def.serialize
 }
 
 /// One item of a shared map: runs it unless another worker holds its lease, in which
@@ -234,7 +246,8 @@ fn ephemeral_tier_hit<I: TaskInput, O: TaskOutput>(
     let Some(policy) = def.cache_policy.as_ref() else {
         return Err(None);
     };
-    if def.clock.is_some()
+    if !may_serve_fresh_from_tier(def)
+        || def.clock.is_some()
         || def.settings.is_some()
         || policy.uses_run_id()
         || !policy.key_functions().is_empty()
@@ -1075,11 +1088,7 @@ impl<'a, I: TaskInput, O: TaskOutput> Progress<'a, I, O> {
     fn fresh_tier_hit(&mut self) -> Option<O> {
         let def = self.def;
         let scope = self.scope;
-        if def.invalid.is_some()
-            || def.problem.is_some()
-            || def.target.is_some()
-            || !def.memory_tier
-            || def.serialize
+        if !may_serve_fresh_from_tier(def)
             || self.try_once
             || scope.resuming
             || self.writes_history()
