@@ -1191,12 +1191,6 @@ mod tests {
             let m = fs::metadata(dir.path().join(name)).unwrap();
             (m.atime(), m.atime_nsec())
         };
-        let three_days_back = |name: &str| {
-            let then = std::time::SystemTime::now() - Duration::from_secs(3 * 86_400);
-            let times = fs::FileTimes::new().set_accessed(then).set_modified(then);
-            let file = OpenOptions::new().write(true).open(dir.path().join(name));
-            file.unwrap().set_times(times).unwrap();
-        };
         let quiet = LocalBackend::new(dir.path()).unwrap();
         let updating = LocalBackend::new(dir.path())
             .unwrap()
@@ -1207,7 +1201,7 @@ mod tests {
                 .put(&k, Bytes::from(vec![7u8; size]).into())
                 .await
                 .unwrap();
-            three_days_back(name);
+            path::tests::three_days_old(&dir.path().join(name));
             let before = atime(name);
             assert_eq!(quiet.get(&k).await.unwrap().len(), size);
             assert_eq!(

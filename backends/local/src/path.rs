@@ -193,7 +193,7 @@ pub(crate) fn stat_key_path(path: KeyPath<'_>) -> io::Result<FileStat> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn root(path: &Path) -> Root {
@@ -295,22 +295,26 @@ mod tests {
         i128::from(m.atime()) * 1_000_000_000 + i128::from(m.atime_nsec())
     }
 
-    /// Writes `name` below `dir` with its access and modification times three days
-    /// back, so that a read updates the access time under `relatime` as under
-    /// `strictatime`.
-    fn old_file(dir: &Path, name: &str) -> std::path::PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, b"record bytes").unwrap();
+    /// Sets the access and modification times of the file at `path` three days back,
+    /// so that a read updates the access time under `relatime` as under `strictatime`.
+    pub(crate) fn three_days_old(path: &Path) {
         let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
         let times = std::fs::FileTimes::new()
             .set_accessed(then)
             .set_modified(then);
         std::fs::File::options()
             .write(true)
-            .open(&path)
+            .open(path)
             .unwrap()
             .set_times(times)
             .unwrap();
+    }
+
+    /// Writes `name` below `dir`, [`three_days_old`].
+    fn old_file(dir: &Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, b"record bytes").unwrap();
+        three_days_old(&path);
         path
     }
 
